@@ -1,0 +1,199 @@
+"""Multi-scale Glow and CV-Glow, with every log-likelihood term reported separately.
+
+Forward pass, for L levels of K steps:
+
+    y in [0, 1)  ->  x = y - 1/2
+    for each level l:   squeeze; K x (ActNorm, 1x1 conv, coupling);
+                        l < L-1: split off half the channels as z_l under a
+                                 conditional Gaussian prior;
+                        l = L-1: the rest is z_l under the top prior.
+
+log p(y) = sum_l log p(z_l) + sum_{l, kind} log|det|_{l, kind}, and GlowOutput
+keeps each of those terms per example, per level and per layer kind.
+`coupling='additive'` gives CV-Glow: the only log-dets left (ActNorm, 1x1 conv)
+do not depend on the input, so the volume term is the same for every image.
+"""
+
+from typing import Sequence
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from glow_ood.flows.actnorm import ActNorm
+from glow_ood.flows.coupling import COUPLING_NETS, AdditiveCoupling, AffineCoupling
+from glow_ood.flows.invconv import InvConv1x1, InvConv1x1LU
+from glow_ood.flows.priors import SplitPrior, TopPrior
+from glow_ood.flows.squeeze import squeeze, unsqueeze
+
+LOGDET_KINDS = ('actnorm', 'invconv', 'coupling')
+COUPLINGS = ('affine', 'additive')
+INVCONVS = ('lu', 'plain')
+
+
+@flax.struct.dataclass
+class GlowOutput:
+  """Per-example record of one forward pass (B = batch, L = levels)."""
+  log_px: jax.Array                # [B] log density of the continuous input y, nats
+  log_pz: jax.Array                # [B, L] prior term per level
+  logdet: dict[str, jax.Array]     # kind -> [B, L], kinds = LOGDET_KINDS
+  latents: tuple[jax.Array, ...]   # z_l, one per level
+
+  @property
+  def total_logdet(self) -> jax.Array:
+    return sum(v.sum(-1) for v in self.logdet.values())
+
+
+class FlowStep(nn.Module):
+  """ActNorm -> invertible 1x1 conv -> coupling; log-dets returned per kind."""
+  coupling: str = 'affine'
+  invconv: str = 'lu'
+  coupling_net: str = 'glow'
+  hidden_channels: int = 512
+  num_highway_blocks: int = 3
+
+  def setup(self):
+    self.actnorm = ActNorm()
+    self.conv = InvConv1x1LU() if self.invconv == 'lu' else InvConv1x1()
+    coupling_cls = AffineCoupling if self.coupling == 'affine' else AdditiveCoupling
+    self.couple = coupling_cls(self.coupling_net, self.hidden_channels, self.num_highway_blocks)
+
+  def forward(self, x):
+    x, ld_actnorm = self.actnorm.forward(x)
+    x, ld_invconv = self.conv.forward(x)
+    x, ld_coupling = self.couple.forward(x)
+    return x, {'actnorm': ld_actnorm, 'invconv': ld_invconv, 'coupling': ld_coupling}
+
+  def inverse(self, y):
+    y, ld_coupling = self.couple.inverse(y)
+    y, ld_invconv = self.conv.inverse(y)
+    y, ld_actnorm = self.actnorm.inverse(y)
+    return y, {'actnorm': ld_actnorm, 'invconv': ld_invconv, 'coupling': ld_coupling}
+
+  def __call__(self, x):
+    return self.forward(x)
+
+
+def latent_shapes(image_shape: Sequence[int], num_levels: int) -> list[tuple[int, int, int]]:
+  """Shapes [H, W, C] of z_0 .. z_{L-1} for an image of shape [H, W, C]."""
+  h, w, c = image_shape
+  shapes = []
+  for level in range(num_levels):
+    h, w, c = h // 2, w // 2, 4 * c
+    if level < num_levels - 1:
+      shapes.append((h, w, c // 2))
+      c = c // 2
+    else:
+      shapes.append((h, w, c))
+  return shapes
+
+
+class Glow(nn.Module):
+  """Glow (affine couplings) or CV-Glow (additive), L levels x K steps."""
+  num_levels: int = 3
+  steps_per_level: int = 32
+  coupling: str = 'affine'      # 'affine' | 'additive' (CV-Glow)
+  invconv: str = 'lu'           # 'lu' | 'plain'
+  coupling_net: str = 'glow'    # 'glow' | 'highway'
+  hidden_channels: int = 512
+  num_highway_blocks: int = 3
+  learn_top_prior: bool = True
+
+  def setup(self):
+    _check_choice('coupling', self.coupling, COUPLINGS)
+    _check_choice('invconv', self.invconv, INVCONVS)
+    _check_choice('coupling_net', self.coupling_net, COUPLING_NETS)
+    if self.num_levels < 1 or self.steps_per_level < 1:
+      raise ValueError(f'num_levels and steps_per_level must be >= 1, got '
+                       f'{self.num_levels} and {self.steps_per_level}.')
+    self.steps = [
+        [FlowStep(self.coupling, self.invconv, self.coupling_net, self.hidden_channels,
+                  self.num_highway_blocks, name=f'level{l}_step{k}')
+         for k in range(self.steps_per_level)]
+        for l in range(self.num_levels)]
+    self.split_priors = [SplitPrior(name=f'level{l}_split_prior')
+                         for l in range(self.num_levels - 1)]
+    self.top_prior = TopPrior(learned=self.learn_top_prior, name='top_prior')
+
+  def __call__(self, y):
+    return self.forward(y)
+
+  def forward(self, y: jax.Array) -> GlowOutput:
+    """y: [B, H, W, C] dequantized images in [0, 1)."""
+    _check_image(y, self.num_levels)
+    x = y - 0.5  # centring is a translation: no log-det
+    log_pz, latents = [], []
+    logdet = {kind: [] for kind in LOGDET_KINDS}
+    for level in range(self.num_levels):
+      x = squeeze(x)
+      level_ld = {kind: jnp.zeros(x.shape[:1], x.dtype) for kind in LOGDET_KINDS}
+      for step in self.steps[level]:
+        x, ld = step.forward(x)
+        level_ld = {kind: level_ld[kind] + ld[kind] for kind in LOGDET_KINDS}
+      for kind in LOGDET_KINDS:
+        logdet[kind].append(level_ld[kind])
+      if level < self.num_levels - 1:
+        x, z, lp = self.split_priors[level].forward(x)
+      else:
+        z, lp = x, self.top_prior.log_prob(x)
+      latents.append(z)
+      log_pz.append(lp)
+    log_pz = jnp.stack(log_pz, axis=-1)
+    logdet = {kind: jnp.stack(v, axis=-1) for kind, v in logdet.items()}
+    log_px = log_pz.sum(-1) + sum(v.sum(-1) for v in logdet.values())
+    return GlowOutput(log_px=log_px, log_pz=log_pz, logdet=logdet, latents=tuple(latents))
+
+  def _decode(self, top: jax.Array, level_inputs):
+    """Runs the levels backwards; level_inputs(level, x_kept) gives z for a split level."""
+    x = top
+    for level in reversed(range(self.num_levels)):
+      if level < self.num_levels - 1:
+        x = level_inputs(level, x)
+      for step in reversed(self.steps[level]):
+        x, _ = step.inverse(x)
+      x = unsqueeze(x)
+    return x + 0.5
+
+  def inverse(self, latents: Sequence[jax.Array]) -> jax.Array:
+    """Latents (as returned by forward) -> images y."""
+    if len(latents) != self.num_levels:
+      raise ValueError(f'Expected {self.num_levels} latents, got {len(latents)}.')
+    return self._decode(
+        latents[-1], lambda level, x: self.split_priors[level].inverse(x, latents[level]))
+
+  def sample(self, key: jax.Array, image_shape: Sequence[int], num: int,
+             temperature: float = 1.0) -> jax.Array:
+    """Draws `num` images, every prior's std scaled by `temperature`."""
+    shapes = latent_shapes(image_shape, self.num_levels)
+    keys = jax.random.split(key, self.num_levels)
+    top = self.top_prior.sample(keys[-1], num, shapes[-1], temperature)
+    return self._decode(
+        top, lambda level, x: self.split_priors[level].sample(x, keys[level], temperature))
+
+
+def _check_choice(name, value, allowed):
+  if value not in allowed:
+    raise ValueError(f'model.{name} must be one of {allowed}, got {value!r}.')
+
+
+def _check_image(y, num_levels):
+  if y.ndim != 4:
+    raise ValueError(f'Glow expects images [batch, height, width, channels], got shape {y.shape}.')
+  if not jnp.issubdtype(y.dtype, jnp.floating):
+    raise TypeError(f'Glow expects dequantized float images in [0, 1), got dtype {y.dtype}; '
+                    'use glow_ood.likelihood.reduce_bits and dequantize first.')
+  factor = 2 ** num_levels
+  if y.shape[1] % factor or y.shape[2] % factor:
+    raise ValueError(f'Image height and width must be divisible by 2**num_levels = {factor}, '
+                     f'got shape {y.shape}.')
+
+
+def glow_from_config(model_cfg: ml_collections.ConfigDict) -> Glow:
+  """Builds Glow from a config block whose fields are Glow's fields."""
+  fields = {f for f in Glow.__dataclass_fields__ if f not in ('parent', 'name')}
+  unknown = set(model_cfg.keys()) - fields
+  if unknown:
+    raise ValueError(f'Unknown model config keys {sorted(unknown)}; allowed: {sorted(fields)}.')
+  return Glow(**dict(model_cfg))
