@@ -1,0 +1,134 @@
+"""OOD detection metrics and the typicality test, in numpy.
+
+Conventions: out-of-distribution examples are the positive class, and a
+higher score means "more OOD". Pass -log p(x), bits/dim or a typicality score;
+passing log p(x) itself gives 1 - AUROC. Every metric takes the scores of the
+in-distribution set and of the OOD set separately.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _average_ranks(values: np.ndarray) -> np.ndarray:
+  """1-based ranks; tied values share the mean of the ranks they occupy."""
+  order = np.argsort(values, kind='mergesort')
+  sorted_values = values[order]
+  # Start index of each run of equal values, and the run lengths.
+  run_starts = np.flatnonzero(np.r_[True, sorted_values[1:] != sorted_values[:-1]])
+  run_lengths = np.diff(np.r_[run_starts, values.size])
+  run_mean_rank = run_starts + (run_lengths + 1) / 2.0
+  ranks = np.empty(values.size, dtype=np.float64)
+  ranks[order] = np.repeat(run_mean_rank, run_lengths)
+  return ranks
+
+
+def _check_scores(scores_in, scores_out) -> tuple[np.ndarray, np.ndarray]:
+  scores_in = np.asarray(scores_in, dtype=np.float64).reshape(-1)
+  scores_out = np.asarray(scores_out, dtype=np.float64).reshape(-1)
+  if scores_in.size == 0 or scores_out.size == 0:
+    raise ValueError('both score sets must be non-empty')
+  if not (np.all(np.isfinite(scores_in)) and np.all(np.isfinite(scores_out))):
+    raise ValueError('scores must be finite')
+  return scores_in, scores_out
+
+
+def _curve_points(scores_in, scores_out) -> tuple[np.ndarray, np.ndarray]:
+  """True and false positive counts at each distinct threshold, highest first.
+
+  An example is flagged OOD when its score >= threshold, so tied examples
+  always enter together.
+  """
+  scores = np.r_[scores_in, scores_out]
+  is_out = np.r_[np.zeros(scores_in.size), np.ones(scores_out.size)]
+  order = np.argsort(-scores, kind='mergesort')
+  scores, is_out = scores[order], is_out[order]
+  last_of_run = np.flatnonzero(np.r_[scores[1:] != scores[:-1], True])
+  true_pos = np.cumsum(is_out)[last_of_run]
+  false_pos = (last_of_run + 1) - true_pos
+  return true_pos, false_pos
+
+
+def auroc(scores_in, scores_out) -> float:
+  """P(score_out > score_in) + 1/2 P(tie), via the Mann-Whitney U statistic."""
+  scores_in, scores_out = _check_scores(scores_in, scores_out)
+  ranks = _average_ranks(np.r_[scores_in, scores_out])
+  n_in, n_out = scores_in.size, scores_out.size
+  u_out = ranks[n_in:].sum() - n_out * (n_out + 1) / 2.0
+  return float(u_out / (n_in * n_out))
+
+
+def average_precision(scores_in, scores_out) -> float:
+  """AUPRC as average precision: sum over thresholds of (recall step) x precision.
+
+  Ties are one threshold (all tied examples enter at once), the step-wise
+  definition without interpolation.
+  """
+  scores_in, scores_out = _check_scores(scores_in, scores_out)
+  true_pos, false_pos = _curve_points(scores_in, scores_out)
+  precision = true_pos / (true_pos + false_pos)
+  recall_steps = np.diff(np.r_[0.0, true_pos]) / scores_out.size
+  return float(np.sum(recall_steps * precision))
+
+
+def fpr_at_tpr(scores_in, scores_out, tpr: float = 0.95) -> float:
+  """FPR at the highest threshold whose TPR reaches `tpr` (ties enter together)."""
+  scores_in, scores_out = _check_scores(scores_in, scores_out)
+  true_pos, false_pos = _curve_points(scores_in, scores_out)
+  reached = np.flatnonzero(true_pos / scores_out.size >= tpr)
+  return float(false_pos[reached[0]] / scores_in.size)
+
+
+def summarize_ood_metrics(scores_in, scores_out) -> dict[str, float]:
+  """AUROC, AUPRC and FPR at 95% TPR, OOD positive, higher score = more OOD."""
+  return {
+      'auroc': auroc(scores_in, scores_out),
+      'auprc': average_precision(scores_in, scores_out),
+      'fpr_at_95_tpr': fpr_at_tpr(scores_in, scores_out, 0.95),
+  }
+
+
+# -----------------------------------------------------------------------------
+# Typicality test (Nalisnick et al. 2019b): a batch is atypical when its mean
+# NLL is far from the model's entropy, estimated by the mean training NLL.
+
+
+def typicality_scores(nll_in_train, nll_test, batch_size: int = 1) -> np.ndarray:
+  """|mean NLL of each batch of `batch_size` consecutive test examples - entropy estimate|.
+
+  batch_size=1 is the per-example variant. A remainder smaller than a batch is
+  dropped. Units are whatever the NLLs are in (nats or bits/dim); higher
+  means more OOD, so the result feeds the metrics above directly.
+  """
+  if batch_size < 1:
+    raise ValueError('batch_size must be positive')
+  entropy = np.mean(np.asarray(nll_in_train, dtype=np.float64))
+  nll_test = np.asarray(nll_test, dtype=np.float64).reshape(-1)
+  num_batches = nll_test.size // batch_size
+  if num_batches == 0:
+    raise ValueError(f'{nll_test.size} test examples cannot fill a batch of {batch_size}')
+  batch_means = nll_test[: num_batches * batch_size].reshape(num_batches, batch_size).mean(axis=1)
+  return np.abs(batch_means - entropy)
+
+
+def typicality_bootstrap_threshold(
+    nll_in_train,
+    nll_in_validation,
+    batch_size: int,
+    num_bootstraps: int = 1000,
+    quantile: float = 0.99,
+    seed: int = 0,
+) -> float:
+  """Threshold on typicality scores: a quantile of the scores of bootstrap batches.
+
+  The entropy is estimated from `nll_in_train`; batches are resampled with
+  replacement from held-out in-distribution NLLs (`nll_in_validation`), so a
+  batch scoring above the threshold is flagged OOD at a false-alarm rate of
+  about 1 - quantile.
+  """
+  rng = np.random.default_rng(seed)
+  nll_in_validation = np.asarray(nll_in_validation, dtype=np.float64).reshape(-1)
+  resampled = rng.choice(nll_in_validation, size=num_bootstraps * batch_size, replace=True)
+  scores = typicality_scores(nll_in_train, resampled, batch_size)
+  return float(np.quantile(scores, quantile))

@@ -1,0 +1,71 @@
+"""OOD metrics: hand cases and agreement with sklearn (a test-only dependency)."""
+
+import numpy as np
+import pytest
+from sklearn import metrics as skm
+
+from glow_ood.analysis import ood_metrics
+
+
+def test_perfect_and_reversed_separation():
+  scores_in, scores_out = np.array([0.0, 1.0, 2.0]), np.array([5.0, 6.0])
+  assert ood_metrics.summarize_ood_metrics(scores_in, scores_out) == {
+      'auroc': 1.0, 'auprc': 1.0, 'fpr_at_95_tpr': 0.0}
+  reversed_metrics = ood_metrics.summarize_ood_metrics(scores_out, scores_in)
+  assert reversed_metrics['auroc'] == 0.0
+  assert reversed_metrics['fpr_at_95_tpr'] == 1.0
+  # OOD = [0, 1, 2] all below in = [5, 6]: precisions 1/3, 2/4, 3/5 at recall steps of 1/3.
+  assert reversed_metrics['auprc'] == pytest.approx((1 / 3 + 1 / 2 + 3 / 5) / 3)
+
+
+def test_small_case_with_tie_by_hand():
+  scores_in, scores_out = [0.0, 1.0, 2.0], [1.0, 3.0]
+  # Pairs (out, in): 1 beats 0, ties 1, loses to 2; 3 beats all: (1 + 0.5 + 3) / 6.
+  assert ood_metrics.auroc(scores_in, scores_out) == pytest.approx(0.75)
+  # Threshold 3: P = 1, recall 1/2; threshold 2: no new OOD; threshold 1: P = 2/4, recall 1.
+  assert ood_metrics.average_precision(scores_in, scores_out) == pytest.approx(0.5 + 0.25)
+  # TPR 1 is first reached at threshold 1, where in-scores 1 and 2 are flagged.
+  assert ood_metrics.fpr_at_tpr(scores_in, scores_out) == pytest.approx(2 / 3)
+  assert ood_metrics.fpr_at_tpr(scores_in, scores_out, tpr=0.5) == 0.0
+
+
+@pytest.mark.parametrize('seed', [0, 1, 2])
+def test_agrees_with_sklearn_with_many_ties(seed):
+  rng = np.random.default_rng(seed)
+  scores_in = np.round(rng.normal(0.0, 1.0, size=137), 0)  # rounding makes many ties
+  scores_out = np.round(rng.normal(0.7, 1.3, size=91), 0)
+  labels = np.r_[np.zeros(137), np.ones(91)]
+  scores = np.r_[scores_in, scores_out]
+  assert ood_metrics.auroc(scores_in, scores_out) == pytest.approx(skm.roc_auc_score(labels, scores))
+  assert ood_metrics.average_precision(scores_in, scores_out) == pytest.approx(
+      skm.average_precision_score(labels, scores))
+  fpr, tpr, _ = skm.roc_curve(labels, scores, drop_intermediate=False)
+  expected_fpr = fpr[np.searchsorted(tpr, 0.95, side='left')]
+  assert ood_metrics.fpr_at_tpr(scores_in, scores_out, 0.95) == pytest.approx(expected_fpr)
+
+
+def test_library_does_not_import_sklearn():
+  import inspect
+  assert 'sklearn' not in inspect.getsource(ood_metrics)
+
+
+def test_typicality_scores_by_hand():
+  nll_train = [1.0, 2.0, 3.0]  # entropy estimate 2
+  nll_test = [2.0, 4.0, 0.0, 2.0, 5.0]
+  np.testing.assert_allclose(ood_metrics.typicality_scores(nll_train, nll_test, 2), [1.0, 1.0])
+  np.testing.assert_allclose(ood_metrics.typicality_scores(nll_train, nll_test), [0, 2, 2, 0, 3])
+  with pytest.raises(ValueError):
+    ood_metrics.typicality_scores(nll_train, nll_test, 6)
+
+
+def test_typicality_bootstrap_threshold():
+  assert ood_metrics.typicality_bootstrap_threshold([2.0, 2.0], [2.0] * 10, batch_size=4) == 0.0
+  # Batch 1 from N(2, 1) around entropy 2: the 0.99 quantile of |N(0, 1)| is 2.576.
+  rng = np.random.default_rng(0)
+  threshold = ood_metrics.typicality_bootstrap_threshold(
+      [2.0], rng.normal(2.0, 1.0, size=50_000), batch_size=1, num_bootstraps=50_000)
+  assert threshold == pytest.approx(2.576, abs=0.1)
+  # Batches of 25 shrink the spread by 5.
+  threshold_25 = ood_metrics.typicality_bootstrap_threshold(
+      [2.0], rng.normal(2.0, 1.0, size=50_000), batch_size=25, num_bootstraps=20_000)
+  assert threshold_25 == pytest.approx(2.576 / 5, abs=0.03)
