@@ -1,0 +1,85 @@
+"""Training feedback: TensorBoard scalars/images via clu, and a console progress line."""
+
+import sys
+import time
+
+from clu import metric_writers
+import jax
+import numpy as np
+
+
+def make_writer(workdir: str) -> metric_writers.MetricWriter:
+  """TensorBoard event files in workdir (process 0 only; other hosts just log)."""
+  return metric_writers.create_default_writer(
+      workdir, just_logging=jax.process_index() > 0, asynchronous=True)
+
+
+def flatten_metrics(metrics: dict, prefix: str = '') -> dict[str, float]:
+  """{'logdet': {'coupling': x}} -> {'logdet/coupling': x}, as Python floats."""
+  flat = {}
+  for key, value in metrics.items():
+    name = f'{prefix}{key}'
+    if isinstance(value, dict):
+      flat.update(flatten_metrics(value, name + '/'))
+    else:
+      flat[name] = float(np.asarray(value))
+  return flat
+
+
+def _format_duration(seconds: float) -> str:
+  seconds = int(max(seconds, 0))
+  hours, rest = divmod(seconds, 3600)
+  minutes, seconds = divmod(rest, 60)
+  return f'{hours}:{minutes:02d}:{seconds:02d}' if hours else f'{minutes}:{seconds:02d}'
+
+
+class ProgressLine:
+  """Prints 'step 120/5000 [##....] 2.4% | 3.210 bits/dim | 95 img/s | ETA 12:03' lines.
+
+  Throughput and ETA are measured from the first report (so compilation is excluded).
+  """
+
+  def __init__(self, total_steps: int, batch_size: int, stream=None, width: int = 20):
+    self.total_steps = total_steps
+    self.batch_size = batch_size
+    self.stream = stream or sys.stdout
+    self.width = width
+    self._start = None   # (time, step) of the first report
+    self._last = None
+
+  def update(self, step: int, **values: float) -> dict[str, float]:
+    """Prints one line for `step`; returns {'images_per_sec': ...} once measurable."""
+    now = time.perf_counter()
+    rates = {}
+    if self._start is None:
+      self._start = (now, step)
+    elif step > self._last[1]:
+      rates['images_per_sec'] = (step - self._last[1]) * self.batch_size / (now - self._last[0])
+    self._last = (now, step)
+
+    fraction = step / max(self.total_steps, 1)
+    filled = int(round(self.width * min(fraction, 1.0)))
+    parts = [f'step {step}/{self.total_steps}',
+             f'[{"#" * filled}{"." * (self.width - filled)}] {100 * fraction:5.1f}%']
+    parts += [f'{value:.4g} {name}' for name, value in values.items()]
+    start_time, start_step = self._start
+    if step > start_step:
+      seconds_per_step = (now - start_time) / (step - start_step)
+      parts.append(f'{self.batch_size / seconds_per_step:.0f} img/s')
+      parts.append(f'ETA {_format_duration(seconds_per_step * (self.total_steps - step))}')
+    if jax.process_index() == 0:
+      print(' | '.join(parts), file=self.stream, flush=True)
+    return rates
+
+
+def flatten_config(config) -> dict:
+  """A ConfigDict as {'train.batch_size': 32, ...} with scalar values, for hparams."""
+  flat = {}
+  for key, value in config.items():
+    if hasattr(value, 'items'):
+      flat.update({f'{key}.{k}': v for k, v in flatten_config(value).items()})
+    elif isinstance(value, (bool, int, float, str)):
+      flat[key] = value
+    else:
+      flat[key] = str(value)
+  return flat

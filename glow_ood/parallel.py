@@ -1,0 +1,96 @@
+"""Device mesh, shardings and multi-host helpers for data-parallel jit.
+
+One 1-D mesh over every device of every host, axis 'data'. Batches are sharded
+along their leading axis; parameters and optimizer state are replicated.
+"""
+
+import os
+
+from absl import logging
+import jax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+import numpy as np
+
+DATA_AXIS = 'data'
+
+# Set by cluster launchers when a job spans several processes.
+_MULTIHOST_ENV = ('JAX_COORDINATOR_ADDRESS', 'COORDINATOR_ADDRESS')
+_PROCESS_COUNT_ENV = ('SLURM_NTASKS', 'OMPI_COMM_WORLD_SIZE', 'JAX_NUM_PROCESSES')
+
+
+def multihost_requested_by_env() -> bool:
+  """True when the environment describes a job with more than one process."""
+  if any(os.environ.get(name) for name in _MULTIHOST_ENV):
+    return True
+  for name in _PROCESS_COUNT_ENV:
+    try:
+      if int(os.environ.get(name, '1')) > 1:
+        return True
+    except ValueError:
+      pass
+  # TPU pod slices list every worker host.
+  return len([h for h in os.environ.get('TPU_WORKER_HOSTNAMES', '').split(',') if h]) > 1
+
+
+def initialize_distributed(multihost: bool | None) -> None:
+  """Calls jax.distributed.initialize() when asked to, or when the environment says so.
+
+  Must run before anything touches a JAX device. multihost=None means auto.
+  """
+  if multihost is None:
+    multihost = multihost_requested_by_env()
+  if multihost:
+    jax.distributed.initialize()
+    logging.info('jax.distributed: process %d of %d, %d local / %d global devices',
+                 jax.process_index(), jax.process_count(), jax.local_device_count(),
+                 jax.device_count())
+
+
+def make_mesh() -> Mesh:
+  """A 1-D mesh over all global devices.
+
+  Auto axis type: XLA propagates shardings through the model, so model code
+  (reshapes in squeeze, reductions in ActNorm) needs no sharding annotations.
+  """
+  return jax.make_mesh((jax.device_count(),), (DATA_AXIS,),
+                       axis_types=(jax.sharding.AxisType.Auto,))
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+  """Leading (batch) axis split over the mesh."""
+  return NamedSharding(mesh, P(DATA_AXIS))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def host_batch_size(global_batch_size: int) -> int:
+  """Rows of a global batch that this process supplies."""
+  if global_batch_size % jax.process_count():
+    raise ValueError(f'Batch size {global_batch_size} is not divisible by the number of '
+                     f'processes ({jax.process_count()}).')
+  return global_batch_size // jax.process_count()
+
+
+def host_slice(global_batch: np.ndarray) -> np.ndarray:
+  """This process's contiguous rows of a batch every process holds in full."""
+  rows = host_batch_size(global_batch.shape[0])
+  start = jax.process_index() * rows
+  return global_batch[start:start + rows]
+
+
+def global_batch(mesh: Mesh, local_batch: np.ndarray) -> jax.Array:
+  """Assembles one global array, sharded over the batch axis, from each host's rows."""
+  sharding = batch_sharding(mesh)
+  global_shape = (local_batch.shape[0] * jax.process_count(),) + local_batch.shape[1:]
+  return jax.make_array_from_process_local_data(sharding, local_batch, global_shape)
+
+
+def to_host(tree):
+  """Fetches a (replicated or fully addressable) pytree as numpy arrays."""
+  return jax.tree.map(np.asarray, jax.device_get(tree))
+
+
+def is_main_process() -> bool:
+  return jax.process_index() == 0

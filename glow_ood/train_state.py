@@ -1,0 +1,112 @@
+"""Train state, optimizer and model initialisation (ActNorm from the global first batch)."""
+
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from glow_ood import likelihood
+from glow_ood import parallel
+from glow_ood.flows.glow import Glow, glow_from_config
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array          # [] int32, optimizer steps taken
+  params: Any
+  opt_state: Any
+  ema_params: Any          # Polyak average of params; None when train.ema_decay == 0
+
+
+def run_keys(seed: int) -> dict[str, jax.Array]:
+  """The independent PRNG streams of a run, all derived from config.seed."""
+  names = ('init', 'train', 'eval', 'sample')
+  return dict(zip(names, jax.random.split(jax.random.PRNGKey(seed), len(names))))
+
+
+def learning_rate_schedule(train_cfg: ml_collections.ConfigDict) -> optax.Schedule:
+  """Linear warm-up from 0 to the peak rate, then constant."""
+  peak = train_cfg.learning_rate
+  if train_cfg.warmup_steps <= 0:
+    return optax.constant_schedule(peak)
+  return optax.join_schedules(
+      [optax.linear_schedule(0.0, peak, train_cfg.warmup_steps),
+       optax.constant_schedule(peak)],
+      boundaries=[train_cfg.warmup_steps])
+
+
+def make_optimizer(train_cfg: ml_collections.ConfigDict) -> optax.GradientTransformation:
+  schedule = learning_rate_schedule(train_cfg)
+  optimizers = {
+      'adam': lambda: optax.adam(schedule),
+      'adamax': lambda: optax.adamax(schedule),
+      'rmsprop': lambda: optax.rmsprop(schedule),
+  }
+  if train_cfg.optimizer not in optimizers:
+    raise ValueError(f'config.train.optimizer={train_cfg.optimizer!r} is not valid: '
+                     f'choose one of {", ".join(optimizers)}.')
+  transforms = []
+  if train_cfg.grad_clip_norm > 0:
+    transforms.append(optax.clip_by_global_norm(train_cfg.grad_clip_norm))
+  transforms.append(optimizers[train_cfg.optimizer]())
+  return optax.chain(*transforms)
+
+
+def image_shape(config: ml_collections.ConfigDict) -> tuple[int, int, int]:
+  return (config.data.image_size, config.data.image_size, config.data.channels)
+
+
+def num_dims(config: ml_collections.ConfigDict) -> int:
+  h, w, c = image_shape(config)
+  return h * w * c
+
+
+def model_from_config(config: ml_collections.ConfigDict) -> Glow:
+  return glow_from_config(config.model)
+
+
+def _init_fn(config: ml_collections.ConfigDict):
+  model = model_from_config(config)
+  optimizer = make_optimizer(config.train)
+  use_ema = config.train.ema_decay > 0
+
+  def init(key, x_uint8):
+    init_key, noise_key = jax.random.split(key)
+    x_int = likelihood.reduce_bits(x_uint8, config.n_bits)
+    y = likelihood.dequantize(noise_key, x_int, config.n_bits)
+    # ActNorm statistics come from this batch; under jit with the batch sharded over
+    # the mesh, its mean/variance reductions run over the global batch.
+    params = model.init(init_key, y)['params']
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                      opt_state=optimizer.init(params),
+                      ema_params=params if use_ema else None)
+  return init
+
+
+def create_train_state(config: ml_collections.ConfigDict, mesh, key: jax.Array,
+                       first_batch: jax.Array) -> TrainState:
+  """Initialises a replicated state from the global first batch (uint8, batch-sharded)."""
+  init = jax.jit(_init_fn(config),
+                 in_shardings=(parallel.replicated(mesh), parallel.batch_sharding(mesh)),
+                 out_shardings=parallel.replicated(mesh))
+  return init(key, first_batch)
+
+
+def abstract_train_state(config: ml_collections.ConfigDict, mesh) -> TrainState:
+  """Shapes, dtypes and (replicated) shardings of the train state, computing nothing."""
+  batch = jax.ShapeDtypeStruct((config.train.batch_size,) + image_shape(config), jnp.uint8)
+  key = jax.ShapeDtypeStruct((2,), jnp.uint32)
+  shapes = jax.eval_shape(_init_fn(config), key, batch)
+  sharding = parallel.replicated(mesh)
+  return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
+                      shapes)
+
+
+def eval_params(state: TrainState, config: ml_collections.ConfigDict):
+  """EMA params when they exist and config.eval.use_ema, else the raw params."""
+  if state.ema_params is not None and config.eval.use_ema:
+    return state.ema_params
+  return state.params
