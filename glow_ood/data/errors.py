@@ -9,8 +9,8 @@ FASHION_MNIST_IDX_DIR = '/usr/share/datasets/fashion-mnist'
 MNIST_DIGITS_PNG = '/usr/share/doc/opencv-doc/examples/data/digits.png'
 FONTS_DIR = '/usr/share/fonts'
 
-FONT_PACKAGES = ('fonts-dejavu-core', 'fonts-liberation', 'fonts-freefont-ttf',
-                 'fonts-urw-base35')
+FONT_PACKAGES = ('fonts-dejavu-core', 'fonts-dejavu-extra', 'fonts-liberation',
+                 'fonts-freefont-ttf', 'fonts-urw-base35', 'fonts-mathjax')
 
 OFFLINE_OPTIONS = (
     f'fashion_mnist: the 70,000 original IDX files in {FASHION_MNIST_IDX_DIR} '
