@@ -60,17 +60,26 @@ class FlowStep(nn.Module):
     coupling_cls = AffineCoupling if self.coupling == 'affine' else AdditiveCoupling
     self.couple = coupling_cls(self.coupling_net, self.hidden_channels, self.num_highway_blocks)
 
-  def forward(self, x):
+  def forward_terms(self, x):
+    """x -> (y, {kind: logdet [B]})."""
     x, ld_actnorm = self.actnorm.forward(x)
     x, ld_invconv = self.conv.forward(x)
     x, ld_coupling = self.couple.forward(x)
     return x, {'actnorm': ld_actnorm, 'invconv': ld_invconv, 'coupling': ld_coupling}
 
-  def inverse(self, y):
+  def inverse_terms(self, y):
     y, ld_coupling = self.couple.inverse(y)
     y, ld_invconv = self.conv.inverse(y)
     y, ld_actnorm = self.actnorm.inverse(y)
     return y, {'actnorm': ld_actnorm, 'invconv': ld_invconv, 'coupling': ld_coupling}
+
+  def forward(self, x):
+    y, terms = self.forward_terms(x)
+    return y, sum(terms.values())
+
+  def inverse(self, y):
+    x, terms = self.inverse_terms(y)
+    return x, sum(terms.values())
 
   def __call__(self, x):
     return self.forward(x)
@@ -130,7 +139,7 @@ class Glow(nn.Module):
       x = squeeze(x)
       level_ld = {kind: jnp.zeros(x.shape[:1], x.dtype) for kind in LOGDET_KINDS}
       for step in self.steps[level]:
-        x, ld = step.forward(x)
+        x, ld = step.forward_terms(x)
         level_ld = {kind: level_ld[kind] + ld[kind] for kind in LOGDET_KINDS}
       for kind in LOGDET_KINDS:
         logdet[kind].append(level_ld[kind])

@@ -53,7 +53,7 @@ def sample_input(case: FlowCase, seed: int = 0, dtype=jnp.float32):
   return x.astype(dtype)
 
 
-def init_perturbed(case: FlowCase, seed: int = 0, scale: float = 0.2):
+def init_perturbed(case: FlowCase, seed: int = 0, scale: float = 0.1):
   """Init from data, then move every trainable parameter off its (often trivial) init.
 
   Zero-initialised last layers make a fresh coupling the identity; the checks must
