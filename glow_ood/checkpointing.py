@@ -24,6 +24,8 @@ def make_manager(workdir: str, *, keep: int | None = None,
                  read_only: bool = False) -> ocp.CheckpointManager:
   options = ocp.CheckpointManagerOptions(
       max_to_keep=keep, create=not read_only, read_only=read_only,
+      # A killed run can leave a partial tmp directory behind; never a partial step.
+      cleanup_tmp_directories=not read_only,
       enable_async_checkpointing=not read_only)
   return ocp.CheckpointManager(checkpoint_dir(workdir), item_names=(STATE, META),
                                options=options)

@@ -4,11 +4,14 @@
       [--config.train.num_steps=2000 ...] [--mode=train|evaluate|sample]
 """
 
+import logging as std_logging
+
 from absl import app
 from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from glow_ood import config_validation
 from glow_ood import parallel
 
 FLAGS = flags.FLAGS
@@ -26,9 +29,46 @@ flags.DEFINE_bool('multihost', None, 'Call jax.distributed.initialize() (one pro
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
+def unknown_override_message(argv) -> str | None:
+  """Names the first --config.<key> override that is not in the config schema, if any."""
+  for arg in argv[1:]:
+    if not arg.startswith('--config.'):
+      continue
+    path = arg[len('--config.'):].split('=', 1)[0].split('.')
+    block = path[0] if len(path) > 1 else ''
+    key = path[-1]
+    known = config_validation.KNOWN_KEYS.get(block)
+    if known is None:
+      return (f'Unknown config key {".".join(path)!r} in {arg}: there is no block '
+              f'config.{block}; blocks: {", ".join(b for b in config_validation.KNOWN_KEYS if b)}.')
+    if len(path) > 2 or key not in known:
+      return (f'Unknown config key {".".join(path)!r} in {arg}; known keys in '
+              f'config.{block or "<top>"}: {", ".join(known)}.')
+  return None
+
+
+def parse_flags(argv):
+  """absl flag parsing, with a clear message for a mistyped --config.<key> override."""
+  try:
+    return FLAGS(argv)
+  except (AttributeError, KeyError):
+    message = unknown_override_message(argv)
+    if message is None:
+      raise
+    raise config_validation.ConfigError(message) from None
+
+
+class _QuietOrbaxInfo(std_logging.Filter):
+  """Drops orbax's per-save INFO chatter; its warnings and errors still show."""
+
+  def filter(self, record):
+    return record.levelno > std_logging.INFO or '/orbax/' not in record.pathname
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  logging.get_absl_handler().addFilter(_QuietOrbaxInfo())
   parallel.initialize_distributed(FLAGS.multihost)
   # Imported after distributed init: nothing may touch a JAX backend before it.
   from glow_ood import evaluate, sample, train  # pylint: disable=g-import-not-at-top
@@ -49,4 +89,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -68,7 +68,7 @@ def make_train_step(config: ml_collections.ConfigDict, mesh):
       ema_params = optax.incremental_update(params, ema_params, 1.0 - ema_decay)
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
                               ema_params=ema_params)
-    metrics = step_metrics(out, loss, optax.global_norm(grads), schedule(state.step))
+    metrics = step_metrics(out, loss, optax.tree.norm(grads), schedule(state.step))
     return new_state, metrics
 
   replicated = parallel.replicated(mesh)
