@@ -94,7 +94,8 @@ def _raise_non_finite(step: int, what: str, value, manager) -> None:
   kept = (f'The last good checkpoint (step {latest}) in {manager.directory} is intact.'
           if latest is not None else 'No checkpoint had been written yet.')
   raise NonFiniteLossError(
-      f'Non-finite {what} ({value}) at training step {step}. {kept} Try a lower '
+      f'Non-finite {what} ({value}) at training step {step} (the update from checkpoint '
+      f'step {step} to {step + 1}). {kept} Try a lower '
       'train.learning_rate, a longer train.warmup_steps, or a smaller train.grad_clip_norm.')
 
 

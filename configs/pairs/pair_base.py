@@ -1,0 +1,99 @@
+"""Building blocks of the pair configs: one in-distribution set, one or more OOD sets.
+
+A pair config holds two complete training configs (the schema of
+configs/common.py), `glow` (affine couplings) and `cv_glow` (additive
+couplings, constant volume), which train in workdir/glow and workdir/cv_glow,
+plus an `experiment` block saying what to evaluate and analyse. Every key can
+be overridden from the command line, e.g. --config.cv_glow.train.num_steps=500.
+
+Evaluation never augments (glow_ood.config_validation.data_fields_for sets
+augment='none'), and every evaluation set is shaped like the training data
+(image size and channels), so a grey set paired with an RGB model would be
+repeated to RGB and an RGB set paired with a grey model converted to luma.
+"""
+import ml_collections
+
+VARIANTS = ('tiny', 'quick', 'paper')
+
+
+def experiment_block(ood: str) -> ml_collections.ConfigDict:
+  """What the experiment evaluates and analyses; sizes are images per data set."""
+  exp = ml_collections.ConfigDict()
+  # OOD test sets, 'name:split[key=value;...]' entries as in config.eval.datasets
+  # (the first one is the headline OOD set of the report).
+  exp.ood = ood
+  exp.models = 'glow,cv_glow'          # which of the two to train and report
+  exp.train_examples = 0               # in-distribution train subset; 0 = whole split
+  exp.test_examples = 0                # in-distribution test subset; 0 = whole split
+  exp.ood_examples = 0                 # per OOD set; 0 = whole split
+  # Figure 5: every kept checkpoint evaluated on subsets of this size.
+  exp.curve_models = 'glow,cv_glow'
+  exp.curve_examples = 2_000
+  # Section 5.
+  exp.stats_examples = 10_000          # images per set for pixel statistics; 0 = all evaluated
+  exp.hutchinson_probes = 256          # Rademacher probes for the diagonal trace term
+  exp.sample_trace_examples = 1_000    # images per set for the full-covariance trace; 0 = off
+  exp.hvp_chunk = 16                   # HVPs evaluated together (memory vs speed)
+  exp.graying_alphas = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+  exp.graying_examples = 2_000         # images per set
+  # Beyond the paper: the typicality test on batches of these sizes (1 = per image).
+  exp.typicality_batch_sizes = (1, 10)
+  exp.histogram_bins = 60
+  exp.reuse_evaluations = True         # keep eval/*.npz already written for a checkpoint
+  return exp
+
+
+def make_pair_config(pair: str, variant: str, glow: ml_collections.ConfigDict,
+                     ood: str) -> ml_collections.ConfigDict:
+  """The pair config; `glow` is a complete affine-Glow training config."""
+  if variant not in VARIANTS:
+    raise ValueError(f'Unknown variant {variant!r} for pair {pair!r}; choose one of {VARIANTS}.')
+  glow = glow.copy_and_resolve_references()
+  glow.train.keep_checkpoints = max(glow.train.keep_checkpoints, 100)  # Figure 5 needs them
+  cv_glow = glow.copy_and_resolve_references()
+  cv_glow.model.coupling = 'additive'
+
+  config = ml_collections.ConfigDict()
+  config.pair = pair
+  config.variant = variant
+  config.glow = glow
+  config.cv_glow = cv_glow
+  config.experiment = experiment_block(ood)
+  return config
+
+
+def tiny_model(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Shrinks a training config to a seconds-long smoke run at 16x16 (tests, CI)."""
+  config.data.image_size = 16
+  config.model.num_levels = 2
+  config.model.steps_per_level = 2
+  config.model.coupling_net = 'glow'
+  config.model.hidden_channels = 8
+  config.train.batch_size = 8
+  config.train.num_steps = 6
+  config.train.optimizer = 'adam'
+  config.train.learning_rate = 1e-3
+  config.train.warmup_steps = 2
+  config.train.log_every = 2
+  config.train.eval_every = 0
+  config.train.checkpoint_every = 3
+  config.eval.batch_size = 16
+  config.sample.num = 4
+  return config
+
+
+def tiny_experiment(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  exp = config.experiment
+  exp.train_examples = 32
+  exp.test_examples = 32
+  exp.ood_examples = 32
+  exp.curve_examples = 16
+  exp.stats_examples = 0
+  exp.hutchinson_probes = 4
+  exp.sample_trace_examples = 8
+  exp.hvp_chunk = 4
+  exp.graying_alphas = (0.0, 0.5, 0.9)
+  exp.graying_examples = 16
+  exp.typicality_batch_sizes = (1, 4)
+  exp.histogram_bins = 10
+  return config

@@ -1,0 +1,124 @@
+"""Bad configs fail before any compute with a message naming the key; missing data and a
+non-finite loss fail clearly too."""
+
+import importlib
+import os
+import subprocess
+import sys
+
+import pytest
+
+from glow_ood import checkpointing
+from glow_ood import config_validation
+from glow_ood import main as main_lib
+from glow_ood import train
+from glow_ood.data import DataUnavailableError
+from tests.training.conftest import REPO_ROOT, TINY_CONFIG, load_checkpoint, subprocess_env
+
+
+def _set(config, dotted, value):
+  block, _, key = dotted.rpartition('.')
+  node = config
+  for part in filter(None, block.split('.')):
+    node = node[part]
+  with node.ignore_type():
+    node[key] = value
+
+
+@pytest.mark.parametrize('key, value, expected', [
+    ('n_bits', 9, r'config\.n_bits=9 .*1\.\.8'),
+    ('n_bits', 0, r'config\.n_bits=0 .*1\.\.8'),
+    ('train.optimizer', 'sgd', r"config\.train\.optimizer='sgd' .*'adam', 'adamax', 'rmsprop'"),
+    ('model.coupling', 'spline', r"config\.model\.coupling='spline' .*'affine', 'additive'"),
+    ('model.invconv', 'qr', r"config\.model\.invconv='qr' .*'lu', 'plain'"),
+    ('model.coupling_net', 'resnet', r"config\.model\.coupling_net='resnet' .*'glow'"),
+    ('model.num_levels', 5, r'config\.data\.image_size=16 .*2\*\*model\.num_levels = 32'),
+    ('data.name', 'imagenet_full', r"config\.data\.name='imagenet_full' .*fashion_mnist"),
+    ('data.image_size', 24, r'config\.data\.image_size=24'),
+    ('train.learning_rate', -1.0, r'config\.train\.learning_rate=-1\.0'),
+    ('train.ema_decay', 1.0, r'config\.train\.ema_decay=1\.0 .*\[0, 1\)'),
+    ('eval.dequantization', 'gaussian', r"config\.eval\.dequantization='gaussian' .*'uniform'"),
+    ('eval.datasets', 'mnist', r"config\.eval\.datasets='mnist' .*'name:split'"),
+    ('eval.datasets', 'mnist:test[colour=red]', r'config\.eval\.datasets=.*key one of source'),
+    ('eval.datasets', 'svhn:test', r"config\.eval\.datasets\[svhn:test\]\.name='svhn'"),
+    ('sample.temperatures', (0.7, -1.0), r'config\.sample\.temperatures=.*positive'),
+])
+def test_bad_value_names_key_value_and_allowed(tiny_config, key, value, expected):
+  _set(tiny_config, key, value)
+  with pytest.raises(ValueError, match=expected):
+    config_validation.validate_config(tiny_config, device_count=1)
+
+
+@pytest.mark.parametrize('name', ['fashion_mnist_quick', 'fashion_mnist', 'cifar10',
+                                  'cifar10_glow'])
+def test_shipped_configs_are_valid(name):
+  module = importlib.import_module(f'configs.{name}')
+  config = module.get_config()
+  config_validation.validate_config(config, device_count=1)
+  for field in ('additive', 'affine'):
+    config.model.coupling = field
+    config_validation.validate_config(config, device_count=1)
+
+
+def test_batch_not_divisible_by_device_count(tiny_config):
+  tiny_config.train.batch_size = 6
+  with pytest.raises(ValueError, match=r'config\.train\.batch_size=6 .*number of devices \(4\)'):
+    config_validation.validate_config(tiny_config, device_count=4)
+
+
+def test_unknown_key_in_config_file(tiny_config):
+  tiny_config.unlock()
+  tiny_config.train.lerning_rate = 0.1
+  with pytest.raises(ValueError, match=r'Unknown config key\(s\) train\.lerning_rate'):
+    config_validation.validate_config(tiny_config, device_count=1)
+
+
+def test_unknown_override_on_command_line():
+  argv = ['main', '--config=x.py', '--config.train.lerning_rate=0.1']
+  message = main_lib.unknown_override_message(argv)
+  assert "'train.lerning_rate'" in message and 'learning_rate' in message
+  assert main_lib.unknown_override_message(['main', '--config.train.num_steps=3']) is None
+  assert 'no block config.optim' in main_lib.unknown_override_message(
+      ['main', '--config.optim.lr=1'])
+
+  # The real entry point fails with that message before any compute.
+  result = subprocess.run(
+      [sys.executable, '-m', 'glow_ood.main', f'--config={TINY_CONFIG}', '--workdir=/nonexistent',
+       '--config.train.lerning_rate=0.1'],
+      cwd=REPO_ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=120)
+  assert result.returncode != 0
+  assert "ConfigError: Unknown config key 'train.lerning_rate'" in result.stderr
+
+
+def test_missing_data_file_raises_data_unavailable(tiny_config, tmp_path):
+  tiny_config.data.path = str(tmp_path / 'no_such_dir')
+  with pytest.raises(DataUnavailableError):
+    train.train_and_evaluate(tiny_config, str(tmp_path / 'run'))
+
+
+def test_non_finite_loss_stops_and_keeps_last_checkpoint(tiny_config, tmp_path):
+  workdir = str(tmp_path / 'run')
+  tiny_config.train.num_steps = 2
+  tiny_config.train.checkpoint_every = 2
+  train.train_and_evaluate(tiny_config, workdir)
+  good, _ = load_checkpoint(tiny_config, workdir, 2)
+
+  # Resume with an absurd learning rate: the first update blows the parameters up.
+  tiny_config.train.num_steps = 10
+  tiny_config.train.learning_rate = 1e30
+  tiny_config.train.warmup_steps = 0
+  with pytest.raises(FloatingPointError, match=r'Non-finite .* at training step \d+.*'
+                                               r'last good checkpoint \(step 2\).*learning_rate'):
+    train.train_and_evaluate(tiny_config, workdir)
+  assert checkpointing.available_steps(workdir) == [2]
+  restored, meta = load_checkpoint(tiny_config, workdir)
+  assert meta['step'] == 2
+  for leaf_a, leaf_b in zip(*(jax_leaves(t.params) for t in (good, restored))):
+    assert (leaf_a == leaf_b).all()
+  assert not [name for name in os.listdir(os.path.join(workdir, 'checkpoints'))
+              if name.isdigit() and name != '2']
+
+
+def jax_leaves(tree):
+  import jax  # pylint: disable=g-import-not-at-top
+  return jax.tree.leaves(tree)
