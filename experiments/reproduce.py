@@ -1,0 +1,68 @@
+"""One command per pair of data sets: train Glow and CV-Glow, evaluate, analyse, report.
+
+  python experiments/reproduce.py --pair=fashion_mnist_to_mnist --variant=quick \
+      --workdir=runs/fm_mnist [--config.glow.train.num_steps=2000 ...]
+
+or with the config file named directly (any variant after the colon):
+
+  python experiments/reproduce.py --config=configs/pairs/cifar10_to_svhn.py:paper \
+      --workdir=runs/cifar_svhn
+
+Pairs: see configs/pairs/ (fashion_mnist_to_mnist, notmnist_to_mnist, cifar10_to_svhn,
+celeb_a_to_svhn, imagenet32_to_cifar10_cifar100_svhn); variants: quick, paper, tiny.
+Glow trains in WORKDIR/glow, CV-Glow in WORKDIR/cv_glow; a rerun resumes training,
+reuses finished evaluations and rewrites WORKDIR/report.md.
+"""
+
+import os
+import sys
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO_ROOT not in sys.path:
+  sys.path.insert(0, REPO_ROOT)  # the pair configs import configs.*
+
+from absl import app  # pylint: disable=g-import-not-at-top
+from absl import flags
+from ml_collections import config_flags
+
+PAIRS_DIR = os.path.join(REPO_ROOT, 'configs', 'pairs')
+
+flags.DEFINE_string('pair', 'fashion_mnist_to_mnist',
+                    'Pair of data sets: the name of a file in configs/pairs/ (without .py).')
+flags.DEFINE_string('variant', 'quick', 'quick | paper | tiny (passed to the pair config).')
+config_flags.DEFINE_config_file(
+    'config', None, 'Pair config file[:variant]; by default configs/pairs/<pair>.py:<variant>. '
+    'Override any field with --config.<key>=<value>.', lock_config=True)
+flags.DEFINE_string('workdir', None, 'Output directory: glow/, cv_glow/, figures/, report.md.')
+flags.mark_flags_as_required(['workdir'])
+FLAGS = flags.FLAGS
+
+
+def with_default_config(argv: list[str]) -> list[str]:
+  """Adds --config=configs/pairs/<pair>.py:<variant> unless --config is given."""
+  if any(a == '--config' or a.startswith('--config=') for a in argv[1:]):
+    return argv
+  values = {'pair': 'fashion_mnist_to_mnist', 'variant': 'quick'}
+  for index, arg in enumerate(argv[1:], start=1):
+    for name in values:
+      if arg.startswith(f'--{name}='):
+        values[name] = arg.split('=', 1)[1]
+      elif arg == f'--{name}' and index + 1 < len(argv):
+        values[name] = argv[index + 1]
+  path = os.path.join(PAIRS_DIR, f'{values["pair"]}.py')
+  if not os.path.exists(path):
+    known = sorted(f[:-3] for f in os.listdir(PAIRS_DIR)
+                   if f.endswith('.py') and f not in ('__init__.py', 'pair_base.py'))
+    raise SystemExit(f'Unknown --pair={values["pair"]!r}; known pairs: {", ".join(known)}.')
+  return [argv[0], f'--config={path}:{values["variant"]}'] + argv[1:]
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  from glow_ood.experiment import pipeline  # pylint: disable=g-import-not-at-top
+  pipeline.run_pair(FLAGS.config, FLAGS.workdir)
+
+
+if __name__ == '__main__':
+  app.run(main, argv=with_default_config(sys.argv))

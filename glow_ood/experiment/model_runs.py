@@ -1,0 +1,88 @@
+"""One model of a pair: train (or resume, or skip when finished), then evaluate.
+
+Everything is resumable: training resumes from the newest checkpoint, and an
+evaluation file already written for a (set, checkpoint) is reused when
+config.experiment.reuse_evaluations is set.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+from absl import logging
+import ml_collections
+
+from glow_ood import checkpointing
+from glow_ood import evaluate
+from glow_ood import train
+from glow_ood.experiment import eval_plan
+
+TIMINGS_FILE = 'experiment_timings.json'
+
+
+def _record_time(model_workdir: str, what: str, seconds: float) -> None:
+  """Accumulates wall-clock seconds per phase (a resumed run adds to the earlier ones)."""
+  path = os.path.join(model_workdir, TIMINGS_FILE)
+  timings = {}
+  if os.path.exists(path):
+    with open(path) as f:
+      timings = json.load(f)
+  timings[what] = timings.get(what, 0.0) + seconds
+  with open(path, 'w') as f:
+    json.dump(timings, f, indent=1)
+
+
+def read_timings(model_workdir: str) -> dict[str, float]:
+  path = os.path.join(model_workdir, TIMINGS_FILE)
+  if not os.path.exists(path):
+    return {}
+  with open(path) as f:
+    return json.load(f)
+
+
+def train_model(model_config: ml_collections.ConfigDict, model_workdir: str) -> int:
+  """Trains to model_config.train.num_steps unless a checkpoint there already exists; returns its step."""
+  steps = checkpointing.available_steps(model_workdir)
+  target = model_config.train.num_steps
+  if steps and steps[-1] >= target:
+    logging.info('%s: finished (checkpoint step %d), not training.', model_workdir, steps[-1])
+    return steps[-1]
+  start = time.time()
+  print(f'Training {model_workdir} to step {target}'
+        + (f' (resuming from step {steps[-1]})' if steps else ''), flush=True)
+  train.train_and_evaluate(model_config, model_workdir)
+  _record_time(model_workdir, 'train_s', time.time() - start)
+  return checkpointing.available_steps(model_workdir)[-1]
+
+
+def evaluate_sets(model_config: ml_collections.ConfigDict, model_workdir: str,
+                  sets: list[eval_plan.EvalSet], step: int, reuse: bool) -> dict[str, str]:
+  """{label: npz path} of every set at checkpoint `step`, evaluating only what is missing."""
+  paths = {s.label: eval_plan.npz_path(model_workdir, s, step) for s in sets}
+  missing = [s for s in sets if not (reuse and os.path.exists(paths[s.label]))]
+  if missing:
+    start = time.time()
+    written = evaluate.evaluate_checkpoint(
+        model_config, model_workdir, datasets=[s.entry_string() for s in missing], step=step)
+    _record_time(model_workdir, 'evaluate_s', time.time() - start)
+    for s in missing:
+      assert written[s.entry.key] == paths[s.label], (written, paths)
+  return paths
+
+
+def run_model(config: ml_collections.ConfigDict, model: str, workdir: str) -> dict:
+  """Trains and evaluates one model; returns its step, final and per-checkpoint npz paths."""
+  model_config = config[model]
+  model_workdir = eval_plan.model_workdir(workdir, model)
+  step = train_model(model_config, model_workdir)
+  reuse = config.experiment.reuse_evaluations
+  final = evaluate_sets(model_config, model_workdir, eval_plan.eval_sets(config, model), step,
+                        reuse)
+  curves = {}
+  if model in eval_plan.csv(config.experiment.curve_models):
+    curve_sets = eval_plan.eval_sets(config, model, curve=True)
+    for ckpt_step in checkpointing.available_steps(model_workdir):
+      curves[ckpt_step] = evaluate_sets(model_config, model_workdir, curve_sets, ckpt_step, reuse)
+  return {'workdir': model_workdir, 'step': step, 'final': final, 'curves': curves}

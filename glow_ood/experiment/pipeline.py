@@ -1,0 +1,233 @@
+"""The whole experiment for one pair: train, evaluate, analyse, write the report.
+
+    results = run_pair(config, workdir)   # config from configs/pairs/<pair>.py
+
+Files under workdir: glow/ and cv_glow/ (each a training workdir with
+checkpoints and eval/*.npz), figures/*.png, results.json and report.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import jax
+import ml_collections
+import numpy as np
+
+from glow_ood import analysis
+from glow_ood import evaluate
+from glow_ood import parallel
+from glow_ood.experiment import eval_plan
+from glow_ood.experiment import figures
+from glow_ood.experiment import model_analysis
+from glow_ood.experiment import model_runs
+from glow_ood.experiment import report
+
+FIGURES_DIR = 'figures'
+RESULTS_FILE = 'results.json'
+REPORT_FILE = 'report.md'
+LOGDET_KINDS = ('actnorm', 'invconv', 'coupling')
+
+
+def set_summary(arrays: dict[str, np.ndarray], path: str) -> dict:
+  """Means (and spreads) of one evaluation file, log terms in nats per image."""
+  logdet = sum(arrays[f'logdet_{k}'].sum(-1) for k in LOGDET_KINDS)
+  return {
+      'npz': path,
+      'n': int(arrays['bits_per_dim'].shape[0]),
+      'bits_per_dim': float(arrays['bits_per_dim'].mean()),
+      'bits_per_dim_std': float(arrays['bits_per_dim'].std()),
+      'log_px': float(arrays['log_p_discrete'].mean()),
+      'log_px_var': float(arrays['log_p_discrete'].var(ddof=1)) if len(logdet) > 1 else 0.0,
+      'log_pz': float(arrays['log_pz'].sum(-1).mean()),
+      'logdet': float(logdet.mean()),
+      **{f'logdet_{k}': float(arrays[f'logdet_{k}'].sum(-1).mean()) for k in LOGDET_KINDS},
+  }
+
+
+def ood_metrics(final: dict[str, dict], labels: list[str], batch_sizes) -> dict:
+  """AUROC/AUPRC/FPR@95 of bits/dim as an OOD score, and of the typicality score."""
+  train_bpd = final['train']['bits_per_dim']
+  test_bpd = final['test']['bits_per_dim']
+  metrics = {}
+  for label in labels:
+    ood_bpd = final[label]['bits_per_dim']
+    scores = {'log p(x)': analysis.summarize_ood_metrics(test_bpd, ood_bpd)}
+    for b in batch_sizes:
+      if min(len(test_bpd), len(ood_bpd)) < b:
+        continue
+      scores[f'typicality (batch {b})'] = analysis.summarize_ood_metrics(
+          analysis.typicality_scores(train_bpd, test_bpd, b),
+          analysis.typicality_scores(train_bpd, ood_bpd, b))
+    metrics[label] = scores
+  return metrics
+
+
+def _model_figures(model: str, title: str, sets, final, curves, fig_dir, bins, in_name):
+  names = {s.label: eval_plan.display_name(s, in_name) for s in sets}
+  out = {}
+  out['log_px'] = figures.log_px_histogram(
+      os.path.join(fig_dir, f'{model}_log_px_hist.png'),
+      {names[l]: a['log_p_discrete'] for l, a in final.items()},
+      f'{title}: log p(x)', bins)
+  out['decomposition'] = figures.decomposition_histograms(
+      os.path.join(fig_dir, f'{model}_decomposition_hist.png'),
+      {names[l]: a['log_pz'].sum(-1) for l, a in final.items()},
+      {names[l]: sum(a[f'logdet_{k}'].sum(-1) for k in LOGDET_KINDS) for l, a in final.items()},
+      title, bins)
+  if curves['steps']:
+    out['curves'] = figures.training_curves(
+        os.path.join(fig_dir, f'{model}_training_curves.png'), curves['steps'],
+        {names[l]: v for l, v in curves['bits_per_dim'].items()},
+        f'{title}: bits/dim over training')
+  return out
+
+
+def analyse_model(config, model: str, run: dict, images: dict[str, np.ndarray], mesh,
+                  fig_dir: str, in_name: str) -> dict:
+  """Numbers and figures of one trained model."""
+  exp = config.experiment
+  model_config = config[model]
+  title = eval_plan.MODEL_TITLES[model]
+  sets = eval_plan.eval_sets(config, model)
+  ood_labels = [s.label for s in sets if s.is_ood]
+  final = {l: eval_plan.load_npz(p) for l, p in run['final'].items()}
+  result = {'step': run['step'], 'workdir': run['workdir'],
+            'sets': {l: set_summary(final[l], run['final'][l]) for l in final}}
+
+  curves = {'steps': sorted(run['curves']), 'bits_per_dim': {s.label: [] for s in sets},
+            'n': {}}
+  for step in curves['steps']:
+    for label, path in run['curves'][step].items():
+      arrays = eval_plan.load_npz(path)
+      curves['bits_per_dim'][label].append(float(arrays['bits_per_dim'].mean()))
+      curves['n'][label] = int(arrays['bits_per_dim'].shape[0])
+  result['curves'] = curves
+  result['ood_metrics'] = ood_metrics(final, ood_labels, exp.typicality_batch_sizes)
+
+  start = time.time()
+  params, _ = evaluate.load_state_for_eval(model_config, run['workdir'], mesh, run['step'])
+  key = jax.random.PRNGKey(model_config.seed)
+  second_order = {}
+  for index, label in enumerate(ood_labels):
+    q, p = final[label]['log_p_discrete'], final['test']['log_p_discrete']
+    entry = {
+        'measured': float(q.mean() - p.mean()),
+        'measured_stderr': float(np.sqrt(q.var(ddof=1) / q.size + p.var(ddof=1) / p.size)),
+        'variance_sum_diff': analysis.channel_variance_sum_difference(
+            analysis.dataset_pixel_stats(images[label], model_config.n_bits)[1],
+            analysis.dataset_pixel_stats(images['test'], model_config.n_bits)[1]).tolist(),
+    }
+    entry.update(model_analysis.trace_predictions(
+        model_config, params, images['test'], images[label],
+        num_probes=exp.hutchinson_probes, sample_examples=exp.sample_trace_examples,
+        chunk=exp.hvp_chunk, key=jax.random.fold_in(key, index)))
+    if model_config.model.coupling == 'additive':
+      _, var_p = model_analysis.model_scale_stats(images['test'], model_config.n_bits)
+      _, var_q = model_analysis.model_scale_stats(images[label], model_config.n_bits)
+      entry['closed_form'] = model_analysis.cv_glow_closed_form_prediction(
+          model_config, params, var_p, var_q)
+    second_order[label] = entry
+  result['second_order'] = second_order
+
+  gray_sets = ['test'] + ood_labels
+  result['graying'] = {
+      label: dict(model_analysis.graying(model_config, params, mesh,
+                                         images[label][:exp.graying_examples],
+                                         exp.graying_alphas, key),
+                  n=int(len(images[label][:exp.graying_examples])))
+      for label in gray_sets}
+  result['analysis_s'] = time.time() - start
+
+  result['figures'] = _model_figures(model, title, sets, final, curves, fig_dir,
+                                     exp.histogram_bins, in_name)
+  names = {s.label: eval_plan.display_name(s, in_name) for s in sets}
+  result['figures']['graying'] = figures.graying_curves(
+      os.path.join(fig_dir, f'{model}_graying.png'),
+      {names[l]: c for l, c in result['graying'].items()},
+      f'{title}: graying toward 128')
+  for label, entry in second_order.items():
+    rows = {'measured': (entry['measured'], entry['measured_stderr'])}
+    if 'closed_form' in entry:
+      rows['closed form, exact-for-linear'] = (entry['closed_form']['exact_for_linear'], 0.0)
+      rows['closed form, paper alpha'] = (entry['closed_form']['paper_alpha'], 0.0)
+    rows['trace, Hutchinson (diagonal)'] = (entry['hutchinson'], entry['hutchinson_stderr'])
+    if 'sample_form' in entry:
+      rows['trace, samples (full cov.)'] = (entry['sample_form'], entry['sample_form_stderr'])
+    result['figures'][f'second_order_{label}'] = figures.second_order_bars(
+        os.path.join(fig_dir, f'{model}_second_order_{label}.png'), rows,
+        f'{title}: {names[label]} minus {names["test"]}')
+  result['timings'] = model_runs.read_timings(run['workdir'])
+  return result
+
+
+def data_statistics(config, sets, images, fig_dir, in_name) -> dict:
+  """Figure 6 and the per-channel sums of Section 5, from the evaluated subsets."""
+  model_config = config[eval_plan.models_of(config)[0]]
+  limit = config.experiment.stats_examples or None
+  means, variances, table = {}, {}, {}
+  for s in sets:
+    name = eval_plan.display_name(s, in_name)
+    x = images[s.label][:limit]
+    m, v = analysis.per_image_channel_stats(x, model_config.n_bits)
+    means[name], variances[name] = m, v
+    _, var_hwc, count = analysis.dataset_pixel_stats(x, model_config.n_bits)
+    table[s.label] = {'name': name, 'n': int(count),
+                      'mean_of_means': m.mean(0).tolist(), 'mean_of_variances': v.mean(0).tolist(),
+                      'variance_sum': analysis.channel_sums(var_hwc).tolist()}
+  path = figures.channel_stat_histograms(os.path.join(fig_dir, 'data_channel_stats.png'),
+                                         means, variances, config.experiment.histogram_bins)
+  return {'sets': table, 'figure': path}
+
+
+def run_pair(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Trains (or resumes) both models, evaluates, analyses; writes report.md. Returns the results."""
+  start = time.time()
+  models = eval_plan.models_of(config)
+  os.makedirs(workdir, exist_ok=True)
+  runs = {model: model_runs.run_model(config, model, workdir) for model in models}
+
+  first = models[0]
+  in_name = config[first].data.name
+  sets = eval_plan.eval_sets(config, first)
+  images = {s.label: eval_plan.load_images(config[first], s) for s in sets}
+  fig_dir = os.path.join(workdir, FIGURES_DIR)
+  mesh = parallel.make_mesh()
+
+  results = {'pair': config.pair, 'variant': config.variant, 'in_name': in_name,
+             'sets': [{'label': s.label, 'name': s.entry.name, 'split': s.entry.split,
+                       'display': eval_plan.display_name(s, in_name), 'is_ood': s.is_ood}
+                      for s in sets],
+             'experiment': config.experiment.to_dict(),
+             'model_configs': {m: config[m].to_dict() for m in models},
+             'data_stats': data_statistics(config, sets, images, fig_dir, in_name),
+             'models': {}}
+  for model in models:
+    print(f'Analysing {model} ...', flush=True)
+    results['models'][model] = analyse_model(config, model, runs[model], images, mesh, fig_dir,
+                                             in_name)
+  results['run_wall_clock_s'] = time.time() - start
+  write_outputs(results, workdir)
+  return results
+
+
+def write_outputs(results: dict, workdir: str) -> str:
+  with open(os.path.join(workdir, RESULTS_FILE), 'w') as f:
+    json.dump(results, f, indent=1, default=_json_default)
+  path = os.path.join(workdir, REPORT_FILE)
+  with open(path, 'w') as f:
+    f.write(report.render(results, workdir))
+  print(f'Wrote {path}', flush=True)
+  return path
+
+
+def _json_default(value):
+  if isinstance(value, (np.floating, np.integer)):
+    return value.item()
+  if isinstance(value, np.ndarray):
+    return value.tolist()
+  if isinstance(value, tuple):
+    return list(value)
+  raise TypeError(f'{type(value)} is not JSON serialisable')

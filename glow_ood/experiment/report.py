@@ -1,0 +1,296 @@
+"""report.md from the results of pipeline.run_pair: tables, figures and the conclusions.
+
+Every number in the report comes from results.json (written beside it); the
+bits/dim tables are the means of the eval/*.npz files it names.
+"""
+
+from __future__ import annotations
+
+import os
+
+from glow_ood.experiment import eval_plan
+from glow_ood.experiment import paper_numbers
+
+# Section headings; tests check that each is present.
+HEADINGS = (
+    '## 1. Bits/dim on train, test and OOD test (paper, Figure 1)',
+    '## 2. Histograms of log p(x) (paper, Figure 2)',
+    '## 3. The two terms: log p(z) and log |det| (paper, Figure 4)',
+    '## 4. Bits/dim across training (paper, Figure 5)',
+    '## 5. Section 5: data statistics, second-order prediction, graying',
+    '### 5.1 Per-channel means and variances (paper, Figure 6)',
+    '### 5.2 Second-order prediction vs measured difference',
+    '### 5.3 Graying',
+    '## 6. OOD detection: log p(x) and the typicality test',
+    '## 7. What this shows',
+    '## 8. Run details',
+)
+
+APPROXIMATIONS = """\
+What each prediction assumes (all predict E_q[log p(x)] - E_p*[log p(x)], nats per image,
+p* = in-distribution test images, q = OOD images):
+- **measured**: the difference of the evaluated means (discrete bound, uniform dequantization),
+  with its standard error.
+- **closed form, exact-for-linear** (CV-Glow only): the first level's ActNorm scales and 1x1-conv
+  weights give z = squeeze(x) M + const; with the additive couplings taken as the identity and one
+  N(0, 1) prior on the whole first-level output, log p is quadratic and the second-order
+  expansion is exact: -1/2 sum_c (M M^T)_cc sum_{h,w} (var_q - var_p*)_{h,w,c}, variances in the
+  squeezed space. Ignores the trained couplings, the learned split prior and later levels, and
+  all covariances between pixels and between channels.
+- **closed form, paper alpha**: the same with the paper's coefficient alpha_c = prod_k sum_j
+  u_{k,c,j} (u = actnorm-scaled 1x1 weights) in place of (M M^T)_cc; it also adds within-step
+  cross terms and treats each channel as staying in its own channel across steps.
+- **trace, Hutchinson (diagonal)**: 1/2 sum_i H_ii (var_q - var_p*)_i with H the Hessian of the
+  real model's log p at x0 = the mean p* image, estimated with Rademacher probes (Hessian-vector
+  products); keeps the whole nonlinear model but drops all covariances and assumes both sets
+  share the mean x0 (the dropped first-order term is listed).
+- **trace, samples (full cov.)**: 1/2 Tr{H (S_q - S_p*)} with the full sample covariances of a
+  subset of each set, one HVP per image; no diagonal assumption, but sampling error, and still
+  second order around the shared mean x0."""
+
+
+def _f(value, digits=3) -> str:
+  return f'{value:.{digits}f}'
+
+
+def _pm(value, error, digits=3) -> str:
+  return f'{value:.{digits}f} ± {error:.{digits}f}'
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+  lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
+  lines += ['| ' + ' | '.join(str(c) for c in row) + ' |' for row in rows]
+  return lines
+
+
+def _img(path: str, workdir: str, alt: str) -> str:
+  return f'![{alt}]({os.path.relpath(path, workdir)})'
+
+
+def _yes(flag: bool) -> str:
+  return 'yes' if flag else 'no'
+
+
+def conclusions(results: dict) -> list[str]:
+  """Statements generated from the numbers: the paper's findings, checked one by one."""
+  in_name = results['in_name']
+  lines = []
+  names = {s['label']: s['display'] for s in results['sets']}
+  ood_labels = [s['label'] for s in results['sets'] if s['is_ood']]
+  for model, res in results['models'].items():
+    title = eval_plan.MODEL_TITLES[model]
+    test = res['sets']['test']
+    for label in ood_labels:
+      ood = res['sets'][label]
+      lower = ood['bits_per_dim'] < test['bits_per_dim']
+      lines.append(
+          f'- {title}: {names[label]} gets lower bits/dim than {in_name} test: **{_yes(lower)}** '
+          f'({_f(ood["bits_per_dim"])} vs {_f(test["bits_per_dim"])}).')
+      dz = ood['log_pz'] - test['log_pz']
+      dd = ood['logdet'] - test['logdet']
+      if model == 'glow':
+        lines.append(
+            f'  - Of the log-likelihood gap ({_f(ood["log_px"] - test["log_px"], 1)} nats), '
+            f'log p(z) contributes {_f(dz, 1)} and the log-det {_f(dd, 1)}; the larger share comes '
+            f'from the **{"log-det (volume)" if abs(dd) > abs(dz) else "log p(z)"}** term.')
+      else:
+        lines.append(
+            f'  - Constant volume: the log-det differs by {_f(dd, 4)} nats between the sets, so '
+            f'the whole gap ({_f(dz, 1)} nats) is in log p(z).')
+      curve = res['curves']['bits_per_dim']
+      if res['curves']['steps'] and curve.get(label):
+        always = all(o < t for o, t in zip(curve[label], curve['test']))
+        lines.append(
+            f'  - Lower at every evaluated checkpoint ({len(res["curves"]["steps"])} of them, '
+            f'subsets): **{_yes(always)}**.')
+      auroc = res['ood_metrics'][label]['log p(x)']['auroc']
+      lines.append(
+          f'  - AUROC of bits/dim as an OOD score: {_f(auroc)} '
+          f'({"below 0.5: the OOD set is ranked as *more* in-distribution" if auroc < 0.5 else "above 0.5"}).')
+      so = res['second_order'][label]
+      measured = so['measured']
+      preds = {'Hutchinson trace': so['hutchinson']}
+      if 'sample_form' in so:
+        preds['sample-covariance trace'] = so['sample_form']
+      if 'closed_form' in so:
+        preds['closed form (exact-for-linear)'] = so['closed_form']['exact_for_linear']
+        preds['closed form (paper alpha)'] = so['closed_form']['paper_alpha']
+      signs = ', '.join(f'{k} {_f(v, 1)}: **{_yes((v > 0) == (measured > 0))}**'
+                        for k, v in preds.items())
+      lines.append(f'  - The second-order prediction has the sign of the measured difference '
+                   f'({_f(measured, 1)} nats): {signs}.')
+      gray = res['graying']
+      rises = {l: gray[l]['mean_log_prob'][-1] > gray[l]['mean_log_prob'][0] for l in gray}
+      lines.append('  - Graying raises mean log p(x): ' + ', '.join(
+          f'{names[l]} **{_yes(r)}**' for l, r in rises.items()) + '.')
+  stats = results['data_stats']['sets']
+  for label in ood_labels:
+    lower_var = [q < p for q, p in zip(stats[label]['variance_sum'], stats['test']['variance_sum'])]
+    lines.append(f'- {names[label]} has a lower summed per-pixel variance than {in_name} test '
+                 f'in every channel: **{_yes(all(lower_var))}** (Section 5 predicts higher '
+                 'likelihood for the lower-variance set).')
+  return lines
+
+
+def render(results: dict, workdir: str) -> str:
+  in_name = results['in_name']
+  sets = results['sets']
+  names = {s['label']: s['display'] for s in sets}
+  ood_labels = [s['label'] for s in sets if s['is_ood']]
+  models = results['models']
+  out = [f'# {results["pair"]} ({results["variant"]}): do deep generative models know what '
+         "they don't know?", '',
+         f'Glow (affine couplings) and CV-Glow (additive couplings, constant volume) trained on '
+         f'**{in_name}**, evaluated on its train and test splits and on '
+         + ', '.join(f'**{names[l]}**' for l in ood_labels) + '. '
+         'Bits/dim are the discrete bound with uniform dequantization (lower = more likely); '
+         'log terms are nats per image. Paper: Nalisnick et al., ICLR 2019.', '']
+
+  out += [HEADINGS[0], '']
+  rows = []
+  for model, res in models.items():
+    for s in sets:
+      summary = res['sets'][s['label']]
+      paper_label = s['name'] if s['is_ood'] else s['label']
+      paper = paper_numbers.glow_value(in_name, paper_label) if model == 'glow' else '—'
+      rows.append([eval_plan.MODEL_TITLES[model], s['display'], summary['n'],
+                   _f(summary['bits_per_dim']), _f(summary['bits_per_dim_std']), paper])
+  out += _table(['model', 'data set', 'N', 'bits/dim (ours)', 'std', 'paper (Glow)'], rows)
+  out += ['', 'The paper reports Glow only; its CV-Glow numbers are curves (Figure 5). Ours are '
+          f'at checkpoint step ' + ', '.join(
+              f'{eval_plan.MODEL_TITLES[m]} {r["step"]}' for m, r in models.items()) + '.', '']
+
+  out += [HEADINGS[1], '']
+  for model, res in models.items():
+    out += [_img(res['figures']['log_px'], workdir, f'{model} log p(x) histogram'), '']
+
+  out += [HEADINGS[2], '']
+  rows = []
+  for model, res in models.items():
+    for s in sets:
+      m = res['sets'][s['label']]
+      rows.append([eval_plan.MODEL_TITLES[model], s['display'], _f(m['log_px'], 1),
+                   _f(m['log_pz'], 1), _f(m['logdet'], 1), _f(m['logdet_actnorm'], 1),
+                   _f(m['logdet_invconv'], 1), _f(m['logdet_coupling'], 1)])
+  out += _table(['model', 'data set', 'log p(x)', 'log p(z)', 'log-det', 'actnorm', '1x1 conv',
+                 'coupling'], rows)
+  out += ['', 'log p(x) here is the discrete bound log p(y) - D·n·log 2; log p(z) sums the '
+          'priors of all levels; log-det sums all layers (split per kind on the right).', '']
+  for model, res in models.items():
+    out += [_img(res['figures']['decomposition'], workdir, f'{model} decomposition'), '']
+
+  out += [HEADINGS[3], '']
+  any_curves = False
+  for model, res in models.items():
+    curves = res['curves']
+    if not curves['steps']:
+      continue
+    any_curves = True
+    labels = [s['label'] for s in sets]
+    rows = [[step] + [_f(curves['bits_per_dim'][l][i]) for l in labels]
+            for i, step in enumerate(curves['steps'])]
+    out += [f'{eval_plan.MODEL_TITLES[model]}, mean bits/dim on subsets of '
+            + ', '.join(f'{curves["n"][l]} {names[l]}' for l in labels) + ':', '']
+    out += _table(['step'] + [names[l] for l in labels], rows)
+    out += ['', _img(res['figures']['curves'], workdir, f'{model} training curves'), '']
+  if not any_curves:
+    out += ['No model was set to have its checkpoints evaluated (experiment.curve_models).', '']
+
+  out += [HEADINGS[4], '', HEADINGS[5], '']
+  stats = results['data_stats']['sets']
+  rows = [[v['name'], v['n'], ', '.join(_f(x, 4) for x in v['mean_of_means']),
+           ', '.join(_f(x, 4) for x in v['mean_of_variances']),
+           ', '.join(_f(x, 2) for x in v['variance_sum'])] for v in stats.values()]
+  out += _table(['data set', 'N', 'mean of per-image means', 'mean of per-image variances',
+                 'sum over pixels of per-pixel variance'], rows)
+  out += ['', 'Per channel, pixels on the model scale [0, 1). The last column is the data-side '
+          'factor of Section 5 (sum_{h,w} sigma^2_{h,w,c}).', '',
+          _img(results['data_stats']['figure'], workdir, 'per-channel statistics'), '']
+
+  out += [HEADINGS[6], '', APPROXIMATIONS, '']
+  rows = []
+  for model, res in models.items():
+    for label in ood_labels:
+      so = res['second_order'][label]
+      cf = so.get('closed_form')
+      rows.append([
+          eval_plan.MODEL_TITLES[model], names[label],
+          _pm(so['measured'], so['measured_stderr'], 1),
+          _f(cf['exact_for_linear'], 1) if cf else 'n/a (affine)',
+          _f(cf['paper_alpha'], 1) if cf else 'n/a (affine)',
+          _pm(so['hutchinson'], so['hutchinson_stderr'], 1),
+          _pm(so['sample_form'], so['sample_form_stderr'], 1) if 'sample_form' in so else '—',
+          _f(so['first_order_ignored'], 1)])
+  out += _table(['model', 'q (OOD)', 'measured', 'closed form exact-for-linear',
+                 'closed form paper alpha', 'trace Hutchinson', 'trace samples',
+                 'first-order term (ignored)'], rows)
+  out += ['']
+  for model, res in models.items():
+    for label in ood_labels:
+      so = res['second_order'][label]
+      detail = (f'{eval_plan.MODEL_TITLES[model]} vs {names[label]}: '
+                f'sum_(h,w)(var_q - var_p*) per channel = '
+                + ', '.join(_f(v, 3) for v in so['variance_sum_diff'])
+                + f'; Hutchinson with {so["hutchinson_probes"]} probes')
+      if 'sample_form' in so:
+        detail += f'; sample form on {so["sample_form_examples"]} images per set'
+      if 'closed_form' in so:
+        cf = so['closed_form']
+        detail += ('; squeezed-space coefficients (M M^T)_cc = '
+                   + ', '.join(_f(v, 3) for v in cf['coefficients'])
+                   + ', paper alpha_c^2 = ' + ', '.join(_f(v * v, 3) for v in cf['alpha']))
+      out += [f'- {detail}.']
+      out += ['', _img(res['figures'][f'second_order_{label}'], workdir,
+                       f'{model} second order {label}'), '']
+
+  out += [HEADINGS[7], '',
+          'Images blended toward grey, x_a = (1 - a) x + a·128, rounded to integers; the blend '
+          'multiplies every per-pixel variance by (1 - a)^2. Mean log p(x) (nats) ± standard error:',
+          '']
+  for model, res in models.items():
+    gray = res['graying']
+    alphas = next(iter(gray.values()))['alpha']
+    rows = [[names[l]] + [_pm(m, e, 1) for m, e in zip(c['mean_log_prob'], c['stderr'])]
+            for l, c in gray.items()]
+    out += [f'{eval_plan.MODEL_TITLES[model]}, images per set: '
+            + ', '.join(f'{c["n"]} {names[l]}' for l, c in gray.items()) + ':', '']
+    out += _table(['data set'] + [f'a={a:g}' for a in alphas], rows)
+    out += ['', _img(res['figures']['graying'], workdir, f'{model} graying'), '']
+
+  out += [HEADINGS[8], '',
+          'OOD is the positive class; the score is bits/dim (higher = more OOD), so an AUROC '
+          'below 0.5 means the model assigns the OOD set *higher* likelihood. Typicality '
+          '(beyond the paper; Nalisnick et al. 2019b): |mean bits/dim of a batch - mean '
+          'train bits/dim|, on single images and on batches.', '']
+  rows = []
+  for model, res in models.items():
+    for label in ood_labels:
+      reported = paper_numbers.LOG_PX_AUROC_REPORTED.get((in_name, label), '—')
+      for score, m in res['ood_metrics'][label].items():
+        rows.append([eval_plan.MODEL_TITLES[model], names[label], score, _f(m['auroc']),
+                     _f(m['auprc']), _f(m['fpr_at_95_tpr']),
+                     reported if (score == 'log p(x)' and model == 'glow') else ''])
+  out += _table(['model', 'OOD set', 'score', 'AUROC', 'AUPRC', 'FPR@95%TPR',
+                 'reported elsewhere (Glow)'], rows)
+  out += ['']
+
+  out += [HEADINGS[9], ''] + conclusions(results) + ['']
+
+  out += [HEADINGS[10], '']
+  rows = []
+  for model, res in models.items():
+    t = res.get('timings', {})
+    cfg = results['model_configs'][model]
+    rows.append([eval_plan.MODEL_TITLES[model], res['step'],
+                 f'L={cfg["model"]["num_levels"]}, K={cfg["model"]["steps_per_level"]}, '
+                 f'{cfg["model"]["coupling_net"]} nets of {cfg["model"]["hidden_channels"]}',
+                 f'{cfg["train"]["optimizer"]} lr {cfg["train"]["learning_rate"]:g}, '
+                 f'batch {cfg["train"]["batch_size"]}',
+                 _f(t.get('train_s', 0.0), 0), _f(t.get('evaluate_s', 0.0), 0),
+                 _f(res['analysis_s'], 0), res['workdir']])
+  out += _table(['model', 'step', 'model', 'optimizer', 'train s', 'evaluate s', 'analysis s',
+                 'workdir'], rows)
+  out += ['', f'This invocation took {_f(results["run_wall_clock_s"], 0)} s wall-clock '
+          '(training and evaluations already done earlier are reused, their times are the '
+          'accumulated ones above). Full numbers: results.json.', '']
+  return '\n'.join(out)
