@@ -26,6 +26,10 @@ flags.DEFINE_enum('mode', 'train', ['train', 'evaluate', 'sample'],
                   'eval files for eval.datasets; sample: write sample grids.')
 flags.DEFINE_bool('multihost', None, 'Call jax.distributed.initialize() (one process per '
                   'host). Default: when the environment describes a multi-process job.')
+flags.DEFINE_string('coordinator_address', None, 'host:port of process 0, for --multihost '
+                    'where it is not detected (not needed on Cloud TPU, SLURM, Open MPI).')
+flags.DEFINE_integer('num_processes', None, 'Process count, for --multihost where not detected.')
+flags.DEFINE_integer('process_id', None, 'This process, 0..num_processes-1, where not detected.')
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
@@ -69,7 +73,10 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   logging.get_absl_handler().addFilter(_QuietOrbaxInfo())
-  parallel.initialize_distributed(FLAGS.multihost)
+  parallel.initialize_distributed(FLAGS.multihost,
+                                  coordinator_address=FLAGS.coordinator_address,
+                                  num_processes=FLAGS.num_processes,
+                                  process_id=FLAGS.process_id)
   # Imported after distributed init: nothing may touch a JAX backend before it.
   from glow_ood import evaluate, sample, train  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top

@@ -32,18 +32,28 @@ def multihost_requested_by_env() -> bool:
   return len([h for h in os.environ.get('TPU_WORKER_HOSTNAMES', '').split(',') if h]) > 1
 
 
-def initialize_distributed(multihost: bool | None) -> None:
+def initialize_distributed(multihost: bool | None, *, coordinator_address: str | None = None,
+                           num_processes: int | None = None,
+                           process_id: int | None = None) -> None:
   """Calls jax.distributed.initialize() when asked to, or when the environment says so.
 
-  Must run before anything touches a JAX device. multihost=None means auto.
+  Must run before anything touches a JAX device. multihost=None means auto. On
+  Cloud TPU, SLURM and Open MPI the arguments are detected; elsewhere give them
+  (or set JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID).
   """
   if multihost is None:
     multihost = multihost_requested_by_env()
-  if multihost:
-    jax.distributed.initialize()
-    logging.info('jax.distributed: process %d of %d, %d local / %d global devices',
-                 jax.process_index(), jax.process_count(), jax.local_device_count(),
-                 jax.device_count())
+  if not multihost:
+    return
+  if num_processes is None and os.environ.get('JAX_NUM_PROCESSES'):
+    num_processes = int(os.environ['JAX_NUM_PROCESSES'])
+  if process_id is None and os.environ.get('JAX_PROCESS_ID'):
+    process_id = int(os.environ['JAX_PROCESS_ID'])
+  jax.distributed.initialize(coordinator_address=coordinator_address,
+                             num_processes=num_processes, process_id=process_id)
+  logging.info('jax.distributed: process %d of %d, %d local / %d global devices',
+               jax.process_index(), jax.process_count(), jax.local_device_count(),
+               jax.device_count())
 
 
 def make_mesh() -> Mesh:

@@ -161,8 +161,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         host = metrics_lib.flatten_metrics(parallel.to_host(step_out))
         _check_finite(step, host, manager)
         rates = progress.update(done, bits_per_dim=host['bits_per_dim'])
-        writer.write_scalars(done, dict(host, **{f'throughput/{k}': v
-                                                 for k, v in rates.items()}))
+        scalars = {f'train/{name}': value for name, value in host.items()}
+        scalars.update({f'throughput/{name}': value for name, value in rates.items()})
+        writer.write_scalars(done, scalars)
 
       if done % train_cfg.checkpoint_every == 0 or is_last:
         host = parallel.to_host(step_out)
