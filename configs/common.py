@@ -28,6 +28,7 @@ def base_config():
   config.model.hidden_channels = 512   # channels in the coupling nets
   config.model.num_highway_blocks = 3
   config.model.learn_top_prior = True
+  config.model.remat = False           # recompute step activations in backprop (saves memory)
 
   config.train = ml_collections.ConfigDict()
   config.train.batch_size = 32         # images per step, global (all devices/hosts)

@@ -12,7 +12,7 @@ KNOWN_KEYS = {
     '': ('seed', 'n_bits', 'data', 'model', 'train', 'eval', 'sample'),
     'data': ('name', 'source', 'path', 'data_dir', 'image_size', 'channels', 'augment'),
     'model': ('num_levels', 'steps_per_level', 'coupling', 'invconv', 'coupling_net',
-              'hidden_channels', 'num_highway_blocks', 'learn_top_prior'),
+              'hidden_channels', 'num_highway_blocks', 'learn_top_prior', 'remat'),
     'train': ('batch_size', 'num_steps', 'optimizer', 'learning_rate', 'warmup_steps',
               'grad_clip_norm', 'ema_decay', 'log_every', 'eval_every', 'eval_examples',
               'checkpoint_every', 'keep_checkpoints'),
@@ -203,8 +203,9 @@ def validate_config(config: ml_collections.ConfigDict, *, device_count: int,
   for key in ('model.coupling', 'model.invconv', 'model.coupling_net', 'train.optimizer',
               'eval.dequantization'):
     _require_choice(config, key)
-  if not isinstance(config.model.learn_top_prior, bool):
-    _fail('model.learn_top_prior', config.model.learn_top_prior, 'expected True or False')
+  for flag in ('learn_top_prior', 'remat'):
+    if flag in config.model and not isinstance(config.model[flag], bool):
+      _fail(f'model.{flag}', config.model[flag], 'expected True or False')
 
   image_size = _require_int(config, 'data.image_size', 1)
   channels = _require_int(config, 'data.channels', 1)
