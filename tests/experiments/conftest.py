@@ -1,0 +1,112 @@
+"""Shared pieces of the experiment tests: tiny offline data and tiny pair configs."""
+
+import gzip
+import os
+import struct
+
+import jax
+import numpy as np
+import pytest
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _write_idx(path: str, images: np.ndarray) -> None:
+  header = struct.pack('>BBBB', 0, 0, 0x08, images.ndim) + struct.pack(
+      f'>{images.ndim}I', *images.shape)
+  with gzip.open(path, 'wb') as f:
+    f.write(header + images.astype(np.uint8).tobytes())
+
+
+def blobs(num: int, size: int, seed: int, width=(2.0, 5.0), level=255.0) -> np.ndarray:
+  """Smooth random blobs with pixel noise, uint8 [num, size, size]: learnable, not constant."""
+  rng = np.random.default_rng(seed)
+  yy, xx = np.mgrid[:size, :size]
+  centres = rng.uniform(size * 0.2, size * 0.8, (num, 2, 1, 1))
+  widths = rng.uniform(*width, (num, 1, 1))
+  image = np.exp(-((yy - centres[:, 0]) ** 2 + (xx - centres[:, 1]) ** 2) / widths ** 2)
+  return np.clip(image * level + rng.normal(0, 8, image.shape), 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope='session')
+def offline_data(tmp_path_factory):
+  """FashionMNIST-style IDX files (wide blobs) and .npz files for MNIST / the glyph set."""
+  root = tmp_path_factory.mktemp('experiment_data')
+  idx_dir = root / 'fashion_idx'
+  idx_dir.mkdir()
+  _write_idx(str(idx_dir / 'train-images-idx3-ubyte.gz'), blobs(48, 28, 1, (5, 9)))
+  _write_idx(str(idx_dir / 't10k-images-idx3-ubyte.gz'), blobs(32, 28, 2, (5, 9)))
+  mnist = str(root / 'mnist.npz')
+  np.savez(mnist, test=blobs(32, 28, 3, (2, 3)))            # thin, lower-variance "digits"
+  glyphs = str(root / 'glyphs.npz')
+  np.savez(glyphs, train=blobs(48, 28, 4, (4, 8)), test=blobs(32, 28, 5, (4, 8)))
+  return {'fashion_idx': str(idx_dir), 'mnist_npz': mnist, 'glyphs_npz': glyphs}
+
+
+def tiny_pair_config(pair: str, **train_overrides):
+  """configs/pairs/<pair>.py at its 'tiny' variant, with training fields overridden."""
+  import importlib  # pylint: disable=g-import-not-at-top
+  module = importlib.import_module(f'configs.pairs.{pair}')
+  config = module.get_config('tiny')
+  for model in ('glow', 'cv_glow'):
+    for key, value in train_overrides.items():
+      config[model].train[key] = value
+  return config
+
+
+@pytest.fixture(autouse=True)
+def fast_compiles():
+  """Tiny models: compile time dominates, so skip most XLA optimisations."""
+  previous = jax.config.read('jax_disable_most_optimizations')
+  jax.config.update('jax_disable_most_optimizations', True)
+  yield
+  jax.config.update('jax_disable_most_optimizations', previous)
+
+
+@pytest.fixture(scope='session', autouse=True)
+def shared_compilation_cache(tmp_path_factory):
+  """The pairs compile the same tiny programs (grey or RGB): compile each once per session."""
+  names = ('jax_compilation_cache_dir', 'jax_persistent_cache_min_compile_time_secs',
+           'jax_persistent_cache_min_entry_size_bytes')
+  previous = {n: getattr(jax.config, n) for n in names}
+  jax.config.update('jax_compilation_cache_dir', str(tmp_path_factory.mktemp('xla_cache')))
+  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
+  jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
+  yield
+  for name, value in previous.items():
+    jax.config.update(name, value)
+
+
+@pytest.fixture
+def tfds_read_up_front(monkeypatch):
+  """Reads TFDS splits once under tfds.testing.mock_data, then serves them from memory.
+
+  mock_data swaps the file-system API for a temporary tree while a dataset is
+  being built; orbax's background checkpoint threads running at that moment see
+  the swapped API and fail (a race between the mock and the checkpoint
+  manager). So the TFDS reading, through the real tfds_source code, happens
+  before training; training and evaluation then run without the mock.
+  Returns prefetch(specs_and_splits) to call inside mock_data.
+  """
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  from glow_ood.data import tfds_source  # pylint: disable=g-import-not-at-top
+  original = tfds_source.load_tfds_images
+  cache = {}
+
+  def cached(name, split, *, data_dir, preprocess, max_examples=None, process_index=0,
+             process_count=1):
+    assert process_count == 1 and process_index == 0
+    key = (name, split, data_dir, tuple(sorted(preprocess.keywords.items())))
+    if key not in cache:
+      cache[key] = original(name, split, data_dir=data_dir, preprocess=preprocess)
+    images = cache[key]
+    return images[:max_examples] if max_examples else images
+
+  monkeypatch.setattr(tfds_source, 'load_tfds_images', cached)
+
+  def prefetch(specs_and_splits, num_examples):
+    from glow_ood import data  # pylint: disable=g-import-not-at-top
+    with tfds.testing.mock_data(num_examples=num_examples):
+      for spec, split in specs_and_splits:
+        data.load_array(spec, split)
+  return prefetch

@@ -1,0 +1,147 @@
+"""Every pair end to end on a tiny model: training, evaluation, analysis and report.md.
+
+FashionMNIST -> MNIST runs fully (and again, to check that a rerun resumes);
+the other pairs run with fewer steps. Offline pairs read tiny IDX/.npz files
+written here, the TFDS pairs run under tfds.testing.mock_data.
+"""
+
+import json
+import os
+import re
+
+import numpy as np
+import pytest
+
+from glow_ood import checkpointing
+from glow_ood import data
+from glow_ood.experiment import eval_plan
+from glow_ood.experiment import pipeline
+from glow_ood.experiment import report
+from tests.experiments.conftest import tiny_pair_config
+
+
+def _check_report(workdir: str, results: dict) -> str:
+  """Every heading present, every referenced PNG exists and is non-empty."""
+  with open(os.path.join(workdir, 'report.md')) as f:
+    text = f.read()
+  for heading in report.HEADINGS:
+    assert heading in text, heading
+  images = re.findall(r'!\[[^\]]*\]\(([^)]+)\)', text)
+  models = list(results['models'])
+  ood_labels = [s['label'] for s in results['sets'] if s['is_ood']]
+  per_model = ['log_px_hist', 'decomposition_hist', 'graying']
+  expected = {f'figures/{m}_{kind}.png' for m in models for kind in per_model}
+  expected |= {f'figures/{m}_training_curves.png' for m in models
+               if results['models'][m]['curves']['steps']}
+  assert [m for m in models if results['models'][m]['curves']['steps']] == [
+      m for m in models if m in results['experiment']['curve_models'].split(',')]
+  expected |= {f'figures/{m}_second_order_{l}.png' for m in models for l in ood_labels}
+  expected.add('figures/data_channel_stats.png')
+  assert set(images) == expected
+  for image in images:
+    path = os.path.join(workdir, image)
+    assert os.path.getsize(path) > 1000, path
+    with open(path, 'rb') as f:
+      assert f.read(8) == b'\x89PNG\r\n\x1a\n'
+  assert '**yes**' in text or '**no**' in text  # the generated conclusions
+  return text
+
+
+def _check_numbers_match_npz(text: str, results: dict) -> None:
+  """The Figure 1 table shows each npz file's mean bits/dim, N and std."""
+  table = text.split(report.HEADINGS[0])[1].split('##')[0]
+  rows = [[c.strip() for c in line.strip('|').split('|')] for line in table.splitlines()
+          if line.startswith('| ') and not line.startswith('| model')]
+  titles = {'Glow': 'glow', 'CV-Glow': 'cv_glow'}
+  displays = {s['display']: s['label'] for s in results['sets']}
+  assert len(rows) == len(results['models']) * len(results['sets'])
+  for title, display, n, bpd, std, _ in rows:
+    summary = results['models'][titles[title]]['sets'][displays[display]]
+    with np.load(summary['npz']) as f:
+      values = f['bits_per_dim']
+    assert int(n) == values.size
+    assert float(bpd) == pytest.approx(values.mean(), abs=6e-4)
+    assert float(std) == pytest.approx(values.std(), abs=6e-4)
+  # And results.json agrees with the same files on the decomposition.
+  for model in results['models'].values():
+    for summary in model['sets'].values():
+      with np.load(summary['npz']) as f:
+        assert summary['log_pz'] == pytest.approx(f['log_pz'].sum(-1).mean(), rel=1e-6)
+        assert summary['log_px'] == pytest.approx(f['log_p_discrete'].mean(), rel=1e-6)
+
+
+def _offline_config(pair, data, **overrides):
+  config = tiny_pair_config(pair, **overrides)
+  for model in ('glow', 'cv_glow'):
+    if pair == 'fashion_mnist_to_mnist':
+      config[model].data.path = data['fashion_idx']
+    else:
+      config[model].data.path = data['glyphs_npz']
+  config.experiment.ood = f'mnist:test[path={data["mnist_npz"]}]'
+  return config
+
+
+def test_fashion_mnist_to_mnist_end_to_end_and_resume(offline_data, tmp_path, monkeypatch):
+  workdir = str(tmp_path / 'fm_mnist')
+  config = _offline_config('fashion_mnist_to_mnist', offline_data)
+  results = pipeline.run_pair(config, workdir)
+  text = _check_report(workdir, results)
+  _check_numbers_match_npz(text, results)
+  for model in ('glow', 'cv_glow'):
+    assert checkpointing.available_steps(os.path.join(workdir, model)) == [3, 6]
+    res = results['models'][model]
+    assert res['curves']['steps'] == [3, 6]
+    assert set(res['curves']['bits_per_dim']) == {'train', 'test', 'mnist'}
+    assert res['sets']['mnist']['n'] == 32 and res['sets']['train']['n'] == 32
+    assert 'auroc' in res['ood_metrics']['mnist']['log p(x)']
+    assert set(res['ood_metrics']['mnist']) == {'log p(x)', 'typicality (batch 1)',
+                                                'typicality (batch 4)'}
+    assert ('closed_form' in res['second_order']['mnist']) == (model == 'cv_glow')
+  # CV-Glow's volume term is the same for every image.
+  cv_sets = results['models']['cv_glow']['sets']
+  assert cv_sets['mnist']['logdet'] == pytest.approx(cv_sets['test']['logdet'], abs=1e-3)
+  with open(os.path.join(workdir, 'results.json')) as f:
+    assert json.load(f)['pair'] == 'fashion_mnist_to_mnist'
+
+  # A rerun neither trains nor re-evaluates: it only re-analyses and rewrites the report.
+  def fail(*args, **kwargs):
+    raise AssertionError('should not run again')
+  monkeypatch.setattr(pipeline.model_runs.train, 'train_and_evaluate', fail)
+  monkeypatch.setattr(pipeline.model_runs.evaluate, 'evaluate_checkpoint', fail)
+  again = pipeline.run_pair(config, workdir)
+  assert again['models']['glow']['sets']['test'] == results['models']['glow']['sets']['test']
+
+
+def test_notmnist_to_mnist_end_to_end(offline_data, tmp_path):
+  workdir = str(tmp_path / 'notmnist')
+  config = _offline_config('notmnist_to_mnist', offline_data, num_steps=2, checkpoint_every=2)
+  assert config.glow.data.name == 'notmnist_glyphs'
+  results = pipeline.run_pair(config, workdir)
+  _check_numbers_match_npz(_check_report(workdir, results), results)
+
+
+@pytest.mark.parametrize('pair, ood_labels', [
+    ('cifar10_to_svhn', ['svhn_cropped']),
+    ('celeb_a_to_svhn', ['svhn_cropped']),
+    ('imagenet32_to_cifar10_cifar100_svhn', ['cifar10', 'cifar100', 'svhn_cropped']),
+])
+def test_tfds_pair_end_to_end_under_mock_data(pair, ood_labels, tmp_path, tfds_read_up_front):
+  workdir = str(tmp_path / pair)
+  config = tiny_pair_config(pair, num_steps=2, checkpoint_every=2)
+  for model in ('glow', 'cv_glow'):
+    config[model].data.source = 'tfds'
+  config.experiment.curve_models = 'cv_glow'
+  sets = eval_plan.eval_sets(config, 'glow')
+  assert all(data.resolve_source(eval_plan.data_spec(config.glow, s), s.entry.split) == 'tfds'
+             for s in sets)
+  tfds_read_up_front([(data.DataSpec.from_config(config.glow.data), 'train')]
+                     + [(eval_plan.data_spec(config.glow, s), s.entry.split) for s in sets],
+                     num_examples=24)
+  results = pipeline.run_pair(config, workdir)
+  assert [s['label'] for s in results['sets'] if s['is_ood']] == ood_labels
+  assert results['model_configs']['glow']['data']['channels'] == 3
+  for model in ('glow', 'cv_glow'):
+    assert results['models'][model]['sets']['train']['n'] == 24
+    assert results['models'][model]['sets']['test']['n'] == 24
+  text = _check_report(workdir, results)
+  _check_numbers_match_npz(text, results)
