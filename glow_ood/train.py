@@ -13,7 +13,6 @@ from absl import logging
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 import optax
 
 from glow_ood import checkpointing

@@ -4,6 +4,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from glow_ood.flows.base import InvertibleLayer
+
 
 def spatial_size(x: jax.Array) -> int:
   """Number of positions a per-channel map is applied at (H * W for NHWC)."""
@@ -13,7 +15,7 @@ def spatial_size(x: jax.Array) -> int:
   return size
 
 
-class ActNorm(nn.Module):
+class ActNorm(InvertibleLayer):
   """y = (x + bias) * exp(log_scale), per channel.
 
   On `init` through `forward`, bias and log_scale are set so that y has zero
@@ -51,9 +53,3 @@ class ActNorm(nn.Module):
     if inverse:
       return x * jnp.exp(-log_scale) - bias, -logdet
     return (x + bias) * jnp.exp(log_scale), logdet
-
-  def forward(self, x):
-    return self(x, inverse=False)
-
-  def inverse(self, y):
-    return self(y, inverse=True)

@@ -12,6 +12,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from glow_ood.flows.base import InvertibleLayer
+
 COUPLING_NETS = ('glow', 'highway')
 
 
@@ -80,17 +82,24 @@ def _split_channels(x):
   return x[..., : c // 2], x[..., c // 2:]
 
 
-class AffineCoupling(nn.Module):
-  """y_b = (x_b + shift) * scale, scale = sigmoid(h + 2); log|det| = sum log scale."""
-  net: str = 'glow'
+class _Coupling(InvertibleLayer):
+  """Shared by both couplings: the conditioning network's settings."""
+  net: str = 'glow'             # 'glow' | 'highway'
   hidden_channels: int = 512
   num_highway_blocks: int = 3
+
+  def conditioner(self, x_a, out_channels):
+    return make_coupling_net(self.net, self.hidden_channels, self.num_highway_blocks)(
+        out_channels)(x_a)
+
+
+class AffineCoupling(_Coupling):
+  """y_b = (x_b + shift) * scale, scale = sigmoid(h + 2); log|det| = sum log scale."""
 
   @nn.compact
   def __call__(self, x, inverse: bool = False):
     x_a, x_b = _split_channels(x)
-    h = make_coupling_net(self.net, self.hidden_channels, self.num_highway_blocks)(
-        2 * x_b.shape[-1])(x_a)
+    h = self.conditioner(x_a, 2 * x_b.shape[-1])
     shift, pre_scale = h[..., 0::2], h[..., 1::2]
     log_scale = jax.nn.log_sigmoid(pre_scale + 2.0)
     logdet = jnp.sum(log_scale, axis=tuple(range(1, x.ndim)))
@@ -100,29 +109,13 @@ class AffineCoupling(nn.Module):
     x_b = (x_b + shift) * jnp.exp(log_scale)
     return jnp.concatenate([x_a, x_b], axis=-1), logdet
 
-  def forward(self, x):
-    return self(x, inverse=False)
 
-  def inverse(self, y):
-    return self(y, inverse=True)
-
-
-class AdditiveCoupling(nn.Module):
+class AdditiveCoupling(_Coupling):
   """y_b = x_b + shift(x_a): volume preserving, log|det| = 0 (CV-Glow)."""
-  net: str = 'glow'
-  hidden_channels: int = 512
-  num_highway_blocks: int = 3
 
   @nn.compact
   def __call__(self, x, inverse: bool = False):
     x_a, x_b = _split_channels(x)
-    shift = make_coupling_net(self.net, self.hidden_channels, self.num_highway_blocks)(
-        x_b.shape[-1])(x_a)
+    shift = self.conditioner(x_a, x_b.shape[-1])
     x_b = x_b - shift if inverse else x_b + shift
     return jnp.concatenate([x_a, x_b], axis=-1), jnp.zeros(x.shape[:1], x.dtype)
-
-  def forward(self, x):
-    return self(x, inverse=False)
-
-  def inverse(self, y):
-    return self(y, inverse=True)

@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from glow_ood.flows.actnorm import spatial_size
+from glow_ood.flows.base import InvertibleLayer
 
 
 def random_rotation(key: jax.Array, num_channels: int, dtype=jnp.float32) -> jax.Array:
@@ -31,7 +32,7 @@ def _apply_1x1(x: jax.Array, w: jax.Array) -> jax.Array:
   return jnp.einsum('...c,cd->...d', x, w)
 
 
-class InvConv1x1(nn.Module):
+class InvConv1x1(InvertibleLayer):
   """Plain parametrisation: W is a free matrix, log|det W| from slogdet."""
 
   @nn.compact
@@ -45,14 +46,8 @@ class InvConv1x1(nn.Module):
       return _apply_1x1(x, jnp.linalg.inv(w)), -logdet
     return _apply_1x1(x, w), logdet
 
-  def forward(self, x):
-    return self(x, inverse=False)
 
-  def inverse(self, y):
-    return self(y, inverse=True)
-
-
-class InvConv1x1LU(nn.Module):
+class InvConv1x1LU(InvertibleLayer):
   """W = P L (U + diag(sign * exp(log_s))), log|det W| = sum(log_s).
 
   P and sign are fixed at initialisation. They are stored with the parameters so
@@ -88,9 +83,3 @@ class InvConv1x1LU(nn.Module):
     lower = jnp.tril(l, -1) + eye
     upper = jnp.triu(u, 1) + jnp.diag(sign * jnp.exp(log_s))
     return p @ lower @ upper
-
-  def forward(self, x):
-    return self(x, inverse=False)
-
-  def inverse(self, y):
-    return self(y, inverse=True)

@@ -4,9 +4,10 @@ Output channel (dh * 2 + dw) * C + c holds input pixel (2i + dh, 2j + dw),
 channel c. A permutation, so log|det| = 0.
 """
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from glow_ood.flows.base import InvertibleLayer
 
 
 def squeeze(x: jax.Array) -> jax.Array:
@@ -28,15 +29,9 @@ def unsqueeze(x: jax.Array) -> jax.Array:
   return x.reshape(b, 2 * h, 2 * w, c)
 
 
-class Squeeze(nn.Module):
+class Squeeze(InvertibleLayer):
   """The squeeze as a flow layer, with the (zero) log-det of the common interface."""
 
   def __call__(self, x, inverse: bool = False):
     zeros = jnp.zeros(x.shape[:1], x.dtype)
     return (unsqueeze(x) if inverse else squeeze(x)), zeros
-
-  def forward(self, x):
-    return self(x, inverse=False)
-
-  def inverse(self, y):
-    return self(y, inverse=True)
