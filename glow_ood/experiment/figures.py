@@ -81,17 +81,19 @@ def channel_stat_histograms(path: str, means: dict[str, np.ndarray],
   return _save(fig, path)
 
 
-def graying_curves(path: str, curves: dict[str, dict], title: str) -> str:
-  """Mean log p(x) as images are blended toward grey; error bars are standard errors."""
-  fig, ax = plt.subplots(figsize=(6, 3.6))
-  for label, curve in curves.items():
-    ax.errorbar(curve['alpha'], curve['mean_log_prob'], yerr=curve['stderr'], marker='o',
-                capsize=3, label=label)
-  ax.set_xlabel('alpha in (1 - alpha) x + alpha * grey')
-  ax.set_ylabel('mean log p(x)  [nats / image]')
-  ax.set_title(title)
-  ax.legend(fontsize=8)
-  ax.grid(alpha=0.3)
+def graying_curves(path: str, curves_by_target: dict[str, dict[str, dict]], title: str) -> str:
+  """Mean log p(x) as images are blended toward each target (one panel each), ± standard error."""
+  fig, axes = plt.subplots(1, len(curves_by_target), figsize=(6 * len(curves_by_target), 3.8),
+                           squeeze=False)
+  for ax, (target, curves) in zip(axes[0], curves_by_target.items()):
+    for label, curve in curves.items():
+      ax.errorbar(curve['alpha'], curve['mean_log_prob'], yerr=curve['stderr'], marker='o',
+                  capsize=3, label=label)
+    ax.set_xlabel('alpha in (1 - alpha) x + alpha * target')
+    ax.set_ylabel('mean log p(x)  [nats / image]')
+    ax.set_title(f'{title}\n{target}', fontsize=9)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
   return _save(fig, path)
 
 

@@ -134,11 +134,12 @@ def analyse_model(config, model: str, run: dict, images: dict[str, np.ndarray], 
 
   gray_sets = ['test'] + ood_labels
   result['graying'] = {
-      label: dict(model_analysis.graying(model_config, params, mesh,
-                                         images[label][:exp.graying_examples],
-                                         exp.graying_alphas, key),
-                  n=int(len(images[label][:exp.graying_examples])))
-      for label in gray_sets}
+      target: {label: dict(model_analysis.graying(model_config, params, mesh,
+                                                  images[label][:exp.graying_examples],
+                                                  exp.graying_alphas, key, target),
+                           n=int(len(images[label][:exp.graying_examples])))
+               for label in gray_sets}
+      for target in model_analysis.GRAYING_TARGETS}
   result['analysis_s'] = time.time() - start
 
   result['figures'] = _model_figures(model, title, sets, final, curves, fig_dir,
@@ -146,8 +147,9 @@ def analyse_model(config, model: str, run: dict, images: dict[str, np.ndarray], 
   names = {s.label: eval_plan.display_name(s, in_name) for s in sets}
   result['figures']['graying'] = figures.graying_curves(
       os.path.join(fig_dir, f'{model}_graying.png'),
-      {names[l]: c for l, c in result['graying'].items()},
-      f'{title}: graying toward 128')
+      {model_analysis.GRAYING_TARGETS[t]: {names[l]: c for l, c in curves.items()}
+       for t, curves in result['graying'].items()},
+      f'{title}: graying')
   for label, entry in second_order.items():
     rows = {'measured': (entry['measured'], entry['measured_stderr'])}
     if 'closed_form' in entry:
