@@ -29,6 +29,7 @@ def _hist(ax, series: dict[str, np.ndarray], bins: int, xlabel: str):
   edges = np.linspace(low, high, bins + 1)
   for label, v in series.items():
     ax.hist(np.clip(np.ravel(v), low, high), bins=edges, density=True, alpha=0.5, label=label)
+  ax.locator_params(axis='x', nbins=6)  # readable ticks even around a constant term
   ax.set_xlabel(xlabel)
   ax.set_ylabel('density')
   ax.legend(fontsize=8)
