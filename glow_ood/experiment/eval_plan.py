@@ -66,7 +66,7 @@ def eval_sets(config: ml_collections.ConfigDict, model: str, *, curve: bool = Fa
       ('train', f'{name}:train[max_examples={size(exp.train_examples)}]'),
       ('test', f'{name}:test[max_examples={size(exp.test_examples)}]'),
   ]
-  ood = config_validation.parse_eval_datasets(model_config, csv(exp.ood))
+  ood = config_validation.parse_eval_datasets(model_config, exp.ood)
   for entry in ood:
     max_examples = entry.max_examples or exp.ood_examples
     entries.append((entry.tag, entry_string(dataclasses.replace(

@@ -111,14 +111,19 @@ def conclusions(results: dict) -> list[str]:
           f'({"below 0.5: the OOD set is ranked as *more* in-distribution" if auroc < 0.5 else "above 0.5"}).')
       so = res['second_order'][label]
       measured = so['measured']
-      preds = {'Hutchinson trace': so['hutchinson']}
+      preds = {'Hutchinson trace': (so['hutchinson'], so['hutchinson_stderr'])}
       if 'sample_form' in so:
-        preds['sample-covariance trace'] = so['sample_form']
+        preds['sample-covariance trace'] = (so['sample_form'], so['sample_form_stderr'])
       if 'closed_form' in so:
-        preds['closed form (exact-for-linear)'] = so['closed_form']['exact_for_linear']
-        preds['closed form (paper alpha)'] = so['closed_form']['paper_alpha']
-      signs = ', '.join(f'{k} {_f(v, 1)} (x{_f(v / measured, 2) if measured else "inf"}): '
-                        f'**{_yes((v > 0) == (measured > 0))}**' for k, v in preds.items())
+        preds['closed form (exact-for-linear)'] = (so['closed_form']['exact_for_linear'], 0.0)
+        preds['closed form (paper alpha)'] = (so['closed_form']['paper_alpha'], 0.0)
+
+      def sign_check(name, value, stderr):
+        noisy = ' (within 2 standard errors of 0: no sign)' if abs(value) < 2 * stderr else ''
+        ratio = _f(value / measured, 2) if measured else 'inf'
+        return (f'{name} {_f(value, 1)} (x{ratio}): '
+                f'**{_yes((value > 0) == (measured > 0))}**{noisy}')
+      signs = ', '.join(sign_check(k, v, e) for k, (v, e) in preds.items())
       lines.append(f'  - The second-order prediction has the sign of the measured difference '
                    f'({_f(measured, 1)} nats; each prediction\'s ratio to it in brackets): '
                    f'{signs}.')
