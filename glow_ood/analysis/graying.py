@@ -18,9 +18,13 @@ def default_grey(x: np.ndarray) -> float:
 
 
 def blend_toward_grey(
-    x: np.ndarray, alpha: float, grey: float | None = None, round_to_input_dtype: bool = False
-) -> np.ndarray:
+    x: np.ndarray, alpha: float, grey: float | np.ndarray | None = None,
+    round_to_input_dtype: bool = False) -> np.ndarray:
   """(1 - alpha) x + alpha * grey, as float64.
+
+  `grey` is a constant (the paper's grey) or an array broadcastable to one image,
+  such as a data set's mean image (which keeps each pixel's mean and shrinks only
+  its variance).
 
   With `round_to_input_dtype` integer images are rounded back to their dtype
   (so a model that dequantizes integer pixels can take them); the rounding
@@ -41,7 +45,7 @@ def graying_curve(
     score_fn: Callable[[np.ndarray], np.ndarray],
     images: np.ndarray,
     alphas: Sequence[float],
-    grey: float | None = None,
+    grey: float | np.ndarray | None = None,
     batch_size: int | None = None,
     round_to_input_dtype: bool = False,
 ) -> dict[str, np.ndarray]:

@@ -54,15 +54,6 @@ def tiny_pair_config(pair: str, **train_overrides):
   return config
 
 
-@pytest.fixture(autouse=True)
-def fast_compiles():
-  """Tiny models: compile time dominates, so skip most XLA optimisations."""
-  previous = jax.config.read('jax_disable_most_optimizations')
-  jax.config.update('jax_disable_most_optimizations', True)
-  yield
-  jax.config.update('jax_disable_most_optimizations', previous)
-
-
 @pytest.fixture(scope='session', autouse=True)
 def shared_compilation_cache(tmp_path_factory):
   """The pairs compile the same tiny programs (grey or RGB): compile each once per session."""
@@ -75,38 +66,3 @@ def shared_compilation_cache(tmp_path_factory):
   yield
   for name, value in previous.items():
     jax.config.update(name, value)
-
-
-@pytest.fixture
-def tfds_read_up_front(monkeypatch):
-  """Reads TFDS splits once under tfds.testing.mock_data, then serves them from memory.
-
-  mock_data swaps the file-system API for a temporary tree while a dataset is
-  being built; orbax's background checkpoint threads running at that moment see
-  the swapped API and fail (a race between the mock and the checkpoint
-  manager). So the TFDS reading, through the real tfds_source code, happens
-  before training; training and evaluation then run without the mock.
-  Returns prefetch(specs_and_splits) to call inside mock_data.
-  """
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  from glow_ood.data import tfds_source  # pylint: disable=g-import-not-at-top
-  original = tfds_source.load_tfds_images
-  cache = {}
-
-  def cached(name, split, *, data_dir, preprocess, max_examples=None, process_index=0,
-             process_count=1):
-    assert process_count == 1 and process_index == 0
-    key = (name, split, data_dir, tuple(sorted(preprocess.keywords.items())))
-    if key not in cache:
-      cache[key] = original(name, split, data_dir=data_dir, preprocess=preprocess)
-    images = cache[key]
-    return images[:max_examples] if max_examples else images
-
-  monkeypatch.setattr(tfds_source, 'load_tfds_images', cached)
-
-  def prefetch(specs_and_splits, num_examples):
-    from glow_ood import data  # pylint: disable=g-import-not-at-top
-    with tfds.testing.mock_data(num_examples=num_examples):
-      for spec, split in specs_and_splits:
-        data.load_array(spec, split)
-  return prefetch

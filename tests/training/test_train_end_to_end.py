@@ -1,5 +1,6 @@
 """train -> checkpoint -> resume -> evaluate -> sample on a tiny Glow, on IDX files and mock TFDS."""
 
+import dataclasses
 import glob
 import math
 import os
@@ -7,9 +8,9 @@ import os
 import numpy as np
 from PIL import Image
 import pytest
-import tensorflow_datasets as tfds
 
 from glow_ood import checkpointing
+from glow_ood import data
 from glow_ood import evaluate
 from glow_ood import sample
 from glow_ood import train
@@ -90,7 +91,7 @@ def test_train_resume_evaluate_sample_on_idx_files(tiny_config, tmp_path, capsys
   assert not glob.glob(os.path.join(workdir, 'eval', '.tmp_*'))
 
 
-def test_train_and_evaluate_under_mock_tfds(tiny_config, tmp_path):
+def test_train_and_evaluate_under_mock_tfds(tiny_config, tmp_path, tfds_read_up_front):
   config = tiny_config
   config.data.source = 'tfds'
   config.data.path = None
@@ -98,9 +99,11 @@ def test_train_and_evaluate_under_mock_tfds(tiny_config, tmp_path):
   config.train.checkpoint_every = 2
   config.eval.datasets = 'fashion_mnist:test,mnist:test[source=tfds]'
   workdir = str(tmp_path / 'run')
-  with tfds.testing.mock_data(num_examples=24):
-    train.train_and_evaluate(config, workdir)
-    paths = evaluate.evaluate_checkpoint(config, workdir)
+  spec = data.DataSpec.from_config(config.data)
+  tfds_read_up_front([(spec, 'train'), (spec, 'test'),
+                      (dataclasses.replace(spec, name='mnist'), 'test')], num_examples=24)
+  train.train_and_evaluate(config, workdir)
+  paths = evaluate.evaluate_checkpoint(config, workdir)
   with np.load(paths['mnist_test']) as f:
     assert f['log_pz'].shape == (24, 2)
     assert str(f['dataset']) == 'mnist'
