@@ -16,6 +16,7 @@ import ml_collections
 
 from glow_ood import checkpointing
 from glow_ood import evaluate
+from glow_ood import sample
 from glow_ood import train
 from glow_ood.experiment import eval_plan
 
@@ -72,11 +73,21 @@ def evaluate_sets(model_config: ml_collections.ConfigDict, model_workdir: str,
   return paths
 
 
+def write_samples(model_config: ml_collections.ConfigDict, model_workdir: str,
+                  step: int) -> list[str]:
+  """Sample grids (PNG) of checkpoint `step` at the config's temperatures; reused if present."""
+  paths = [sample.sample_path(model_workdir, step, t) for t in sample.temperatures(model_config)]
+  if not all(os.path.exists(p) for p in paths):
+    paths = sample.write_samples(model_config, model_workdir, step=step)
+  return paths
+
+
 def run_model(config: ml_collections.ConfigDict, model: str, workdir: str) -> dict:
   """Trains and evaluates one model; returns its step, final and per-checkpoint npz paths."""
   model_config = config[model]
   model_workdir = eval_plan.model_workdir(workdir, model)
   step = train_model(model_config, model_workdir)
+  samples = write_samples(model_config, model_workdir, step)
   reuse = config.experiment.reuse_evaluations
   final = evaluate_sets(model_config, model_workdir, eval_plan.eval_sets(config, model), step,
                         reuse)
@@ -85,4 +96,5 @@ def run_model(config: ml_collections.ConfigDict, model: str, workdir: str) -> di
     curve_sets = eval_plan.eval_sets(config, model, curve=True)
     for ckpt_step in checkpointing.available_steps(model_workdir):
       curves[ckpt_step] = evaluate_sets(model_config, model_workdir, curve_sets, ckpt_step, reuse)
-  return {'workdir': model_workdir, 'step': step, 'final': final, 'curves': curves}
+  return {'workdir': model_workdir, 'step': step, 'final': final, 'curves': curves,
+          'samples': samples}

@@ -210,6 +210,7 @@ def run_pair(config: ml_collections.ConfigDict, workdir: str) -> dict:
     print(f'Analysing {model} ...', flush=True)
     results['models'][model] = analyse_model(config, model, runs[model], images, mesh, fig_dir,
                                              in_name)
+    results['models'][model]['samples'] = runs[model]['samples']
   results['run_wall_clock_s'] = time.time() - start
   write_outputs(results, workdir)
   return results

@@ -26,6 +26,7 @@ HEADINGS = (
     '## 6. OOD detection: log p(x) and the typicality test',
     '## 7. What this shows',
     '## 8. Run details',
+    '## 9. Samples',
 )
 
 APPROXIMATIONS = """\
@@ -308,4 +309,12 @@ def render(results: dict, workdir: str) -> str:
   out += ['', f'This invocation took {_f(results["run_wall_clock_s"], 0)} s wall-clock '
           '(training and evaluations already done earlier are reused, their times are the '
           'accumulated ones above). Full numbers: results.json.', '']
+
+  out += [HEADINGS[11], '',
+          'Draws from each final model, every prior\'s standard deviation scaled by the '
+          'temperature T (affine Glow samples best below T = 1).', '']
+  for model, res in models.items():
+    for path in res.get('samples', []):
+      out += [f'{eval_plan.MODEL_TITLES[model]}, {os.path.basename(path)}:', '',
+              _img(path, workdir, f'{model} samples'), '']
   return '\n'.join(out)

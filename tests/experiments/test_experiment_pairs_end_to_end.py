@@ -37,6 +37,9 @@ def _check_report(workdir: str, results: dict) -> str:
       m for m in models if m in results['experiment']['curve_models'].split(',')]
   expected |= {f'figures/{m}_second_order_{l}.png' for m in models for l in ood_labels}
   expected.add('figures/data_channel_stats.png')
+  temperatures = results['model_configs'][models[0]]['sample']['temperatures']
+  step = {m: results['models'][m]['step'] for m in models}
+  expected |= {f'{m}/samples/step_{step[m]:06d}_T{t}.png' for m in models for t in temperatures}
   assert set(images) == expected
   for image in images:
     path = os.path.join(workdir, image)
