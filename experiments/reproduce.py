@@ -25,6 +25,8 @@ from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 from ml_collections import config_flags
 
+from glow_ood.experiment.command_line import with_default_config  # pylint: disable=g-import-not-at-top
+
 PAIRS_DIR = os.path.join(REPO_ROOT, 'configs', 'pairs')
 
 flags.DEFINE_string('pair', 'fashion_mnist_to_mnist',
@@ -38,25 +40,6 @@ flags.mark_flags_as_required(['workdir'])
 FLAGS = flags.FLAGS
 
 
-def with_default_config(argv: list[str]) -> list[str]:
-  """Adds --config=configs/pairs/<pair>.py:<variant> unless --config is given."""
-  if any(a == '--config' or a.startswith('--config=') for a in argv[1:]):
-    return argv
-  values = {'pair': 'fashion_mnist_to_mnist', 'variant': 'quick'}
-  for index, arg in enumerate(argv[1:], start=1):
-    for name in values:
-      if arg.startswith(f'--{name}='):
-        values[name] = arg.split('=', 1)[1]
-      elif arg == f'--{name}' and index + 1 < len(argv):
-        values[name] = argv[index + 1]
-  path = os.path.join(PAIRS_DIR, f'{values["pair"]}.py')
-  if not os.path.exists(path):
-    known = sorted(f[:-3] for f in os.listdir(PAIRS_DIR)
-                   if f.endswith('.py') and f not in ('__init__.py', 'pair_base.py'))
-    raise SystemExit(f'Unknown --pair={values["pair"]!r}; known pairs: {", ".join(known)}.')
-  return [argv[0], f'--config={path}:{values["variant"]}'] + argv[1:]
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
@@ -65,4 +48,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main, argv=with_default_config(sys.argv))
+  app.run(main, argv=with_default_config(sys.argv, PAIRS_DIR))

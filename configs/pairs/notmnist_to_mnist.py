@@ -6,7 +6,6 @@ The glyph set (glow_ood.data.glyphs) is split by font family; MNIST is the 5,000
 offline digits (opencv-doc) or TFDS. Variants as for fashion_mnist_to_mnist.
 """
 from configs.pairs import fashion_mnist_to_mnist
-from configs.pairs import pair_base
 
 PAIR = 'notmnist_to_mnist'
 

@@ -167,7 +167,7 @@ def render(results: dict, workdir: str) -> str:
                    _f(summary['bits_per_dim']), _f(summary['bits_per_dim_std']), paper])
   out += _table(['model', 'data set', 'N', 'bits/dim (ours)', 'std', 'paper (Glow)'], rows)
   out += ['', 'The paper reports Glow only; its CV-Glow numbers are curves (Figure 5). Ours are '
-          f'at checkpoint step ' + ', '.join(
+          'at checkpoint step ' + ', '.join(
               f'{eval_plan.MODEL_TITLES[m]} {r["step"]}' for m, r in models.items()) + '.', '']
 
   out += [HEADINGS[1], '']

@@ -1,13 +1,13 @@
 """Every pair config loads at every variant, validates, and names sensible evaluation sets."""
 
 import os
-import sys
 
 import pytest
 
 from configs.pairs import pair_base
 from glow_ood import config_validation
 from glow_ood.experiment import eval_plan
+from glow_ood.experiment.command_line import with_default_config
 from tests.experiments.conftest import REPO_ROOT
 
 PAIRS = ('fashion_mnist_to_mnist', 'notmnist_to_mnist', 'cifar10_to_svhn', 'celeb_a_to_svhn',
@@ -66,13 +66,12 @@ def test_imagenet_pair_has_three_ood_sets():
 
 
 def test_command_line_defaults_to_the_pair_file():
-  sys.path.insert(0, os.path.join(REPO_ROOT, 'experiments'))
-  import reproduce  # pylint: disable=g-import-not-at-top
-  argv = reproduce.with_default_config(
-      ['reproduce.py', '--pair=cifar10_to_svhn', '--variant=paper', '--workdir=/tmp/x'])
+  pairs_dir = os.path.join(REPO_ROOT, 'configs', 'pairs')
+  argv = with_default_config(
+      ['reproduce.py', '--pair=cifar10_to_svhn', '--variant=paper', '--workdir=/tmp/x'], pairs_dir)
   assert argv[1] == '--config=' + os.path.join(REPO_ROOT, 'configs', 'pairs',
                                                'cifar10_to_svhn.py') + ':paper'
   given = ['reproduce.py', '--config=configs/pairs/celeb_a_to_svhn.py:tiny', '--workdir=/tmp/x']
-  assert reproduce.with_default_config(given) == given
+  assert with_default_config(given, pairs_dir) == given
   with pytest.raises(SystemExit, match='known pairs'):
-    reproduce.with_default_config(['reproduce.py', '--pair=nonsense'])
+    with_default_config(['reproduce.py', '--pair=nonsense'], pairs_dir)
