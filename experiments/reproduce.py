@@ -43,7 +43,9 @@ FLAGS = flags.FLAGS
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  from glow_ood import metrics  # pylint: disable=g-import-not-at-top
   from glow_ood.experiment import pipeline  # pylint: disable=g-import-not-at-top
+  metrics.quiet_checkpoint_logging()
   pipeline.run_pair(FLAGS.config, FLAGS.workdir)
 
 

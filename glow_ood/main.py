@@ -4,8 +4,6 @@
       [--config.train.num_steps=2000 ...] [--mode=train|evaluate|sample]
 """
 
-import logging as std_logging
-
 from absl import app
 from absl import flags
 from absl import logging
@@ -62,23 +60,16 @@ def parse_flags(argv):
     raise config_validation.ConfigError(message) from None
 
 
-class _QuietOrbaxInfo(std_logging.Filter):
-  """Drops orbax's per-save INFO chatter; its warnings and errors still show."""
-
-  def filter(self, record):
-    return record.levelno > std_logging.INFO or '/orbax/' not in record.pathname
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  logging.get_absl_handler().addFilter(_QuietOrbaxInfo())
   parallel.initialize_distributed(FLAGS.multihost,
                                   coordinator_address=FLAGS.coordinator_address,
                                   num_processes=FLAGS.num_processes,
                                   process_id=FLAGS.process_id)
   # Imported after distributed init: nothing may touch a JAX backend before it.
-  from glow_ood import evaluate, sample, train  # pylint: disable=g-import-not-at-top
+  from glow_ood import evaluate, metrics, sample, train  # pylint: disable=g-import-not-at-top
+  metrics.quiet_checkpoint_logging()
   import jax  # pylint: disable=g-import-not-at-top
   if jax.default_backend() != 'cpu':
     import tensorflow as tf  # pylint: disable=g-import-not-at-top

@@ -1,11 +1,27 @@
 """Training feedback: TensorBoard scalars/images via clu, and a console progress line."""
 
+import logging as std_logging
 import sys
 import time
 
+from absl import logging
 from clu import metric_writers
 import jax
 import numpy as np
+
+
+class _QuietOrbaxInfo(std_logging.Filter):
+  """Drops orbax's per-save INFO chatter; its warnings and errors still show."""
+
+  def filter(self, record):
+    return record.levelno > std_logging.INFO or '/orbax/' not in record.pathname
+
+
+def quiet_checkpoint_logging() -> None:
+  """Keeps the console to progress, metrics and problems (call once per process)."""
+  handler = logging.get_absl_handler()
+  if not any(isinstance(f, _QuietOrbaxInfo) for f in handler.filters):
+    handler.addFilter(_QuietOrbaxInfo())
 
 
 def make_writer(workdir: str) -> metric_writers.MetricWriter:
