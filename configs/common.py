@@ -38,6 +38,12 @@ def base_config():
   config.train.warmup_steps = 0        # linear warm-up from 0, steps
   config.train.grad_clip_norm = 100.0  # global-norm clipping; 0 = off
   config.train.ema_decay = 0.0         # Polyak averaging of params; 0 = off
+  # L2 regularisation: lambda * theta added to each trainable parameter's gradient
+  # (a loss penalty lambda/2 |theta|^2, applied before the optimizer); 0 = off.
+  config.train.weight_decay = 0.0
+  # Fraction of training pixel values replaced by uniform random ones (0 = off); a
+  # likelihood-ratio background model trains with 0.1-0.2 (glow_ood.scores.mutation).
+  config.train.mutation_rate = 0.0
   config.train.log_every = 50          # steps between train metrics
   config.train.eval_every = 1_000      # steps between test bits/dim + samples; 0 = off
   config.train.eval_examples = 2_000   # test images for the periodic eval; 0 = all

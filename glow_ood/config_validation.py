@@ -14,7 +14,7 @@ KNOWN_KEYS = {
     'model': ('num_levels', 'steps_per_level', 'coupling', 'invconv', 'coupling_net',
               'hidden_channels', 'num_highway_blocks', 'learn_top_prior', 'remat'),
     'train': ('batch_size', 'num_steps', 'optimizer', 'learning_rate', 'warmup_steps',
-              'grad_clip_norm', 'ema_decay', 'log_every', 'eval_every', 'eval_examples',
+              'grad_clip_norm', 'ema_decay', 'weight_decay', 'mutation_rate', 'log_every', 'eval_every', 'eval_examples',
               'checkpoint_every', 'keep_checkpoints'),
     'eval': ('datasets', 'batch_size', 'max_examples', 'dequantization', 'checkpoint_step',
              'use_ema'),
@@ -225,6 +225,8 @@ def validate_config(config: ml_collections.ConfigDict, *, device_count: int,
   _require_int(config, 'train.warmup_steps', 0)
   _require_float(config, 'train.grad_clip_norm', 0)
   _require_float(config, 'train.ema_decay', 0, 1, high_open=True)
+  _require_float(config, 'train.weight_decay', 0)
+  _require_float(config, 'train.mutation_rate', 0, 1)
   _require_int(config, 'train.log_every', 1)
   _require_int(config, 'train.eval_every', 0)
   _require_int(config, 'train.eval_examples', 0)

@@ -13,6 +13,10 @@ from glow_ood import parallel
 from glow_ood.flows.glow import Glow, glow_from_config
 
 
+# Parameter leaves that are constants of the parametrisation: nothing may move them.
+FIXED_LEAVES = ('p', 'sign')
+
+
 @flax.struct.dataclass
 class TrainState:
   step: jax.Array          # [] int32, optimizer steps taken
@@ -38,6 +42,13 @@ def learning_rate_schedule(train_cfg: ml_collections.ConfigDict) -> optax.Schedu
       boundaries=[train_cfg.warmup_steps])
 
 
+def trainable_mask(params):
+  """False for leaves fixed at initialisation (the LU 1x1 conv's permutation and signs)."""
+  def is_trainable(path, _):
+    return getattr(path[-1], 'key', None) not in FIXED_LEAVES
+  return jax.tree_util.tree_map_with_path(is_trainable, params)
+
+
 def make_optimizer(train_cfg: ml_collections.ConfigDict) -> optax.GradientTransformation:
   schedule = learning_rate_schedule(train_cfg)
   optimizers = {
@@ -51,6 +62,9 @@ def make_optimizer(train_cfg: ml_collections.ConfigDict) -> optax.GradientTransf
   transforms = []
   if train_cfg.grad_clip_norm > 0:
     transforms.append(optax.clip_by_global_norm(train_cfg.grad_clip_norm))
+  if train_cfg.get('weight_decay', 0.0) > 0:
+    # Coupled L2 (as a loss penalty), after clipping so it is never clipped away.
+    transforms.append(optax.add_decayed_weights(train_cfg.weight_decay, mask=trainable_mask))
   transforms.append(optimizers[train_cfg.optimizer]())
   return optax.chain(*transforms)
 
