@@ -107,6 +107,18 @@ def write_npz_atomic(path: str, arrays: dict) -> None:
     raise
 
 
+def write_evaluation(path: str, results: dict[str, np.ndarray], config: ml_collections.ConfigDict,
+                     step: int, *, dataset: str, split: str, dequantization: str) -> None:
+  """The per-example file of one evaluated set (process 0 writes; atomic)."""
+  if not parallel.is_main_process():
+    return
+  write_npz_atomic(path, dict(
+      {name: results[name] for name in PER_EXAMPLE_KEYS},
+      step=np.int64(step), n_bits=np.int64(config.n_bits),
+      num_dims=np.int64(train_state_lib.num_dims(config)), dataset=np.str_(dataset),
+      split=np.str_(split), dequantization=np.str_(dequantization)))
+
+
 def summary_table(rows: dict[str, dict[str, np.ndarray]]) -> str:
   """Means per data set: bits/dim, log p(x), log p(z) and log-det per kind (nats/image)."""
   columns = ['N', 'bits/dim', 'log p(x)', 'log p(z)'] + [f'logdet {k}' for k in LOGDET_KINDS]
@@ -151,7 +163,6 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
   key = train_state_lib.run_keys(config.seed)['eval']
 
   paths, rows = {}, {}
-  num_dims = train_state_lib.num_dims(config)
   for eval_set in eval_sets:
     spec = data.DataSpec(**config_validation.data_fields_for(config, eval_set))
     data.validate_spec(spec)
@@ -159,12 +170,8 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
     results = evaluate_images(config, mesh, params, images, batch_size=eval_set.batch_size,
                               dequantization=eval_set.dequantization, key=key)
     path = eval_path(workdir, eval_set.tag, eval_set.split, ckpt_step)
-    if parallel.is_main_process():
-      write_npz_atomic(path, dict(
-          {name: results[name] for name in PER_EXAMPLE_KEYS},
-          step=np.int64(ckpt_step), n_bits=np.int64(config.n_bits),
-          num_dims=np.int64(num_dims), dataset=np.str_(eval_set.name),
-          split=np.str_(eval_set.split), dequantization=np.str_(eval_set.dequantization)))
+    write_evaluation(path, results, config, ckpt_step, dataset=eval_set.name,
+                     split=eval_set.split, dequantization=eval_set.dequantization)
     paths[eval_set.key] = path
     rows[eval_set.key] = results
     logging.info('Evaluated %s: %d images -> %s', eval_set.key, len(images), path)

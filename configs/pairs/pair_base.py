@@ -38,6 +38,20 @@ def experiment_block(ood: str) -> ml_collections.ConfigDict:
   exp.graying_examples = 2_000         # images per set
   # Beyond the paper: the typicality test on batches of these sizes (1 = per image).
   exp.typicality_batch_sizes = (1, 10)
+  # OOD scores beyond log p(x) (glow_ood.scores), fitted on the train subset only.
+  # Likelihood ratio: each model listed gets a background model, trained as
+  # config.<model>_background says (mutated pixels, L2), in workdir/<model>_background.
+  exp.background_models = 'glow,cv_glow'
+  # WAIC: models per ensemble, the model itself plus (size - 1) more seeds, each in
+  # workdir/<model>_seed<k>; < 2 = off (it costs size - 1 extra trainings per model).
+  exp.ensemble_size = 0
+  exp.compressors = 'png,jpeg2000'     # input complexity, one score per compressor
+  # Stress suite: the in-distribution test subset shifted (glow_ood.analysis.stress),
+  # and synthetic sets, each scored as an OOD set; '' = off.
+  exp.stress = ('rotate90,rotate180,flip_horizontal,flip_vertical,shift1,shift2,shift4,'
+                'contrast0.5,contrast2,brightness-64,brightness+64,invert,noise4,noise16,'
+                'noise64,uniform_noise,constant')
+  exp.stress_examples = 1_000          # test images transformed per stress set; 0 = all
   exp.histogram_bins = 60
   exp.reuse_evaluations = True         # keep eval/*.npz already written for a checkpoint
   return exp
@@ -58,8 +72,29 @@ def make_pair_config(pair: str, variant: str, glow: ml_collections.ConfigDict,
   config.variant = variant
   config.glow = glow
   config.cv_glow = cv_glow
+  config.glow_background = background_config(glow)
+  config.cv_glow_background = background_config(cv_glow)
   config.experiment = experiment_block(ood)
+  if variant == 'paper':
+    config.experiment.ensemble_size = 5  # WAIC as Choi et al. (5 seeds per model)
   return config
+
+
+def background_config(model: ml_collections.ConfigDict, mutation_rate: float = 0.15,
+                      weight_decay: float = 1e-4) -> ml_collections.ConfigDict:
+  """The likelihood-ratio background model of `model` (Ren et al. 2019): the same
+
+  architecture and schedule, trained on images with a `mutation_rate` fraction of
+  pixel values made uniform, with L2 regularisation. Ren et al. tune both on
+  in-distribution validation data; these are fixed, within the range they report
+  for FashionMNIST (mutation 0.1-0.2).
+  """
+  background = model.copy_and_resolve_references()
+  background.train.mutation_rate = mutation_rate
+  background.train.weight_decay = weight_decay
+  background.train.keep_checkpoints = 2
+  background.train.eval_every = 0
+  return background
 
 
 def tiny_model(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -96,4 +131,8 @@ def tiny_experiment(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
   exp.graying_examples = 16
   exp.typicality_batch_sizes = (1, 4)
   exp.histogram_bins = 10
+  exp.ensemble_size = 2
+  exp.compressors = 'png'
+  exp.stress = 'rotate90,shift1,uniform_noise'
+  exp.stress_examples = 16
   return config
