@@ -39,9 +39,6 @@ def experiment_block(ood: str) -> ml_collections.ConfigDict:
   # Beyond the paper: the typicality test on batches of these sizes (1 = per image).
   exp.typicality_batch_sizes = (1, 10)
   # OOD scores beyond log p(x) (glow_ood.scores), fitted on the train subset only.
-  # Likelihood ratio: each model listed gets a background model, trained as
-  # config.<model>_background says (mutated pixels, L2), in workdir/<model>_background.
-  exp.background_models = 'glow,cv_glow'
   # WAIC: models per ensemble, the model itself plus (size - 1) more seeds, each in
   # workdir/<model>_seed<k>; < 2 = off (it costs size - 1 extra trainings per model).
   exp.ensemble_size = 0
@@ -72,28 +69,27 @@ def make_pair_config(pair: str, variant: str, glow: ml_collections.ConfigDict,
   config.variant = variant
   config.glow = glow
   config.cv_glow = cv_glow
-  config.glow_background = background_config(glow)
-  config.cv_glow_background = background_config(cv_glow)
+  config.background = background_block()
   config.experiment = experiment_block(ood)
   if variant == 'paper':
     config.experiment.ensemble_size = 5  # WAIC as Choi et al. (5 seeds per model)
   return config
 
 
-def background_config(model: ml_collections.ConfigDict, mutation_rate: float = 0.15,
-                      weight_decay: float = 1e-4) -> ml_collections.ConfigDict:
-  """The likelihood-ratio background model of `model` (Ren et al. 2019): the same
+def background_block() -> ml_collections.ConfigDict:
+  """The likelihood-ratio background models (Ren et al. 2019).
 
-  architecture and schedule, trained on images with a `mutation_rate` fraction of
-  pixel values made uniform, with L2 regularisation. Ren et al. tune both on
-  in-distribution validation data; these are fixed, within the range they report
-  for FashionMNIST (mutation 0.1-0.2).
+  Each model listed gets one in workdir/<model>_background: its own training
+  config (so every --config.<model>.* override applies to it too) with a
+  `mutation_rate` fraction of training pixel values made uniform and L2
+  regularisation. Ren et al. tune both on in-distribution validation data; these
+  are fixed, the mutation rate within the range they report for FashionMNIST.
   """
-  background = model.copy_and_resolve_references()
-  background.train.mutation_rate = mutation_rate
-  background.train.weight_decay = weight_decay
-  background.train.keep_checkpoints = 2
-  background.train.eval_every = 0
+  background = ml_collections.ConfigDict()
+  background.models = 'glow,cv_glow'   # '' = no likelihood ratio
+  background.mutation_rate = 0.15      # fraction of pixel values replaced
+  background.weight_decay = 1e-4       # L2 coefficient (train.weight_decay)
+  background.num_steps = 0             # training steps; 0 = as many as its model
   return background
 
 

@@ -137,13 +137,19 @@ def _matches(path: str, num: int) -> bool:
 def member_configs(config: ml_collections.ConfigDict, model: str) -> dict[str, ml_collections.ConfigDict]:
   """The extra models a model's scores need: {name: training config}, each trained in workdir/name.
 
-  '<model>_background' (likelihood ratio) when the model is in
-  experiment.background_models; '<model>_seed<k>' for k = 1 .. ensemble_size-1 (WAIC).
+  '<model>_background' (likelihood ratio) when the model is in config.background.models,
+  with that block's mutation and L2; '<model>_seed<k>' for k = 1 .. ensemble_size-1 (WAIC).
   """
   exp = config.experiment
   members = {}
-  if model in eval_plan.csv(exp.background_models):
-    members[f'{model}_background'] = config[f'{model}_background']
+  if model in eval_plan.csv(config.background.models):
+    background = config[model].copy_and_resolve_references()
+    background.train.mutation_rate = config.background.mutation_rate
+    background.train.weight_decay = config.background.weight_decay
+    background.train.num_steps = config.background.num_steps or config[model].train.num_steps
+    background.train.eval_every = 0
+    background.train.keep_checkpoints = 2
+    members[f'{model}_background'] = background
   for k in range(1, exp.ensemble_size):
     member = config[model].copy_and_resolve_references()
     member.seed = config[model].seed + k

@@ -35,7 +35,7 @@ def stress_sets(config, test_images: np.ndarray) -> dict[str, np.ndarray]:
     return {}
   limit = config.experiment.stress_examples or None
   images = test_images[:limit]
-  sets = stress.stress_suite(images, np.random.default_rng(STRESS_SEED), names=names)
+  sets = stress.stress_suite(images, STRESS_SEED, names=names)
   return {f'stress_{name}': sets[name] for name in names}
 
 
@@ -121,19 +121,19 @@ def analyse(config, model: str, final: dict[str, dict], values: dict[str, dict],
                            'n': int(len(final[l]['bits_per_dim'])),
                            'metrics': metrics[l]} for l in stress_labels},
             'scores_dir': os.path.join(SCORES_DIR, model),
-            'score_descriptions': score_descriptions(config, model)}
+            'score_descriptions': score_descriptions(config, model), 'figures': {}}
   if ood_labels:
     headline = ood_labels[0]
     ranked = sorted((k for k in metrics[headline] if '(batch' not in k),
                     key=lambda k: -metrics[headline][k]['auroc'])
     result['best_scores'] = {l: suite.best_single_image_score(metrics[l]) for l in ood_labels}
     shown = ['log p(x)'] + [k for k in ranked if k != 'log p(x)'][:3]
-    result['figures'] = {'scores': figures.score_histograms(
+    result['figures']['scores'] = figures.score_histograms(
         os.path.join(fig_dir, f'{model}_scores_hist.png'),
         {name: {names[l]: values[l][name] for l in ['test'] + ood_labels if name in values[l]}
          for name in shown},
         f'{eval_plan.MODEL_TITLES[model]}: OOD scores, higher = more OOD',
-        exp.histogram_bins)}
+        exp.histogram_bins)
   return result
 
 

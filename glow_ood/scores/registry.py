@@ -72,7 +72,7 @@ def _log_p_score() -> Score:
 
 def _typicality_score() -> Score:
   return Score(
-      name='typicality', description='|bits/dim - mean training bits/dim|, one image at a time',
+      name='typicality', description='abs(bits/dim - mean training bits/dim), one image at a time',
       reference='Nalisnick et al. 2019b', needs='training statistics',
       requires=('bits_per_dim',),
       fit=lambda stats: jnp.asarray(np.mean(stats['bits_per_dim']), jnp.float32),
