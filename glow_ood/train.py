@@ -52,6 +52,7 @@ def make_train_step(config: ml_collections.ConfigDict, mesh):
   num_dims = train_state_lib.num_dims(config)
   ema_decay = config.train.ema_decay
   mutation_rate = config.train.get('mutation_rate', 0.0)
+  weight_decay = config.train.get('weight_decay', 0.0)
 
   def train_step(state: TrainState, x_uint8: jax.Array, base_key: jax.Array):
     noise_key = jax.random.fold_in(base_key, state.step)
@@ -64,6 +65,7 @@ def make_train_step(config: ml_collections.ConfigDict, mesh):
       return likelihood.bits_per_dim(out.log_px, num_dims, n_bits).mean(), out
 
     (loss, out), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    grads = train_state_lib.add_l2_gradient(grads, state.params, weight_decay)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     ema_params = state.ema_params

@@ -49,6 +49,16 @@ def trainable_mask(params):
   return jax.tree_util.tree_map_with_path(is_trainable, params)
 
 
+def add_l2_gradient(grads, params, weight_decay: float):
+  """grads + weight_decay * params on trainable leaves: the gradient of a loss penalty
+  weight_decay/2 |params|^2. Done on the gradient, not as an optimizer transform, so the
+  optimizer state (and so a checkpoint's layout) is the same with and without it."""
+  if weight_decay <= 0:
+    return grads
+  return jax.tree.map(lambda g, p, trainable: g + weight_decay * p if trainable else g,
+                      grads, params, trainable_mask(params))
+
+
 def make_optimizer(train_cfg: ml_collections.ConfigDict) -> optax.GradientTransformation:
   schedule = learning_rate_schedule(train_cfg)
   optimizers = {
@@ -62,9 +72,6 @@ def make_optimizer(train_cfg: ml_collections.ConfigDict) -> optax.GradientTransf
   transforms = []
   if train_cfg.grad_clip_norm > 0:
     transforms.append(optax.clip_by_global_norm(train_cfg.grad_clip_norm))
-  if train_cfg.get('weight_decay', 0.0) > 0:
-    # Coupled L2 (as a loss penalty), after clipping so it is never clipped away.
-    transforms.append(optax.add_decayed_weights(train_cfg.weight_decay, mask=trainable_mask))
   transforms.append(optimizers[train_cfg.optimizer]())
   return optax.chain(*transforms)
 

@@ -138,6 +138,20 @@ def conclusions(results: dict) -> list[str]:
         lines.append(f'  - Graying {GRAYING_SHORT[target]} raises mean log p(x) (last blend vs '
                      'none): ' + ', '.join(f'{names[l]} **{_yes(r)}**'
                                             for l, r in rises.items()) + '.')
+      best = res.get('best_scores', {}).get(label)
+      if best:
+        best_auroc = res['ood_metrics'][label][best]['auroc']
+        lines.append(
+            f'  - The best single-image score is **{best}** (AUROC {_f(best_auroc)}); it reaches '
+            f'AUROC >= 0.99: **{_yes(best_auroc >= 0.99)}**. Scores below 0.5 (ranking {names[label]} '
+            'as more in-distribution): ' + (', '.join(
+                k for k, m in res['ood_metrics'][label].items() if m['auroc'] < 0.5) or 'none')
+            + '.')
+    for label, entry in sorted(res.get('stress', {}).items()):
+      fooled = [k for k, m in entry['metrics'].items() if m['auroc'] < 0.5]
+      if fooled:
+        lines.append(f'  - Stress set {label[len("stress_"):]} fools (AUROC < 0.5): '
+                     + ', '.join(fooled) + '.')
   stats = results['data_stats']['sets']
   for label in ood_labels:
     lower_var = [q < p for q, p in zip(stats[label]['variance_sum'], stats['test']['variance_sum'])]

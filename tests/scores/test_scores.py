@@ -10,6 +10,7 @@ from scipy import stats as scipy_stats
 
 from glow_ood import analysis
 from glow_ood import scores as scores_lib
+from glow_ood.scores import suite
 
 LATENT_DIMS = (8, 4)
 NUM_DIMS = 16
@@ -211,3 +212,47 @@ def test_mutation_keeps_unreplaced_pixels_and_rejects_bad_input():
     scores_lib.mutate_pixels(jax.random.key(1), x.astype(jnp.float32), 0.1)
   with pytest.raises(ValueError, match='mutation rate'):
     scores_lib.mutate_pixels(jax.random.key(1), x, 1.5)
+
+
+def test_score_sets_fit_on_the_fit_set_alone():
+  """Swapping the OOD set leaves every fitted score, and the test set's scores, unchanged."""
+  rng = np.random.default_rng(8)
+  train, test = _stats(rng, 200), _stats(rng, 50)
+  ood_a = _stats(rng, 60, log_px=np.full(60, -5.0))
+  ood_b = _stats(rng, 70, log_px=np.full(70, -50.0))
+  every = scores_lib.default_scores(LATENT_DIMS, NUM_DIMS)
+  values_a, fitted_a = suite.score_sets(every, {'train': train, 'test': test, 'ood': ood_a})
+  values_b, fitted_b = suite.score_sets(every, {'train': train, 'test': test, 'ood': ood_b})
+  for x, y in zip(jax.tree.leaves(fitted_a), jax.tree.leaves(fitted_b)):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+  for name in values_a['test']:
+    np.testing.assert_array_equal(values_a['test'][name], values_b['test'][name])
+  assert not np.array_equal(values_a['ood']['log p(x)'][:60], values_b['ood']['log p(x)'][:60])
+  with pytest.raises(ValueError, match='fit set'):
+    suite.score_sets(every, {'test': test}, fit_label='train')
+
+
+def test_set_statistics_joins_models_and_checks_lengths():
+  rng = np.random.default_rng(9)
+  own, background = _stats(rng, 5), _stats(rng, 5)
+  members = [_stats(rng, 5), _stats(rng, 5)]
+  stats = suite.set_statistics(own, background=background, ensemble=members,
+                               code_bits={'png': np.arange(5.0)})
+  np.testing.assert_array_equal(stats['background_log_px'], background['log_px'])
+  assert stats['ensemble_log_px'].shape == (5, 3)
+  np.testing.assert_array_equal(stats['ensemble_log_px'][:, 0], own['log_px'])
+  np.testing.assert_array_equal(stats['code_bits_png'], np.arange(5.0))
+  with pytest.raises(ValueError, match='same images'):
+    suite.set_statistics(own, background=_stats(rng, 4))
+
+
+def test_ood_metrics_per_set_and_batch_typicality():
+  values = {'test': {'log p(x)': np.array([1.0, 2.0, 3.0, 4.0])},
+            'ood': {'log p(x)': np.array([5.0, 6.0, 7.0, 8.0])}}
+  metrics = suite.ood_metrics(values, 'test', ['ood'], train_bits_per_dim=np.array([2.5]),
+                              typicality_batch_sizes=(1, 2))
+  assert metrics['ood']['log p(x)']['auroc'] == 1.0
+  # Batches of 2: test means 1.5, 3.5 -> |.-2.5| = 1, 1; OOD means 5.5, 7.5 -> 3, 5.
+  assert metrics['ood']['typicality (batch 2)']['auroc'] == 1.0
+  assert 'typicality (batch 1)' not in metrics['ood']
+  assert suite.best_single_image_score(metrics['ood']) == 'log p(x)'
