@@ -62,6 +62,18 @@ def base_config():
   config.eval.checkpoint_step = -1     # -1 = latest
   config.eval.use_ema = True           # use EMA params when train.ema_decay > 0
 
+  # OOD scores of --mode=evaluate (glow_ood.scoring): one file per set beside its
+  # evaluation, eval/{tag}_{split}_step{S}_scores.npz.
+  config.scores = ml_collections.ConfigDict()
+  config.scores.enabled = True
+  config.scores.fit_examples = 2_000       # training images the fitted scores see; 0 = all
+  config.scores.reference_examples = 2_000  # test images each set is compared with; 0 = all
+  config.scores.compressors = 'png,jpeg2000'  # input complexity, one score each
+  # Likelihood ratio: workdir of a background model of the same architecture (trained
+  # with train.mutation_rate > 0), e.g. a pair run's <model>_background; '' = off.
+  config.scores.background_workdir = ''
+  config.scores.ensemble_workdirs = ''     # WAIC: comma-separated workdirs, other seeds
+
   config.sample = ml_collections.ConfigDict()
   config.sample.temperatures = (0.7, 1.0)  # std multiplier of the priors
   config.sample.num = 64               # images per grid

@@ -9,7 +9,7 @@ import ml_collections
 
 # The config schema: every key a config may hold. Keys outside it are typos.
 KNOWN_KEYS = {
-    '': ('seed', 'n_bits', 'data', 'model', 'train', 'eval', 'sample'),
+    '': ('seed', 'n_bits', 'data', 'model', 'train', 'eval', 'scores', 'sample'),
     'data': ('name', 'source', 'path', 'data_dir', 'image_size', 'channels', 'augment'),
     'model': ('num_levels', 'steps_per_level', 'coupling', 'invconv', 'coupling_net',
               'hidden_channels', 'num_highway_blocks', 'learn_top_prior', 'remat'),
@@ -18,6 +18,8 @@ KNOWN_KEYS = {
               'checkpoint_every', 'keep_checkpoints'),
     'eval': ('datasets', 'batch_size', 'max_examples', 'dequantization', 'checkpoint_step',
              'use_ema'),
+    'scores': ('enabled', 'fit_examples', 'reference_examples', 'compressors',
+               'background_workdir', 'ensemble_workdirs'),
     'sample': ('temperatures', 'num'),
 }
 
@@ -246,6 +248,14 @@ def validate_config(config: ml_collections.ConfigDict, *, device_count: int,
             f'(data set {eval_set.name}:{eval_set.split})')
     if eval_set.max_examples < 0:
       _fail('eval.max_examples', eval_set.max_examples, 'must be >= 0 (0 = whole split)')
+
+  if not isinstance(config.scores.enabled, bool):
+    _fail('scores.enabled', config.scores.enabled, 'expected True or False')
+  _require_int(config, 'scores.fit_examples', 0)
+  _require_int(config, 'scores.reference_examples', 0)
+  for key in ('compressors', 'background_workdir', 'ensemble_workdirs'):
+    if not isinstance(config.scores[key], str):
+      _fail(f'scores.{key}', config.scores[key], 'expected a (comma-separated) string')
 
   temperatures = config.sample.temperatures
   if isinstance(temperatures, (int, float)):

@@ -145,11 +145,13 @@ def load_state_for_eval(config: ml_collections.ConfigDict, workdir: str, mesh,
 
 def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
                         datasets: str | list[str] | None = None,
-                        step: int | None = None) -> dict[str, str]:
+                        step: int | None = None, *, with_scores: bool = False) -> dict[str, str]:
   """Evaluates one checkpoint on every eval data set; returns {'{tag}_{split}': npz path}.
 
   datasets: entries as in config.eval.datasets (default: that field).
   step: checkpoint step (default: config.eval.checkpoint_step, -1 = latest).
+  with_scores: also write every OOD score per image (glow_ood.scoring) when
+  config.scores.enabled, as --mode=evaluate does.
   """
   config_validation.validate_config(config, device_count=jax.device_count())
   eval_sets = config_validation.parse_eval_datasets(config, datasets)
@@ -162,7 +164,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
   params, ckpt_step = load_state_for_eval(config, workdir, mesh, step)
   key = train_state_lib.run_keys(config.seed)['eval']
 
-  paths, rows = {}, {}
+  paths, rows, evaluated = {}, {}, {}
   for eval_set in eval_sets:
     spec = data.DataSpec(**config_validation.data_fields_for(config, eval_set))
     data.validate_spec(spec)
@@ -174,9 +176,14 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
                      split=eval_set.split, dequantization=eval_set.dequantization)
     paths[eval_set.key] = path
     rows[eval_set.key] = results
+    if with_scores and config.scores.enabled:
+      evaluated[eval_set.key] = (path, images, results)
     logging.info('Evaluated %s: %d images -> %s', eval_set.key, len(images), path)
 
   if parallel.is_main_process():
     print(f'Checkpoint step {ckpt_step} ({workdir}); means per image, log terms in nats:')
     print(summary_table(rows), flush=True)
+  if evaluated:
+    from glow_ood import scoring  # pylint: disable=g-import-not-at-top (it imports this module)
+    scoring.score_evaluated_sets(config, workdir, mesh, params, ckpt_step, evaluated)
   return paths

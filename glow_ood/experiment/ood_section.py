@@ -13,14 +13,12 @@ import os
 
 import numpy as np
 
-from glow_ood import analysis
 from glow_ood import evaluate
-from glow_ood import scores as scores_lib
+from glow_ood import scoring
 from glow_ood.analysis import complexity
 from glow_ood.analysis import stress
 from glow_ood.experiment import eval_plan
 from glow_ood.experiment import figures
-from glow_ood.flows.glow import latent_shapes
 from glow_ood.scores import suite
 
 SCORES_DIR = 'scores'
@@ -80,31 +78,20 @@ def score_model(config, model: str, final: dict[str, dict], members: dict[str, d
       arrays, background=background[label] if background else None,
       ensemble=[m[label] for m in ensemble], code_bits=code_bits.get(label))
            for label, arrays in final.items()}
-  image_shape = (model_config.data.image_size,) * 2 + (model_config.data.channels,)
-  dims = [int(np.prod(s)) for s in latent_shapes(image_shape, model_config.model.num_levels)]
-  every = scores_lib.default_scores(dims, int(np.prod(image_shape)),
-                                    eval_plan.csv(config.experiment.compressors))
+  every = scoring.model_scores(model_config, eval_plan.csv(config.experiment.compressors))
   values, _ = suite.score_sets(every, stats, fit_label='train')
   for label, per_score in values.items():
     evaluate.write_npz_atomic(
         os.path.join(workdir, SCORES_DIR, model, f'{label}.npz'),
-        {_file_key(name): v for name, v in per_score.items()})
+        {scoring.file_key(name): v for name, v in per_score.items()})
   return values
 
 
-def _file_key(score_name: str) -> str:
-  """'input complexity (PNG)' -> 'input_complexity_PNG': a valid npz key."""
-  return ''.join(c if c.isalnum() else '_' for c in score_name).strip('_').replace('__', '_')
-
-
 def score_descriptions(config, model: str) -> dict[str, dict[str, str]]:
-  model_config = config[model]
-  image_shape = (model_config.data.image_size,) * 2 + (model_config.data.channels,)
-  dims = [int(np.prod(s)) for s in latent_shapes(image_shape, model_config.model.num_levels)]
   return {s.name: {'description': s.description, 'reference': s.reference, 'needs': s.needs,
-                   'file_key': _file_key(s.name)}
-          for s in scores_lib.default_scores(dims, int(np.prod(image_shape)),
-                                             eval_plan.csv(config.experiment.compressors))}
+                   'file_key': scoring.file_key(s.name)}
+          for s in scoring.model_scores(config[model],
+                                        eval_plan.csv(config.experiment.compressors))}
 
 
 def analyse(config, model: str, final: dict[str, dict], values: dict[str, dict],
@@ -136,6 +123,3 @@ def analyse(config, model: str, final: dict[str, dict], values: dict[str, dict],
         exp.histogram_bins)
   return result
 
-
-__all__ = ['stress_sets', 'code_lengths', 'score_model', 'analyse', 'stress_name',
-           'score_descriptions', 'analysis']
