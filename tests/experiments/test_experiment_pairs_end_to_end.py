@@ -146,6 +146,19 @@ def test_fashion_mnist_to_mnist_end_to_end_and_resume(offline_data, tmp_path, mo
   again = pipeline.run_pair(config, workdir)
   assert again['models']['glow']['sets']['test'] == results['models']['glow']['sets']['test']
 
+  # Another OOD set: the scores of the in-distribution sets (every fitted part) stay the same.
+  monkeypatch.undo()
+  before = {m: dict(np.load(os.path.join(workdir, 'scores', m, 'test.npz')))
+            for m in results['models']}
+  config.experiment.ood = f'mnist:test[path={offline_data["glyphs_npz"]};tag=glyphs]'
+  swapped = pipeline.run_pair(config, workdir)
+  for model in results['models']:
+    assert set(swapped['models'][model]['ood_metrics']) == {'glyphs'}
+    with np.load(os.path.join(workdir, 'scores', model, 'test.npz')) as f:
+      assert set(f.files) == set(before[model])
+      for key in f.files:
+        np.testing.assert_array_equal(f[key], before[model][key])
+
 
 def test_notmnist_to_mnist_end_to_end(offline_data, tmp_path):
   workdir = str(tmp_path / 'notmnist')
