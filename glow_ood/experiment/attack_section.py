@@ -42,10 +42,10 @@ def default_attack_config(variant: str = 'quick') -> ml_collections.ConfigDict:
   """The attack block of a pair config (config.experiment.attacks); sizes are images per set."""
   cfg = ml_collections.ConfigDict()
   cfg.enabled = True
-  cfg.examples = 48                  # in-distribution test images, and per OOD set
+  cfg.examples = 32                  # in-distribution test images, and per OOD set
   cfg.epsilons = (1, 2, 4, 8)        # 8-bit levels (2 = 2/255) for raising and lowering
   cfg.headline_epsilon = 2           # levels for the target and evasion attacks, and the figure
-  cfg.num_steps = 12                 # signed-gradient steps per attack
+  cfg.num_steps = 8                  # signed-gradient steps per attack
   cfg.noise_draws = 1                # dequantization draws averaged per gradient step
   cfg.batch_size = 64                # images attacked (and re-evaluated) together
   cfg.figure_examples = 3            # images per set shown in the figure
@@ -75,7 +75,7 @@ def as_variables(model_state) -> dict:
 
 
 class _Attacker:
-  """One model's statistics, objectives and evaluation, each compiled once."""
+  """One model's statistics, its one combined objective and its evaluation."""
 
   def __init__(self, model_config, model_state, mesh, attack_config, key,
                score_fns: dict[str, Callable], extra_stats_fn: Callable | None):
@@ -94,17 +94,11 @@ class _Attacker:
     else:
       def stats_fn(x, k):
         return {**base(x, k), **extra_stats_fn(x, k)}
-    self.objectives = {
-        'signed': attacks.signed_log_density_objective(stats_fn),
-        'target': attacks.bits_per_dim_target_objective(stats_fn),
-    }
-    self.objectives.update({f'evade:{name}': attacks.evasion_objective(stats_fn, fn)
-                            for name, fn in score_fns.items()})
-    self.seconds = {}  # objective -> wall-clock seconds (compilation included)
-    self.image_steps = 0  # images x gradient steps, padding included
+    # Every attack of the section is a row of one objective: one compilation per model.
+    self.objective = attacks.combined_objective(stats_fn, score_fns)
 
   def evaluate(self, images: np.ndarray, chunk: int) -> dict[str, np.ndarray]:
-    """The ordinary evaluation of one attack chunk (noise key fold_in(key, chunk))."""
+    """The ordinary evaluation of one attack batch (noise key fold_in(key, chunk))."""
     stats = evaluate.evaluate_images(
         self.config, self.mesh, self.state, images, batch_size=self.cfg.batch_size,
         dequantization=self.dequantization, key=jax.random.fold_in(self.key, chunk))
@@ -114,8 +108,7 @@ class _Attacker:
       stats.update({k: np.asarray(v) for k, v in extra.items()})
     return stats
 
-  def attack(self, objective: str, images: np.ndarray, epsilon: np.ndarray,
-             args: tuple) -> dict:
+  def attack(self, images: np.ndarray, epsilon: np.ndarray, args: tuple) -> dict:
     """Attacks rows of images (each with its epsilon and objective args), batch by batch.
 
     Rows are padded to whole batches of cfg.batch_size, as evaluate_images pads, and
@@ -123,7 +116,6 @@ class _Attacker:
     fold_in(key, c): under uniform noise the best iterate is picked by the very noise
     the reported evaluation uses.
     """
-    start = time.time()
     bs = self.cfg.batch_size
     num = len(images)
     padded = -(-num // bs) * bs
@@ -137,14 +129,13 @@ class _Attacker:
     args_p = [pad(a) for a in args]
     out = {'images': [], 'trace': [], 'before': [], 'after': [], 'before_stats': [],
            'after_stats': []}
-    self.image_steps += padded * self.cfg.num_steps
     for chunk in range(padded // bs):
       rows = slice(chunk * bs, (chunk + 1) * bs)
       chunk_key = jax.random.fold_in(self.key, chunk)
       result = attacks.pgd_attack(
-          self.objectives[objective], images_p[rows], epsilon=eps_p[rows],
-          num_steps=self.cfg.num_steps, key=jax.random.fold_in(chunk_key, 1_000_003),
-          noise_draws=self.cfg.noise_draws, select_key=jax.random.fold_in(chunk_key, 0),
+          self.objective, images_p[rows], epsilon=eps_p[rows], num_steps=self.cfg.num_steps,
+          key=jax.random.fold_in(chunk_key, 1_000_003), noise_draws=self.cfg.noise_draws,
+          select_key=jax.random.fold_in(chunk_key, 0),
           objective_args=tuple(jnp.asarray(a[rows]) for a in args_p))
       out['images'].append(result.images)
       out['trace'].append(result.trace)
@@ -161,7 +152,6 @@ class _Attacker:
     for name in ('before_stats', 'after_stats'):
       merged[name] = {k: np.concatenate([s[k] for s in out[name]])[:num]
                       for k in out[name][0]}
-    self.seconds[objective] = self.seconds.get(objective, 0.0) + time.time() - start
     return merged
 
 
@@ -169,6 +159,34 @@ def _flip_fraction(log_p: np.ndarray, reference_median: float, is_ood: bool) -> 
   """In-distribution images less likely than the other set's median image, or OOD images
   more likely than the in-distribution median."""
   return float(np.mean(log_p > reference_median) if is_ood else np.mean(log_p < reference_median))
+
+
+class _Rows:
+  """The attacks of the section as rows of one batch: images, epsilon and objective args."""
+
+  def __init__(self, num_choices: int):
+    self.num_choices = num_choices
+    self.parts = []   # (meta dict, slice)
+    self._images, self._eps, self._choice, self._sign, self._target = [], [], [], [], []
+    self._size = 0
+
+  def add(self, images, choice: int, sign: float, target, **meta) -> None:
+    """meta must hold 'epsilon' (levels); the rest describes the row for the report."""
+    n = len(images)
+    self.parts.append((meta, slice(self._size, self._size + n)))
+    self._size += n
+    self._images.append(images)
+    self._eps.append(np.full(n, meta['epsilon'], np.float32))
+    onehot = np.zeros((n, self.num_choices), np.float32)
+    onehot[:, choice] = 1.0
+    self._choice.append(onehot)
+    self._sign.append(np.full(n, sign, np.float32))
+    self._target.append(np.broadcast_to(np.asarray(target, np.float32), (n,)))
+
+  def arrays(self):
+    return (np.concatenate(self._images), np.concatenate(self._eps),
+            (np.concatenate(self._choice), np.concatenate(self._sign),
+             np.concatenate(self._target)))
 
 
 def run(model_config: ml_collections.ConfigDict, model_state, mesh,
@@ -190,134 +208,100 @@ def run(model_config: ml_collections.ConfigDict, model_state, mesh,
   cfg = attack_config
   if score_fns is None:
     score_fns = {'log p(x)': lambda stats: stats['bits_per_dim']}
+  score_names = list(score_fns)
   attacker = _Attacker(model_config, model_state, mesh, cfg, key, score_fns, extra_stats_fn)
   labels = [in_label] + list(ood_labels)
   sets = {l: np.asarray(images[l][:cfg.examples]) for l in labels}
   headline = float(cfg.headline_epsilon)
-  epsilons = [float(e) for e in cfg.epsilons]
-  if headline not in epsilons:
-    epsilons.append(headline)
+  epsilons = sorted({float(e) for e in cfg.epsilons} | {headline})
 
-  # Raise and lower log p(x) at every epsilon: one batch of rows per set.
-  rows_meta, rows_images, rows_eps, rows_sign = [], [], [], []
-  offset = 0
-  for label in labels:
-    for objective, sign in (('raise', 1.0), ('lower', -1.0)):
-      for eps in epsilons:
-        n = len(sets[label])
-        rows_meta.append((label, objective, eps, offset, n))
-        offset += n
-        rows_images.append(sets[label])
-        rows_eps.append(np.full(n, eps, np.float32))
-        rows_sign.append(np.full(n, sign, np.float32))
-  signed = attacker.attack('signed', np.concatenate(rows_images), np.concatenate(rows_eps),
-                           (np.concatenate(rows_sign),))
-  clean = {}
-  for label, objective, eps, offset, n in rows_meta:
-    if label not in clean:
-      clean[label] = {k: v[offset:offset + n] for k, v in signed['before_stats'].items()}
-
-  medians = {l: float(np.median(clean[l]['log_p_discrete'])) for l in labels}
-  mean_bpd = {l: float(clean[l]['bits_per_dim'].mean()) for l in labels}
+  # Clean statistics first: the targets and medians the attacks are measured against.
+  clean = {l: attacker.evaluate(sets[l], 0) for l in labels}
+  in_median = float(np.median(clean[in_label]['log_p_discrete']))
+  in_mean_bpd = float(clean[in_label]['bits_per_dim'].mean())
   ood_median = float(np.median(np.concatenate([clean[l]['log_p_discrete'] for l in ood_labels])))
   ood_mean_bpd = float(np.mean(np.concatenate([clean[l]['bits_per_dim'] for l in ood_labels])))
 
   def reference(label):
     """(median log p, mean bits/dim) of the set an image of `label` is compared with."""
-    return (ood_median, ood_mean_bpd) if label == in_label else (medians[in_label],
-                                                                 mean_bpd[in_label])
+    return (ood_median, ood_mean_bpd) if label == in_label else (in_median, in_mean_bpd)
 
-  table = []
-  figure_rows = {}
-  for label, objective, eps, offset, n in rows_meta:
-    part = slice(offset, offset + n)
-    before = signed['before_stats']['bits_per_dim'][part]
-    after = signed['after_stats']['bits_per_dim'][part]
-    median, _ = reference(label)
-    is_ood = label != in_label
-    table.append({
-        'set': label, 'objective': objective, 'epsilon': eps, 'n': n,
-        'bits_per_dim_before': float(before.mean()), 'bits_per_dim_after': float(after.mean()),
-        'shift_mean': float((after - before).mean()),
-        'shift_max': float(np.max(np.abs(after - before))),
-        'flip_before': _flip_fraction(signed['before_stats']['log_p_discrete'][part], median,
-                                      is_ood),
-        'flip_after': _flip_fraction(signed['after_stats']['log_p_discrete'][part], median,
-                                     is_ood),
-        'objective_never_worse': bool(np.all(
-            signed['objective_after'][part] >= signed['objective_before'][part])),
-    })
-    if eps == headline and ((label == in_label and objective == 'raise')
-                            or (is_ood and objective == 'lower')):
-      k = min(cfg.figure_examples, n)
-      figure_rows[f'{label}_{objective}'] = {
-          'original': sets[label][:k], 'attacked': signed['images'][part][:k],
-          'bits_per_dim_trace': _trace_to_bits_per_dim(
-              signed['trace'][:, part][:, :k], 1.0 if objective == 'raise' else -1.0,
-              model_config),
-          'label': label, 'objective': objective}
-
-  # Pull each set's bits/dim onto the other set's mean, at the headline epsilon.
-  target_images = np.concatenate([sets[l] for l in labels])
-  targets = np.concatenate([np.full(len(sets[l]), reference(l)[1], np.float32)
-                            for l in labels])
-  target = attacker.attack('target', target_images,
-                           np.full(len(target_images), headline, np.float32), (targets,))
-  offset = 0
+  rows = _Rows(2 + len(score_names))
   for label in labels:
-    n = len(sets[label])
-    part = slice(offset, offset + n)
-    offset += n
-    before = target['before_stats']['bits_per_dim'][part]
-    after = target['after_stats']['bits_per_dim'][part]
-    median, goal = reference(label)
-    table.append({
-        'set': label, 'objective': 'target', 'epsilon': headline, 'n': n, 'target': goal,
-        'bits_per_dim_before': float(before.mean()), 'bits_per_dim_after': float(after.mean()),
-        'shift_mean': float((after - before).mean()),
-        'shift_max': float(np.max(np.abs(after - before))),
-        'distance_before': float(np.abs(before - goal).mean()),
-        'distance_after': float(np.abs(after - goal).mean()),
-        'flip_before': _flip_fraction(target['before_stats']['log_p_discrete'][part], median,
-                                      label != in_label),
-        'flip_after': _flip_fraction(target['after_stats']['log_p_discrete'][part], median,
-                                     label != in_label),
-        'objective_never_worse': bool(np.all(
-            target['objective_after'][part] >= target['objective_before'][part])),
-    })
-
+    for objective, sign in (('raise', 1.0), ('lower', -1.0)):
+      for eps in epsilons:
+        rows.add(sets[label], 0, sign, 0.0, kind='log_p', set=label, objective=objective,
+                 epsilon=eps)
+    rows.add(sets[label], 1, 0.0, reference(label)[1], kind='log_p', set=label,
+             objective='target', epsilon=headline)
   # Evasion: OOD images pushed to score as in-distribution (sign -1), in-distribution
-  # images pushed to score as OOD (sign +1); AUROC against the clean other side.
+  # images pushed to score as OOD (sign +1).
+  for index, name in enumerate(score_names):
+    for label in labels:
+      rows.add(sets[label], 2 + index, 1.0 if label == in_label else -1.0, 0.0,
+               kind='evade', set=label, score=name, epsilon=headline)
+  images_all, eps_all, args_all = rows.arrays()
+  result = attacker.attack(images_all, eps_all, args_all)
+  before, after = result['before_stats'], result['after_stats']
+
+  table, figure_rows, evaded = [], {}, {}
+  for meta, part in rows.parts:
+    label = meta['set']
+    is_ood = label != in_label
+    if meta['kind'] == 'evade':
+      evaded[(meta['score'], label)] = part
+      continue
+    bpd_before, bpd_after = before['bits_per_dim'][part], after['bits_per_dim'][part]
+    median, goal = reference(label)
+    row = {
+        'set': label, 'objective': meta['objective'], 'epsilon': meta['epsilon'],
+        'n': int(part.stop - part.start),
+        'bits_per_dim_before': float(bpd_before.mean()),
+        'bits_per_dim_after': float(bpd_after.mean()),
+        'shift_mean': float((bpd_after - bpd_before).mean()),
+        'shift_max': float(np.max(np.abs(bpd_after - bpd_before))),
+        'flip_before': _flip_fraction(before['log_p_discrete'][part], median, is_ood),
+        'flip_after': _flip_fraction(after['log_p_discrete'][part], median, is_ood),
+        'objective_never_worse': bool(np.all(result['objective_after'][part]
+                                             >= result['objective_before'][part])),
+    }
+    if meta['objective'] == 'target':
+      row.update(target=goal, distance_before=float(np.abs(bpd_before - goal).mean()),
+                 distance_after=float(np.abs(bpd_after - goal).mean()))
+    table.append(row)
+    wanted = 'lower' if is_ood else 'raise'
+    if meta['epsilon'] == headline and meta['objective'] == wanted:
+      k = min(cfg.figure_examples, row['n'])
+      sign = 1.0 if wanted == 'raise' else -1.0
+      figure_rows[f'{label}_{wanted}'] = {
+          'original': sets[label][:k], 'attacked': result['images'][part][:k],
+          'bits_per_dim_trace': _trace_to_bits_per_dim(result['trace'][:, part][:, :k], sign,
+                                                       model_config),
+          'label': label, 'objective': wanted}
+
   evasion = {}
-  ood_all = np.concatenate([sets[l] for l in ood_labels])
-  n_in = len(sets[in_label])
-  evade_images = np.concatenate([sets[in_label], ood_all])
-  signs = np.r_[np.ones(n_in, np.float32), -np.ones(len(ood_all), np.float32)]
   for name, score_fn in score_fns.items():
-    result = attacker.attack(f'evade:{name}', evade_images,
-                             np.full(len(evade_images), headline, np.float32), (signs,))
-    score_before = np.asarray(score_fn(result['before_stats']), np.float64)
-    score_after = np.asarray(score_fn(result['after_stats']), np.float64)
-    in_before, in_after = score_before[:n_in], score_after[:n_in]
+    def scores(stats, label, fn=score_fn, name=name):
+      part = evaded[(name, label)]
+      return np.asarray(fn({k: v[part] for k, v in stats.items()}), np.float64)
+    in_before, in_after = scores(before, in_label), scores(after, in_label)
     per_set = {}
-    offset = n_in
     for label in ood_labels:
-      n = len(sets[label])
-      out_before, out_after = score_before[offset:offset + n], score_after[offset:offset + n]
-      offset += n
+      out_before, out_after = scores(before, label), scores(after, label)
       per_set[label] = {
           'auroc_clean': analysis.auroc(in_before, out_before),
           'auroc_ood_attacked': analysis.auroc(in_before, out_after),
           'auroc_in_attacked': analysis.auroc(in_after, out_before),
           'auroc_both_attacked': analysis.auroc(in_after, out_after),
+          'score_before': float(out_before.mean()), 'score_after': float(out_after.mean()),
       }
+    parts = [evaded[(name, l)] for l in labels]
     evasion[name] = {
         'epsilon': headline, 'sets': per_set,
         'in_score_before': float(in_before.mean()), 'in_score_after': float(in_after.mean()),
-        'ood_score_before': float(score_before[n_in:].mean()),
-        'ood_score_after': float(score_after[n_in:].mean()),
-        'objective_never_worse': bool(np.all(result['objective_after']
-                                             >= result['objective_before'])),
+        'objective_never_worse': bool(all(np.all(result['objective_after'][p]
+                                                 >= result['objective_before'][p])
+                                          for p in parts)),
     }
 
   figure = attack_figures.attack_panels(
@@ -329,12 +313,11 @@ def run(model_config: ml_collections.ConfigDict, model_state, mesh,
                    'step_rule': 'signed gradient, linearly decaying step from 4*eps/T, '
                                 'projected on the L-inf ball and [0, 255] every step'},
       'in_label': in_label, 'ood_labels': list(ood_labels),
-      'reference': {'ood_median_log_p': ood_median, 'in_median_log_p': medians[in_label],
-                    'ood_mean_bits_per_dim': ood_mean_bpd,
-                    'in_mean_bits_per_dim': mean_bpd[in_label]},
+      'reference': {'ood_median_log_p': ood_median, 'in_median_log_p': in_median,
+                    'ood_mean_bits_per_dim': ood_mean_bpd, 'in_mean_bits_per_dim': in_mean_bpd},
       'table': table, 'evasion': evasion, 'figure': figure,
-      'seconds': time.time() - start, 'seconds_per_objective': attacker.seconds,
-      'image_steps': attacker.image_steps,
+      'image_steps': int(len(images_all) * cfg.num_steps),
+      'seconds': time.time() - start,
   }
 
 
