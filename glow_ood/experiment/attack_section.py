@@ -83,7 +83,8 @@ class _Attacker:
     self.state = model_state
     self.mesh = mesh
     self.cfg = attack_config
-    self.key = key
+    self.key = key  # the evaluation's noise key
+    self.attack_key = jax.random.fold_in(key, 1_000_003)  # noise of the gradient steps
     self.dequantization = model_config.eval.dequantization
     model = train_state_lib.model_from_config(model_config)
     base = attacks.statistics_fn(model, as_variables(model_state), model_config.n_bits,
@@ -97,24 +98,25 @@ class _Attacker:
     # Every attack of the section is a row of one objective: one compilation per model.
     self.objective = attacks.combined_objective(stats_fn, score_fns)
 
-  def evaluate(self, images: np.ndarray, chunk: int) -> dict[str, np.ndarray]:
-    """The ordinary evaluation of one attack batch (noise key fold_in(key, chunk))."""
+  def evaluate(self, images: np.ndarray) -> dict[str, np.ndarray]:
+    """The ordinary evaluation: batches of cfg.batch_size, batch c's noise from fold_in(key, c)."""
     stats = evaluate.evaluate_images(
         self.config, self.mesh, self.state, images, batch_size=self.cfg.batch_size,
-        dequantization=self.dequantization, key=jax.random.fold_in(self.key, chunk))
+        dequantization=self.dequantization, key=self.key)
     if self.extra_stats_fn is not None:
-      extra = self.extra_stats_fn(jnp.asarray(images, jnp.float32),
-                                  jax.random.fold_in(jax.random.fold_in(self.key, chunk), 0))
-      stats.update({k: np.asarray(v) for k, v in extra.items()})
+      bs = self.cfg.batch_size
+      extra = [jax.device_get(self.extra_stats_fn(
+          jnp.asarray(images[i:i + bs], jnp.float32), jax.random.fold_in(self.key, i // bs)))
+               for i in range(0, len(images), bs)]
+      stats.update({k: np.concatenate([np.asarray(e[k]) for e in extra]) for k in extra[0]})
     return stats
 
   def attack(self, images: np.ndarray, epsilon: np.ndarray, args: tuple) -> dict:
     """Attacks rows of images (each with its epsilon and objective args), batch by batch.
 
-    Rows are padded to whole batches of cfg.batch_size, as evaluate_images pads, and
-    batch c is judged with the key evaluate_images gives its batch 0 when called with
-    fold_in(key, c): under uniform noise the best iterate is picked by the very noise
-    the reported evaluation uses.
+    Batch c is judged with fold_in(key, c), the noise key evaluate_images gives its
+    batch c: under uniform noise the best iterate is picked by the very noise the
+    reported evaluation (self.evaluate, same batches) uses.
     """
     bs = self.cfg.batch_size
     num = len(images)
@@ -127,32 +129,23 @@ class _Attacker:
       return out
     images_p, eps_p = pad(images), pad(epsilon)
     args_p = [pad(a) for a in args]
-    out = {'images': [], 'trace': [], 'before': [], 'after': [], 'before_stats': [],
-           'after_stats': []}
+    results = []
     for chunk in range(padded // bs):
       rows = slice(chunk * bs, (chunk + 1) * bs)
-      chunk_key = jax.random.fold_in(self.key, chunk)
-      result = attacks.pgd_attack(
+      results.append(attacks.pgd_attack(
           self.objective, images_p[rows], epsilon=eps_p[rows], num_steps=self.cfg.num_steps,
-          key=jax.random.fold_in(chunk_key, 1_000_003), noise_draws=self.cfg.noise_draws,
-          select_key=jax.random.fold_in(chunk_key, 0),
-          objective_args=tuple(jnp.asarray(a[rows]) for a in args_p))
-      out['images'].append(result.images)
-      out['trace'].append(result.trace)
-      out['before'].append(result.objective_before)
-      out['after'].append(result.objective_after)
-      out['before_stats'].append(self.evaluate(images_p[rows], chunk))
-      out['after_stats'].append(self.evaluate(result.images, chunk))
-    merged = {
-        'images': np.concatenate(out['images'])[:num],
-        'trace': np.concatenate(out['trace'], axis=1)[:, :num],
-        'objective_before': np.concatenate(out['before'])[:num],
-        'objective_after': np.concatenate(out['after'])[:num],
+          key=jax.random.fold_in(self.attack_key, chunk), noise_draws=self.cfg.noise_draws,
+          select_key=jax.random.fold_in(self.key, chunk),
+          objective_args=tuple(jnp.asarray(a[rows]) for a in args_p)))
+    attacked = np.concatenate([r.images for r in results])[:num]
+    return {
+        'images': attacked,
+        'trace': np.concatenate([r.trace for r in results], axis=1)[:, :num],
+        'objective_before': np.concatenate([r.objective_before for r in results])[:num],
+        'objective_after': np.concatenate([r.objective_after for r in results])[:num],
+        'before_stats': self.evaluate(np.asarray(images)),
+        'after_stats': self.evaluate(attacked),
     }
-    for name in ('before_stats', 'after_stats'):
-      merged[name] = {k: np.concatenate([s[k] for s in out[name]])[:num]
-                      for k in out[name][0]}
-    return merged
 
 
 def _flip_fraction(log_p: np.ndarray, reference_median: float, is_ood: bool) -> float:
@@ -216,7 +209,7 @@ def run(model_config: ml_collections.ConfigDict, model_state, mesh,
   epsilons = sorted({float(e) for e in cfg.epsilons} | {headline})
 
   # Clean statistics first: the targets and medians the attacks are measured against.
-  clean = {l: attacker.evaluate(sets[l], 0) for l in labels}
+  clean = {l: attacker.evaluate(sets[l]) for l in labels}
   in_median = float(np.median(clean[in_label]['log_p_discrete']))
   in_mean_bpd = float(clean[in_label]['bits_per_dim'].mean())
   ood_median = float(np.median(np.concatenate([clean[l]['log_p_discrete'] for l in ood_labels])))
@@ -319,6 +312,35 @@ def run(model_config: ml_collections.ConfigDict, model_state, mesh,
       'image_steps': int(len(images_all) * cfg.num_steps),
       'seconds': time.time() - start,
   }
+
+
+COMMAND_OBJECTIVES = ('raise', 'lower', 'target')
+
+
+def attack_images(model_config: ml_collections.ConfigDict, model_state, mesh,
+                  images: np.ndarray, *, objective: str, epsilon: float, num_steps: int,
+                  noise_draws: int, key: jax.Array, target: float | None = None) -> dict:
+  """One attack on a user's images, evaluated as --mode=evaluate would evaluate them.
+
+  objective: 'raise' or 'lower' log p(x), or 'target' (bits/dim toward `target`).
+  key: the evaluation's key (evaluate.evaluate_checkpoint uses the run's 'eval' key);
+  batches are model_config.eval.batch_size, so the returned statistics are those that
+  --mode=evaluate writes for the returned images. Returns images (uint8), before and
+  after statistics (the evaluation's per-image terms) and the per-step trace.
+  """
+  if objective not in COMMAND_OBJECTIVES:
+    raise ValueError(f'objective must be one of {COMMAND_OBJECTIVES}, got {objective!r}.')
+  if objective == 'target' and target is None:
+    raise ValueError("objective='target' needs a target bits/dim.")
+  cfg = ml_collections.ConfigDict(dict(num_steps=num_steps, noise_draws=noise_draws,
+                                       batch_size=model_config.eval.batch_size))
+  attacker = _Attacker(model_config, model_state, mesh, cfg, key, {}, None)
+  n = len(images)
+  choice = np.zeros((n, 2), np.float32)
+  choice[:, 1 if objective == 'target' else 0] = 1.0
+  sign = np.full(n, -1.0 if objective == 'lower' else 1.0, np.float32)
+  goal = np.full(n, 0.0 if target is None else target, np.float32)
+  return attacker.attack(images, np.full(n, epsilon, np.float32), (choice, sign, goal))
 
 
 def _trace_to_bits_per_dim(trace: np.ndarray, sign: float, model_config) -> np.ndarray:
