@@ -373,9 +373,27 @@ def describe(settings: dict) -> str:
       f'{settings["examples"]} images per set.')
 
 
+def headline_lines(attacks_result: dict, names: dict[str, str]) -> list[str]:
+  """How far the headline epsilon moves the in-distribution set's bits/dim, in words."""
+  in_label = attacks_result['in_label']
+  eps = float(attacks_result['settings']['headline_epsilon'])
+  rows = {r['objective']: r for r in attacks_result['table']
+          if r['set'] == in_label and r['epsilon'] == eps}
+  if 'raise' not in rows or 'lower' not in rows:
+    return []
+  up, down = rows['raise'], rows['lower']
+  return [f'At eps = {eps:g}/255 (±{eps:g} levels per pixel) the attack moves '
+          f'{names.get(in_label, in_label)} images by {up["shift_mean"]:+.3f} bits/dim on '
+          f'average when raising log p(x) (largest {up["shift_max"]:.3f}) and by '
+          f'{down["shift_mean"]:+.3f} when lowering it (largest {down["shift_max"]:.3f}); '
+          f'raising moves them by at least 0.5 bits/dim on average: '
+          f'**{"yes" if -up["shift_mean"] >= 0.5 else "no"}**.', '']
+
+
 def render(attacks_result: dict, workdir: str, names: dict[str, str], title: str) -> list[str]:
   """Markdown lines for one model: the epsilon x objective table, evasion AUROCs, the figure."""
   out = [f'### {title}', '', describe(attacks_result['settings']), '']
+  out += headline_lines(attacks_result, names)
   rows = []
   for row in attacks_result['table']:
     is_in = row['set'] == attacks_result['in_label']
