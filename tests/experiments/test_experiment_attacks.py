@@ -35,12 +35,19 @@ def test_attack_section_table_figure_and_markdown(trained, tmp_path):
   mesh = parallel.make_mesh()
   state, _ = evaluate.load_state_for_eval(model_config, workdir, mesh)
   cfg = attack_section.default_attack_config('tiny')
+  # A score over a term the section does not compute itself (as a second model's log_px
+  # would be), supplied by extra_stats_fn to both the attack and the re-evaluation.
+  def brightness(x, key):
+    del key
+    return {'brightness': x.mean(axis=(1, 2, 3))}
   score_fns = {'bits/dim': lambda s: s['bits_per_dim'],
-               'minus log p(z)': lambda s: -s['log_pz'].sum(-1)}
+               'minus log p(z)': lambda s: -s['log_pz'].sum(-1),
+               'brightness': lambda s: s['brightness']}
   fig_dir = str(tmp_path / 'figures')
   result = attack_section.run(model_config, state, mesh, images, ood_labels=['mnist'],
                               attack_config=cfg, key=jax.random.PRNGKey(0), fig_dir=fig_dir,
-                              model_name='glow', title='Glow', score_fns=score_fns)
+                              model_name='glow', title='Glow', score_fns=score_fns,
+                              extra_stats_fn=brightness)
   json.dumps(result)  # results.json holds it as is
 
   table = result['table']
@@ -68,6 +75,12 @@ def test_attack_section_table_figure_and_markdown(trained, tmp_path):
     assert entry['in_score_after'] >= entry['in_score_before']
     assert metrics['auroc_ood_attacked'] <= metrics['auroc_clean']
     assert metrics['auroc_in_attacked'] <= metrics['auroc_clean']
+  # Darkening is linear: the attack ends on the corner of the ball, every pixel lowered by
+  # epsilon levels or down to 0.
+  bright = result['evasion']['brightness']['sets']['mnist']
+  ood = images['mnist'][:cfg.examples].astype(np.float64)
+  assert bright['score_before'] - bright['score_after'] == pytest.approx(
+      np.minimum(ood, cfg.headline_epsilon).mean(), abs=1e-4)
 
   assert os.path.getsize(result['figure']) > 1000
   lines = attack_section.render(result, str(tmp_path), {'test': 'FashionMNIST test',
