@@ -4,12 +4,13 @@
                                  attack_config=default_attack_config('quick'),
                                  score_fns={'log p(x)': lambda s: s['bits_per_dim']},
                                  key=key, fig_dir=fig_dir, model_name='glow', title='Glow')
-    lines = attack_section.render(attacks, workdir, names={'test': ..., 'mnist': ...})
+    lines = attack_section.render(attacks, workdir, names={'test': ..., 'mnist': ...},
+                                  title='Glow')
 
 Every number is that of a real 8-bit image: attacked images are re-evaluated with
 glow_ood.evaluate.evaluate_images, and so are the originals, with the same noise key
 and batch layout, so before and after see the same dequantization noise. The best
-iterate of each attack is judged by exactly that evaluation (see _attack_rows), so no
+iterate of each attack is judged by exactly that evaluation (see _Attacker.attack), so no
 image is reported worse on its objective than it started.
 """
 
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Callable
+from typing import Callable, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -41,7 +42,7 @@ OBJECTIVES = {
 def default_attack_config(variant: str = 'quick') -> ml_collections.ConfigDict:
   """The attack block of a pair config (config.experiment.attacks); sizes are images per set."""
   cfg = ml_collections.ConfigDict()
-  cfg.enabled = True
+  cfg.enabled = True                 # the pair pipeline skips the section when False
   cfg.examples = 32                  # in-distribution test images, and per OOD set
   cfg.epsilons = (1, 2, 4, 8)        # 8-bit levels (2 = 2/255) for raising and lowering
   cfg.headline_epsilon = 2           # levels for the target and evasion attacks, and the figure
@@ -56,8 +57,8 @@ def default_attack_config(variant: str = 'quick') -> ml_collections.ConfigDict:
     cfg.batch_size = 8
     cfg.figure_examples = 2
   elif variant == 'paper':
-    cfg.examples = 500
-    cfg.num_steps = 100
+    cfg.examples = 256
+    cfg.num_steps = 50
     cfg.noise_draws = 4
     cfg.batch_size = 128
     cfg.figure_examples = 4
@@ -69,7 +70,7 @@ def default_attack_config(variant: str = 'quick') -> ml_collections.ConfigDict:
 def as_variables(model_state) -> dict:
   """What evaluate.load_state_for_eval returns (params today, a variables dict later) as
   the variables of model.apply, without touching either."""
-  if isinstance(model_state, dict) and 'params' in model_state:
+  if isinstance(model_state, Mapping) and 'params' in model_state:
     return model_state
   return {'params': model_state}
 
