@@ -30,6 +30,7 @@ from glow_ood import evaluate
 from glow_ood import train_state as train_state_lib
 from glow_ood.analysis import attacks
 from glow_ood.experiment import attack_figures
+from glow_ood.flows.glow import LOGDET_KINDS
 
 HEADING = '## Attacks on the likelihood'
 OBJECTIVES = {
@@ -259,6 +260,11 @@ def run(model_config: ml_collections.ConfigDict, model_state, mesh,
         'objective_never_worse': bool(np.all(result['objective_after'][part]
                                              >= result['objective_before'][part])),
     }
+    # Which term of log p(x) = log p(z) + log|det| the attack moved (nats per image).
+    row['log_pz_shift'] = float((after['log_pz'][part].sum(-1)
+                                 - before['log_pz'][part].sum(-1)).mean())
+    row['logdet_shift'] = float(sum((after[f'logdet_{k}'][part] - before[f'logdet_{k}'][part])
+                                    .sum(-1) for k in LOGDET_KINDS).mean())
     if meta['objective'] == 'target':
       row.update(target=goal, distance_before=float(np.abs(bpd_before - goal).mean()),
                  distance_after=float(np.abs(bpd_after - goal).mean()))
@@ -407,9 +413,11 @@ def render(attacks_result: dict, workdir: str, names: dict[str, str], title: str
     rows.append([names.get(row['set'], row['set']), objective, f'{row["epsilon"]:g}',
                  _f(row['bits_per_dim_before']), _f(row['bits_per_dim_after']),
                  f'{row["shift_mean"]:+.3f}', _f(row['shift_max']),
+                 f'{row["log_pz_shift"]:+.1f} / {row["logdet_shift"]:+.1f}',
                  f'{_f(row["flip_before"], 2)} → {_f(row["flip_after"], 2)} ({flip})'])
   out += _table(['set', 'objective', 'eps (levels)', 'bits/dim before', 'after', 'mean shift',
-                 'max |shift|', 'fraction ranked past the other set'], rows)
+                 'max |shift|', 'Δ log p(z) / Δ log-det (nats)',
+                 'fraction ranked past the other set'], rows)
   out += ['']
   rows = []
   for name, entry in attacks_result['evasion'].items():

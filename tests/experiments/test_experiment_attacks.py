@@ -56,6 +56,9 @@ def test_attack_section_table_figure_and_markdown(trained, tmp_path):
   for row in table:
     assert row['n'] == cfg.examples
     assert row['objective_never_worse'], row
+    # The shift of log p(x) is split exactly into its two terms.
+    nats = -(row['bits_per_dim_after'] - row['bits_per_dim_before']) * 16 * 16 * np.log(2.0)
+    assert row['log_pz_shift'] + row['logdet_shift'] == pytest.approx(nats, rel=1e-3, abs=1e-2)
     if row['objective'] == 'raise':
       assert row['bits_per_dim_after'] < row['bits_per_dim_before'], row
     elif row['objective'] == 'lower':
