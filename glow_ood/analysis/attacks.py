@@ -50,6 +50,11 @@ class AttackResult:
   trace: np.ndarray             # [num_steps + 1, B] objective of each rounded iterate
   best_trace: np.ndarray        # [num_steps + 1, B] best objective so far
   best_step: np.ndarray         # [B] step of the returned image (0 = unchanged)
+  # First-order promise of the gradient at the original: sum_i |g_i| * room_i, every pixel
+  # moved to the end of its allowed range in the gradient's direction (objective units),
+  # and the share of it from pixels at 0 or 255 (which can move only one way).
+  first_order_gain: np.ndarray  # [B]
+  edge_share: np.ndarray        # [B]
 
 
 def default_step_size(epsilon, num_steps: int):
@@ -72,6 +77,7 @@ def _pgd(objective_fn, x_uint8, epsilon, step_size, key, select_key, objective_a
   low = jnp.maximum(jnp.ceil(x0 - eps - 1e-4), 0.0)
   high = jnp.minimum(jnp.floor(x0 + eps + 1e-4), PIXEL_MAX)
   first_step = _per_image(step_size, batch)
+  at_range_edge = (x0 <= 0.0) | (x0 >= PIXEL_MAX)
 
   def expected_objective(x, step_key):
     keys = jax.random.split(step_key, noise_draws)
@@ -87,24 +93,33 @@ def _pgd(objective_fn, x_uint8, epsilon, step_size, key, select_key, objective_a
   def step(carry, inputs):
     x, best_x, best_value = carry
     index, step_key = inputs
+    grad = grad_fn(x, step_key)
+    # What the gradient promises to first order: every pixel moved to the end of its
+    # allowed range in the gradient's direction (reported for the first step).
+    room = jnp.where(grad > 0, high - x, x - low)
+    gain = jnp.abs(grad) * room
+    promise = gain.sum(axis=(1, 2, 3))
+    edge_share = jnp.where(at_range_edge, gain, 0.0).sum(axis=(1, 2, 3)) / jnp.maximum(
+        promise, 1e-30)
     size = first_step * (1.0 - index / num_steps)
-    x = jnp.clip(x + size * jnp.sign(grad_fn(x, step_key)), low, high)
+    x = jnp.clip(x + size * jnp.sign(grad), low, high)
     value = judge(x)
     better = value > best_value
     best_x = jnp.where(better[:, None, None, None], jnp.round(x), best_x)
     best_value = jnp.where(better, value, best_value)
-    return (x, best_x, best_value), (value, best_value, better)
+    return (x, best_x, best_value), (value, best_value, better, promise, edge_share)
 
   value0 = judge(x0)
   steps = jnp.arange(num_steps, dtype=jnp.float32)
-  (_, best_x, best_value), (values, bests, improved) = jax.lax.scan(
+  (_, best_x, best_value), (values, bests, improved, promise, edge_share) = jax.lax.scan(
       step, (x0, x0, value0), (steps, jax.random.split(key, num_steps)))
   trace = jnp.concatenate([value0[None], values])
   best_trace = jnp.concatenate([value0[None], bests])
   # The last step that improved the best is the step the returned image comes from.
   step_ids = jnp.arange(1, num_steps + 1)[:, None]
   best_step = jnp.max(jnp.where(improved, step_ids, 0), axis=0)
-  return best_x.astype(jnp.uint8), value0, best_value, trace, best_trace, best_step
+  return (best_x.astype(jnp.uint8), value0, best_value, trace, best_trace, best_step,
+          promise[0], edge_share[0])
 
 
 def pgd_attack(objective_fn: Callable[..., jax.Array], x_uint8, *, epsilon, num_steps: int,
@@ -133,10 +148,11 @@ def pgd_attack(objective_fn: Callable[..., jax.Array], x_uint8, *, epsilon, num_
   outputs = _pgd(objective_fn, x_uint8, jnp.asarray(epsilon, jnp.float32),
                  jnp.asarray(step_size, jnp.float32), key, select_key, tuple(objective_args),
                  num_steps=num_steps, noise_draws=noise_draws)
-  images, before, after, trace, best_trace, best_step = jax.device_get(outputs)
+  images, before, after, trace, best_trace, best_step, promise, edge = jax.device_get(outputs)
   return AttackResult(images=np.asarray(images), objective_before=np.asarray(before),
                       objective_after=np.asarray(after), trace=np.asarray(trace),
-                      best_trace=np.asarray(best_trace), best_step=np.asarray(best_step))
+                      best_trace=np.asarray(best_trace), best_step=np.asarray(best_step),
+                      first_order_gain=np.asarray(promise), edge_share=np.asarray(edge))
 
 
 def reduce_bits_float(x_pixels: jax.Array, n_bits: int) -> jax.Array:

@@ -65,6 +65,10 @@ def test_per_image_epsilon_and_arguments():
                               key=jax.random.PRNGKey(0), objective_args=(sign,))
   expected = 100 + epsilon[:, None, None, None] * sign[:, None, None, None] * direction
   np.testing.assert_array_equal(result.images, expected.astype(np.uint8))
+  # A linear objective keeps its first-order promise exactly: 16 pixels x epsilon.
+  np.testing.assert_allclose(result.first_order_gain, 16 * epsilon)
+  np.testing.assert_allclose(result.objective_after - result.objective_before, 16 * epsilon)
+  np.testing.assert_array_equal(result.edge_share, 0.0)
   assert result.trace.shape == (11, 3) and result.best_trace.shape == (11, 3)
   assert np.all(np.diff(result.best_trace, axis=0) >= 0)
 
