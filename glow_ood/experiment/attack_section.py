@@ -456,3 +456,17 @@ def render(attacks_result: dict, workdir: str, names: dict[str, str], title: str
             'steps.', '']
   out += [f'Attack time: {_f(attacks_result["seconds"], 0)} s.', '']
   return out
+
+
+def render_section(results: dict, workdir: str) -> list[str]:
+  """The report's whole attack section from results.json's shape: HEADING, then every model
+  with results['models'][model]['attacks'] (models without one are left out)."""
+  names = {s['label']: s['display'] for s in results['sets']}
+  titles = {'glow': 'Glow', 'cv_glow': 'CV-Glow'}
+  out = [HEADING, '']
+  attacked = {m: r['attacks'] for m, r in results['models'].items() if r.get('attacks')}
+  if not attacked:
+    return out + ['No attacks were run (experiment.attacks.enabled is False).', '']
+  for model, entry in attacked.items():
+    out += render(entry, workdir, names, titles.get(model, model))
+  return out

@@ -92,6 +92,13 @@ def test_attack_section_table_figure_and_markdown(trained, tmp_path):
   assert '![Glow attacks](figures/glow_attacks.png)' in text
   assert text.count('| FashionMNIST test | raise log p(x) |') == len(epsilons)
   assert '| minus log p(z) | MNIST | 2 |' in text
+  # The report's section from results.json's shape, as the pair report renders it.
+  results = {'sets': [{'label': 'test', 'display': 'FashionMNIST test'},
+                      {'label': 'mnist', 'display': 'MNIST'}],
+             'models': {'glow': {'attacks': result}, 'cv_glow': {}}}
+  section = '\n'.join(attack_section.render_section(results, str(tmp_path)))
+  assert section.startswith(attack_section.HEADING) and '### Glow' in section
+  assert '### CV-Glow' not in section and text in section
 
 
 def test_attack_command_output_evaluates_as_reported(trained, tmp_path):
