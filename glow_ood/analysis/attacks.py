@@ -227,13 +227,15 @@ def evasion_objective(stats_fn: Callable, score_fn: Callable[[dict], jax.Array])
 def combined_objective(stats_fn: Callable, score_fns: dict[str, Callable]) -> Callable:
   """Every objective above in one function, chosen per image, so one compilation serves all.
 
-  args (choice [B, 2 + len(score_fns)] one-hot, sign [B], target [B]); the columns are
-  sign * log p(x), -|bits/dim - target|, then sign * score for each score in order.
+  args (choice [B, 2 + len(score_fns)] one-hot, sign [B], target [B], fixed); the columns
+  are sign * log p(x), -|bits/dim - target|, then sign * score for each score in order.
+  fixed: a dict of per-image terms [B] merged into the statistics and held constant (terms
+  with no gradient, e.g. a compressor's code length of the original image); may be empty.
   """
   score_list = list(score_fns.values())
 
-  def objective(x, key, choice, sign, target):
-    stats = stats_fn(x, key)
+  def objective(x, key, choice, sign, target, fixed):
+    stats = {**stats_fn(x, key), **fixed}
     terms = [sign * stats['log_p_discrete'], -jnp.abs(stats['bits_per_dim'] - target)]
     terms += [sign * fn(stats) for fn in score_list]
     return jnp.sum(choice * jnp.stack(terms, axis=-1), axis=-1)

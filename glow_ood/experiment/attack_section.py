@@ -80,7 +80,8 @@ class _Attacker:
   """One model's statistics, its one combined objective and its evaluation."""
 
   def __init__(self, model_config, model_state, mesh, attack_config, key,
-               score_fns: dict[str, Callable], extra_stats_fn: Callable | None):
+               score_fns: dict[str, Callable], extra_stats_fn: Callable | None,
+               fixed_stats_fn: Callable | None = None):
     self.config = model_config
     self.state = model_state
     self.mesh = mesh
@@ -92,6 +93,7 @@ class _Attacker:
     base = attacks.statistics_fn(model, as_variables(model_state), model_config.n_bits,
                                  self.dequantization)
     self.extra_stats_fn = extra_stats_fn
+    self.fixed_stats_fn = fixed_stats_fn
     if extra_stats_fn is None:
       stats_fn = base
     else:
@@ -111,7 +113,14 @@ class _Attacker:
           jnp.asarray(images[i:i + bs], jnp.float32), jax.random.fold_in(self.key, i // bs)))
                for i in range(0, len(images), bs)]
       stats.update({k: np.concatenate([np.asarray(e[k]) for e in extra]) for k in extra[0]})
+    stats.update(self.fixed(images))
     return stats
+
+  def fixed(self, images: np.ndarray) -> dict[str, np.ndarray]:
+    """Gradient-free per-image terms of uint8 images ({} without fixed_stats_fn)."""
+    if self.fixed_stats_fn is None:
+      return {}
+    return {k: np.asarray(v, np.float32) for k, v in self.fixed_stats_fn(images).items()}
 
   def attack(self, images: np.ndarray, epsilon: np.ndarray, args: tuple) -> dict:
     """Attacks rows of images (each with its epsilon and objective args), batch by batch.
@@ -130,7 +139,8 @@ class _Attacker:
       out[:num] = a
       return out
     images_p, eps_p = pad(images), pad(epsilon)
-    args_p = [pad(a) for a in args]
+    # Gradient-free terms come from the originals and stay fixed during the attack.
+    args_p = jax.tree.map(pad, tuple(args) + (self.fixed(np.asarray(images)),))
     results = []
     for chunk in range(padded // bs):
       rows = slice(chunk * bs, (chunk + 1) * bs)
@@ -138,7 +148,7 @@ class _Attacker:
           self.objective, images_p[rows], epsilon=eps_p[rows], num_steps=self.cfg.num_steps,
           key=jax.random.fold_in(self.attack_key, chunk), noise_draws=self.cfg.noise_draws,
           select_key=jax.random.fold_in(self.key, chunk),
-          objective_args=tuple(jnp.asarray(a[rows]) for a in args_p)))
+          objective_args=jax.tree.map(lambda a: jnp.asarray(a[rows]), args_p)))
     attacked = np.concatenate([r.images for r in results])[:num]
     return {
         'images': attacked,
@@ -191,7 +201,8 @@ def run(model_config: ml_collections.ConfigDict, model_state, mesh,
         attack_config: ml_collections.ConfigDict, key: jax.Array, fig_dir: str,
         model_name: str, title: str, in_label: str = 'test',
         score_fns: dict[str, Callable] | None = None,
-        extra_stats_fn: Callable | None = None) -> dict:
+        extra_stats_fn: Callable | None = None,
+        fixed_stats_fn: Callable | None = None) -> dict:
   """Attacks one model; returns the JSON-able entry for results['models'][model]['attacks'].
 
   images: label -> uint8 [N, H, W, C] (the first attack_config.examples of each are used).
@@ -200,13 +211,17 @@ def run(model_config: ml_collections.ConfigDict, model_state, mesh,
     default: bits/dim alone ('log p(x)').
   extra_stats_fn: optional (x float pixels, key) -> dict of further per-image terms
     (e.g. another model's log_px) that score functions read; merged into the stats.
+  fixed_stats_fn: optional (uint8 images [N, H, W, C]) -> dict of per-image terms without
+    a gradient (e.g. a compressor's code length): the attack holds the original's value
+    fixed, the reported numbers recompute it on the attacked images.
   """
   start = time.time()
   cfg = attack_config
   if score_fns is None:
     score_fns = {'log p(x)': lambda stats: stats['bits_per_dim']}
   score_names = list(score_fns)
-  attacker = _Attacker(model_config, model_state, mesh, cfg, key, score_fns, extra_stats_fn)
+  attacker = _Attacker(model_config, model_state, mesh, cfg, key, score_fns, extra_stats_fn,
+                       fixed_stats_fn)
   labels = [in_label] + list(ood_labels)
   sets = {l: np.asarray(images[l][:cfg.examples]) for l in labels}
   headline = float(cfg.headline_epsilon)

@@ -40,14 +40,18 @@ def test_attack_section_table_figure_and_markdown(trained, tmp_path):
   def brightness(x, key):
     del key
     return {'brightness': x.mean(axis=(1, 2, 3))}
+  # And a term with no gradient (as a compressor's code length is), held fixed.
+  def lit_pixels(images_uint8):
+    return {'lit': (images_uint8 > 0).sum(axis=(1, 2, 3))}
   score_fns = {'bits/dim': lambda s: s['bits_per_dim'],
                'minus log p(z)': lambda s: -s['log_pz'].sum(-1),
-               'brightness': lambda s: s['brightness']}
+               'brightness': lambda s: s['brightness'],
+               'lit pixels': lambda s: s['lit'] + 0.0 * s['bits_per_dim']}
   fig_dir = str(tmp_path / 'figures')
   result = attack_section.run(model_config, state, mesh, images, ood_labels=['mnist'],
                               attack_config=cfg, key=jax.random.PRNGKey(0), fig_dir=fig_dir,
                               model_name='glow', title='Glow', score_fns=score_fns,
-                              extra_stats_fn=brightness)
+                              extra_stats_fn=brightness, fixed_stats_fn=lit_pixels)
   json.dumps(result)  # results.json holds it as is
 
   table = result['table']
@@ -71,6 +75,12 @@ def test_attack_section_table_figure_and_markdown(trained, tmp_path):
   assert raised[max(raised)] <= raised[min(raised)]
 
   assert set(result['evasion']) == set(score_fns)
+  json.dumps(result)
+  # A score with no gradient gives the attack nothing to follow: no pixel moves.
+  lit = result['evasion'].pop('lit pixels')
+  assert lit['sets']['mnist']['score_after'] == lit['sets']['mnist']['score_before'] == (
+      (images['mnist'][:cfg.examples] > 0).sum(axis=(1, 2, 3)).mean())
+  assert lit['in_score_after'] == lit['in_score_before']
   for entry in result['evasion'].values():
     assert entry['objective_never_worse']
     metrics = entry['sets']['mnist']
