@@ -47,6 +47,7 @@ def default_attack_config(variant: str = 'quick') -> ml_collections.ConfigDict:
   cfg.examples = 32                  # in-distribution test images, and per OOD set
   cfg.epsilons = (1, 2, 4, 8)        # 8-bit levels (2 = 2/255) for raising and lowering
   cfg.headline_epsilon = 2           # levels for the target and evasion attacks, and the figure
+  cfg.evasion_examples = 0           # images per set in each score's evasion; 0 = examples
   cfg.num_steps = 8                  # signed-gradient steps per attack
   cfg.noise_draws = 1                # dequantization draws averaged per gradient step
   cfg.batch_size = 64                # images attacked (and re-evaluated) together
@@ -250,7 +251,8 @@ def run(model_config: ml_collections.ConfigDict, model_state, mesh,
   # images pushed to score as OOD (sign +1).
   for index, name in enumerate(score_names):
     for label in labels:
-      rows.add(sets[label], 2 + index, 1.0 if label == in_label else -1.0, 0.0,
+      rows.add(sets[label][:cfg.evasion_examples or None], 2 + index,
+               1.0 if label == in_label else -1.0, 0.0,
                kind='evade', set=label, score=name, epsilon=headline)
   images_all, eps_all, args_all = rows.arrays()
   result = attacker.attack(images_all, eps_all, args_all)
@@ -320,7 +322,7 @@ def run(model_config: ml_collections.ConfigDict, model_state, mesh,
       }
     parts = [evaded[(name, l)] for l in labels]
     evasion[name] = {
-        'epsilon': headline, 'sets': per_set,
+        'epsilon': headline, 'sets': per_set, 'n_per_set': int(len(in_before)),
         'in_score_before': float(in_before.mean()), 'in_score_after': float(in_after.mean()),
         'objective_never_worse': bool(all(np.all(result['objective_after'][p]
                                                  >= result['objective_before'][p])
@@ -454,14 +456,16 @@ def render(attacks_result: dict, workdir: str, names: dict[str, str], title: str
   rows = []
   for name, entry in attacks_result['evasion'].items():
     for label, m in entry['sets'].items():
-      rows.append([name, names.get(label, label), f'{entry["epsilon"]:g}', _f(m['auroc_clean']),
+      rows.append([name, names.get(label, label), f'{entry["epsilon"]:g}',
+                   entry.get('n_per_set', ''), _f(m['auroc_clean']),
                    _f(m['auroc_ood_attacked']), _f(m['auroc_in_attacked']),
                    _f(m['auroc_both_attacked'])])
   if rows:
     out += ['Each OOD score under its own evading attack (AUROC, OOD positive; OOD images '
             'pushed to score as in-distribution, in-distribution images pushed to score as OOD; '
             'each side compared with the other side clean):', '']
-    out += _table(['score', 'OOD set', 'eps (levels)', 'AUROC clean', 'OOD attacked',
+    out += _table(['score', 'OOD set', 'eps (levels)', 'images a side', 'AUROC clean',
+                   'OOD attacked',
                    'in-dist. attacked', 'both attacked'], rows)
     out += ['']
   if attacks_result.get('figure'):

@@ -35,6 +35,7 @@ def test_attack_section_table_figure_and_markdown(trained, tmp_path):
   mesh = parallel.make_mesh()
   state, _ = evaluate.load_state_for_eval(model_config, workdir, mesh)
   cfg = attack_section.default_attack_config('tiny')
+  cfg.evasion_examples = 4
   # A score over a term the section does not compute itself (as a second model's log_px
   # would be), supplied by extra_stats_fn to both the attack and the re-evaluation.
   def brightness(x, key):
@@ -79,9 +80,10 @@ def test_attack_section_table_figure_and_markdown(trained, tmp_path):
   # A score with no gradient gives the attack nothing to follow: no pixel moves.
   lit = result['evasion'].pop('lit pixels')
   assert lit['sets']['mnist']['score_after'] == lit['sets']['mnist']['score_before'] == (
-      (images['mnist'][:cfg.examples] > 0).sum(axis=(1, 2, 3)).mean())
+      (images['mnist'][:4] > 0).sum(axis=(1, 2, 3)).mean())
   assert lit['in_score_after'] == lit['in_score_before']
   for entry in result['evasion'].values():
+    assert entry['n_per_set'] == 4
     assert entry['objective_never_worse']
     metrics = entry['sets']['mnist']
     assert metrics['score_after'] <= metrics['score_before']
@@ -91,7 +93,7 @@ def test_attack_section_table_figure_and_markdown(trained, tmp_path):
   # Darkening is linear: the attack ends on the corner of the ball, every pixel lowered by
   # epsilon levels or down to 0.
   bright = result['evasion']['brightness']['sets']['mnist']
-  ood = images['mnist'][:cfg.examples].astype(np.float64)
+  ood = images['mnist'][:4].astype(np.float64)
   assert bright['score_before'] - bright['score_after'] == pytest.approx(
       np.minimum(ood, cfg.headline_epsilon).mean(), abs=1e-4)
 
