@@ -1,0 +1,491 @@
+"""Attacks on the likelihood of one trained model: numbers, figure and report markdown.
+
+    attacks = attack_section.run(model_config, model_state, mesh, images, ood_labels=['mnist'],
+                                 attack_config=default_attack_config('quick'),
+                                 score_fns={'log p(x)': lambda s: s['bits_per_dim']},
+                                 key=key, fig_dir=fig_dir, model_name='glow', title='Glow')
+    lines = attack_section.render(attacks, workdir, names={'test': ..., 'mnist': ...},
+                                  title='Glow')
+
+Every number is that of a real 8-bit image: attacked images are re-evaluated with
+glow_ood.evaluate.evaluate_images, and so are the originals, with the same noise key
+and batch layout, so before and after see the same dequantization noise. The best
+iterate of each attack is judged by exactly that evaluation (see _Attacker.attack), so no
+image is reported worse on its objective than it started.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from glow_ood import analysis
+from glow_ood import evaluate
+from glow_ood import train_state as train_state_lib
+from glow_ood.analysis import attacks
+from glow_ood.experiment import attack_figures
+from glow_ood.flows.glow import LOGDET_KINDS
+
+HEADING = '## Attacks on the likelihood'
+OBJECTIVES = {
+    'raise': 'raise log p(x)',
+    'lower': 'lower log p(x)',
+    'target': "bits/dim toward the other set's mean",
+}
+
+
+def default_attack_config(variant: str = 'quick') -> ml_collections.ConfigDict:
+  """The attack block of a pair config (config.experiment.attacks); sizes are images per set."""
+  cfg = ml_collections.ConfigDict()
+  cfg.enabled = True                 # the pair pipeline skips the section when False
+  cfg.examples = 32                  # in-distribution test images, and per OOD set
+  cfg.epsilons = (1, 2, 4, 8)        # 8-bit levels (2 = 2/255) for raising and lowering
+  cfg.headline_epsilon = 2           # levels for the target and evasion attacks, and the figure
+  cfg.evasion_examples = 0           # images per set in each score's evasion; 0 = examples
+  cfg.num_steps = 8                  # signed-gradient steps per attack
+  cfg.noise_draws = 1                # dequantization draws averaged per gradient step
+  cfg.batch_size = 64                # images attacked (and re-evaluated) together
+  cfg.figure_examples = 3            # images per set shown in the figure
+  if variant == 'tiny':
+    cfg.examples = 6
+    cfg.epsilons = (2, 8)
+    cfg.num_steps = 4
+    cfg.batch_size = 8
+    cfg.figure_examples = 2
+  elif variant == 'paper':
+    cfg.examples = 256
+    cfg.num_steps = 50
+    cfg.noise_draws = 4
+    cfg.batch_size = 128
+    cfg.figure_examples = 4
+  elif variant != 'quick':
+    raise ValueError(f'Unknown variant {variant!r}; choose tiny, quick or paper.')
+  return cfg
+
+
+def as_variables(model_state) -> dict:
+  """What evaluate.load_state_for_eval returns (params today, a variables dict later) as
+  the variables of model.apply, without touching either."""
+  if isinstance(model_state, Mapping) and 'params' in model_state:
+    return model_state
+  return {'params': model_state}
+
+
+class _Attacker:
+  """One model's statistics, its one combined objective and its evaluation."""
+
+  def __init__(self, model_config, model_state, mesh, attack_config, key,
+               score_fns: dict[str, Callable], extra_stats_fn: Callable | None,
+               fixed_stats_fn: Callable | None = None):
+    self.config = model_config
+    self.state = model_state
+    self.mesh = mesh
+    self.cfg = attack_config
+    self.key = key  # the evaluation's noise key
+    self.attack_key = jax.random.fold_in(key, 1_000_003)  # noise of the gradient steps
+    self.dequantization = model_config.eval.dequantization
+    model = train_state_lib.model_from_config(model_config)
+    base = attacks.statistics_fn(model, as_variables(model_state), model_config.n_bits,
+                                 self.dequantization)
+    self.extra_stats_fn = extra_stats_fn
+    self.fixed_stats_fn = fixed_stats_fn
+    if extra_stats_fn is None:
+      stats_fn = base
+    else:
+      def stats_fn(x, k):
+        return {**base(x, k), **extra_stats_fn(x, k)}
+    # Every attack of the section is a row of one objective: one compilation per model.
+    self.objective = attacks.combined_objective(stats_fn, score_fns)
+
+  def evaluate(self, images: np.ndarray) -> dict[str, np.ndarray]:
+    """The ordinary evaluation: batches of cfg.batch_size, batch c's noise from fold_in(key, c)."""
+    stats = evaluate.evaluate_images(
+        self.config, self.mesh, self.state, images, batch_size=self.cfg.batch_size,
+        dequantization=self.dequantization, key=self.key)
+    if self.extra_stats_fn is not None:
+      bs = self.cfg.batch_size
+      extra = [jax.device_get(self.extra_stats_fn(
+          jnp.asarray(images[i:i + bs], jnp.float32), jax.random.fold_in(self.key, i // bs)))
+               for i in range(0, len(images), bs)]
+      stats.update({k: np.concatenate([np.asarray(e[k]) for e in extra]) for k in extra[0]})
+    stats.update(self.fixed(images))
+    return stats
+
+  def fixed(self, images: np.ndarray) -> dict[str, np.ndarray]:
+    """Gradient-free per-image terms of uint8 images ({} without fixed_stats_fn)."""
+    if self.fixed_stats_fn is None:
+      return {}
+    return {k: np.asarray(v, np.float32) for k, v in self.fixed_stats_fn(images).items()}
+
+  def attack(self, images: np.ndarray, epsilon: np.ndarray, args: tuple) -> dict:
+    """Attacks rows of images (each with its epsilon and objective args), batch by batch.
+
+    Batch c is judged with fold_in(key, c), the noise key evaluate_images gives its
+    batch c: under uniform noise the best iterate is picked by the very noise the
+    reported evaluation (self.evaluate, same batches) uses.
+    """
+    bs = self.cfg.batch_size
+    num = len(images)
+    padded = -(-num // bs) * bs
+
+    def pad(a):
+      a = np.asarray(a)
+      out = np.zeros((padded,) + a.shape[1:], a.dtype)
+      out[:num] = a
+      return out
+    images_p, eps_p = pad(images), pad(epsilon)
+    # Gradient-free terms come from the originals and stay fixed during the attack.
+    args_p = jax.tree.map(pad, tuple(args) + (self.fixed(np.asarray(images)),))
+    results = []
+    for chunk in range(padded // bs):
+      rows = slice(chunk * bs, (chunk + 1) * bs)
+      results.append(attacks.pgd_attack(
+          self.objective, images_p[rows], epsilon=eps_p[rows], num_steps=self.cfg.num_steps,
+          key=jax.random.fold_in(self.attack_key, chunk), noise_draws=self.cfg.noise_draws,
+          select_key=jax.random.fold_in(self.key, chunk),
+          objective_args=jax.tree.map(lambda a: jnp.asarray(a[rows]), args_p)))
+    attacked = np.concatenate([r.images for r in results])[:num]
+    return {
+        'images': attacked,
+        'trace': np.concatenate([r.trace for r in results], axis=1)[:, :num],
+        'objective_before': np.concatenate([r.objective_before for r in results])[:num],
+        'objective_after': np.concatenate([r.objective_after for r in results])[:num],
+        'first_order_gain': np.concatenate([r.first_order_gain for r in results])[:num],
+        'edge_share': np.concatenate([r.edge_share for r in results])[:num],
+        'before_stats': self.evaluate(np.asarray(images)),
+        'after_stats': self.evaluate(attacked),
+    }
+
+
+def _flip_fraction(log_p: np.ndarray, reference_median: float, is_ood: bool) -> float:
+  """In-distribution images less likely than the other set's median image, or OOD images
+  more likely than the in-distribution median."""
+  return float(np.mean(log_p > reference_median) if is_ood else np.mean(log_p < reference_median))
+
+
+class _Rows:
+  """The attacks of the section as rows of one batch: images, epsilon and objective args."""
+
+  def __init__(self, num_choices: int):
+    self.num_choices = num_choices
+    self.parts = []   # (meta dict, slice)
+    self._images, self._eps, self._choice, self._sign, self._target = [], [], [], [], []
+    self._size = 0
+
+  def add(self, images, choice: int, sign: float, target, **meta) -> None:
+    """meta must hold 'epsilon' (levels); the rest describes the row for the report."""
+    n = len(images)
+    self.parts.append((meta, slice(self._size, self._size + n)))
+    self._size += n
+    self._images.append(images)
+    self._eps.append(np.full(n, meta['epsilon'], np.float32))
+    onehot = np.zeros((n, self.num_choices), np.float32)
+    onehot[:, choice] = 1.0
+    self._choice.append(onehot)
+    self._sign.append(np.full(n, sign, np.float32))
+    self._target.append(np.broadcast_to(np.asarray(target, np.float32), (n,)))
+
+  def arrays(self):
+    return (np.concatenate(self._images), np.concatenate(self._eps),
+            (np.concatenate(self._choice), np.concatenate(self._sign),
+             np.concatenate(self._target)))
+
+
+def run(model_config: ml_collections.ConfigDict, model_state, mesh,
+        images: dict[str, np.ndarray], *, ood_labels: list[str],
+        attack_config: ml_collections.ConfigDict, key: jax.Array, fig_dir: str,
+        model_name: str, title: str, in_label: str = 'test',
+        score_fns: dict[str, Callable] | None = None,
+        extra_stats_fn: Callable | None = None,
+        fixed_stats_fn: Callable | None = None) -> dict:
+  """Attacks one model; returns the JSON-able entry for results['models'][model]['attacks'].
+
+  images: label -> uint8 [N, H, W, C] (the first attack_config.examples of each are used).
+  model_state: what evaluate.load_state_for_eval returns, passed through unchanged.
+  score_fns: name -> score_fn(stats) -> [B], higher = more OOD, differentiable in jax;
+    default: bits/dim alone ('log p(x)').
+  extra_stats_fn: optional (x float pixels, key) -> dict of further per-image terms
+    (e.g. another model's log_px) that score functions read; merged into the stats.
+  fixed_stats_fn: optional (uint8 images [N, H, W, C]) -> dict of per-image terms without
+    a gradient (e.g. a compressor's code length): the attack holds the original's value
+    fixed, the reported numbers recompute it on the attacked images.
+  """
+  start = time.time()
+  cfg = attack_config
+  if score_fns is None:
+    score_fns = {'log p(x)': lambda stats: stats['bits_per_dim']}
+  score_names = list(score_fns)
+  attacker = _Attacker(model_config, model_state, mesh, cfg, key, score_fns, extra_stats_fn,
+                       fixed_stats_fn)
+  labels = [in_label] + list(ood_labels)
+  sets = {l: np.asarray(images[l][:cfg.examples]) for l in labels}
+  headline = float(cfg.headline_epsilon)
+  epsilons = sorted({float(e) for e in cfg.epsilons} | {headline})
+
+  # Clean statistics first: the targets and medians the attacks are measured against.
+  clean = {l: attacker.evaluate(sets[l]) for l in labels}
+  in_median = float(np.median(clean[in_label]['log_p_discrete']))
+  in_mean_bpd = float(clean[in_label]['bits_per_dim'].mean())
+  ood_median = float(np.median(np.concatenate([clean[l]['log_p_discrete'] for l in ood_labels])))
+  ood_mean_bpd = float(np.mean(np.concatenate([clean[l]['bits_per_dim'] for l in ood_labels])))
+
+  def reference(label):
+    """(median log p, mean bits/dim) of the set an image of `label` is compared with."""
+    return (ood_median, ood_mean_bpd) if label == in_label else (in_median, in_mean_bpd)
+
+  rows = _Rows(2 + len(score_names))
+  for label in labels:
+    for objective, sign in (('raise', 1.0), ('lower', -1.0)):
+      for eps in epsilons:
+        rows.add(sets[label], 0, sign, 0.0, kind='log_p', set=label, objective=objective,
+                 epsilon=eps)
+    rows.add(sets[label], 1, 0.0, reference(label)[1], kind='log_p', set=label,
+             objective='target', epsilon=headline)
+  # Evasion: OOD images pushed to score as in-distribution (sign -1), in-distribution
+  # images pushed to score as OOD (sign +1).
+  for index, name in enumerate(score_names):
+    for label in labels:
+      rows.add(sets[label][:cfg.evasion_examples or None], 2 + index,
+               1.0 if label == in_label else -1.0, 0.0,
+               kind='evade', set=label, score=name, epsilon=headline)
+  images_all, eps_all, args_all = rows.arrays()
+  result = attacker.attack(images_all, eps_all, args_all)
+  before, after = result['before_stats'], result['after_stats']
+
+  table, figure_rows, evaded = [], {}, {}
+  for meta, part in rows.parts:
+    label = meta['set']
+    is_ood = label != in_label
+    if meta['kind'] == 'evade':
+      evaded[(meta['score'], label)] = part
+      continue
+    bpd_before, bpd_after = before['bits_per_dim'][part], after['bits_per_dim'][part]
+    median, goal = reference(label)
+    row = {
+        'set': label, 'objective': meta['objective'], 'epsilon': meta['epsilon'],
+        'n': int(part.stop - part.start),
+        'bits_per_dim_before': float(bpd_before.mean()),
+        'bits_per_dim_after': float(bpd_after.mean()),
+        'shift_mean': float((bpd_after - bpd_before).mean()),
+        'shift_max': float(np.max(np.abs(bpd_after - bpd_before))),
+        'flip_before': _flip_fraction(before['log_p_discrete'][part], median, is_ood),
+        'flip_after': _flip_fraction(after['log_p_discrete'][part], median, is_ood),
+        'objective_never_worse': bool(np.all(result['objective_after'][part]
+                                             >= result['objective_before'][part])),
+    }
+    # Which term of log p(x) = log p(z) + log|det| the attack moved (nats per image).
+    row['log_pz_shift'] = float((after['log_pz'][part].sum(-1)
+                                 - before['log_pz'][part].sum(-1)).mean())
+    row['logdet_shift'] = float(sum((after[f'logdet_{k}'][part] - before[f'logdet_{k}'][part])
+                                    .sum(-1) for k in LOGDET_KINDS).mean())
+    if meta['objective'] in ('raise', 'lower'):
+      # The gradient's first-order promise (nats of log p) against what 8-bit images gave.
+      num_dims = train_state_lib.num_dims(model_config)
+      row['first_order_bits_per_dim'] = float(
+          result['first_order_gain'][part].mean() / (num_dims * np.log(2.0)))
+      row['first_order_edge_share'] = float(result['edge_share'][part].mean())
+    if meta['objective'] == 'target':
+      row.update(target=goal, distance_before=float(np.abs(bpd_before - goal).mean()),
+                 distance_after=float(np.abs(bpd_after - goal).mean()))
+    table.append(row)
+    wanted = 'lower' if is_ood else 'raise'
+    if meta['epsilon'] == headline and meta['objective'] == wanted:
+      k = min(cfg.figure_examples, row['n'])
+      sign = 1.0 if wanted == 'raise' else -1.0
+      figure_rows[f'{label}_{wanted}'] = {
+          'original': sets[label][:k], 'attacked': result['images'][part][:k],
+          'bits_per_dim_trace': _trace_to_bits_per_dim(result['trace'][:, part][:, :k], sign,
+                                                       model_config),
+          'label': label, 'objective': wanted}
+
+  evasion = {}
+  for name, score_fn in score_fns.items():
+    def scores(stats, label, fn=score_fn, name=name):
+      part = evaded[(name, label)]
+      return np.asarray(fn({k: v[part] for k, v in stats.items()}), np.float64)
+    in_before, in_after = scores(before, in_label), scores(after, in_label)
+    per_set = {}
+    for label in ood_labels:
+      out_before, out_after = scores(before, label), scores(after, label)
+      per_set[label] = {
+          'auroc_clean': analysis.auroc(in_before, out_before),
+          'auroc_ood_attacked': analysis.auroc(in_before, out_after),
+          'auroc_in_attacked': analysis.auroc(in_after, out_before),
+          'auroc_both_attacked': analysis.auroc(in_after, out_after),
+          'score_before': float(out_before.mean()), 'score_after': float(out_after.mean()),
+      }
+    parts = [evaded[(name, l)] for l in labels]
+    evasion[name] = {
+        'epsilon': headline, 'sets': per_set, 'n_per_set': int(len(in_before)),
+        'in_score_before': float(in_before.mean()), 'in_score_after': float(in_after.mean()),
+        'objective_never_worse': bool(all(np.all(result['objective_after'][p]
+                                                 >= result['objective_before'][p])
+                                          for p in parts)),
+    }
+
+  figure = attack_figures.attack_panels(
+      os.path.join(fig_dir, f'{model_name}_attacks.png'), figure_rows, headline,
+      f'{title}: attacks at epsilon = {headline:g}/255')
+  return {
+      'settings': {**cfg.to_dict(), 'epsilons': epsilons,
+                   'dequantization': attacker.dequantization,
+                   'step_rule': 'signed gradient, linearly decaying step from 4*eps/T, '
+                                'projected on the L-inf ball and [0, 255] every step'},
+      'in_label': in_label, 'ood_labels': list(ood_labels),
+      'reference': {'ood_median_log_p': ood_median, 'in_median_log_p': in_median,
+                    'ood_mean_bits_per_dim': ood_mean_bpd, 'in_mean_bits_per_dim': in_mean_bpd},
+      'table': table, 'evasion': evasion, 'figure': figure,
+      'image_steps': int(len(images_all) * cfg.num_steps),
+      'seconds': time.time() - start,
+  }
+
+
+COMMAND_OBJECTIVES = ('raise', 'lower', 'target')
+
+
+def attack_images(model_config: ml_collections.ConfigDict, model_state, mesh,
+                  images: np.ndarray, *, objective: str, epsilon: float, num_steps: int,
+                  noise_draws: int, key: jax.Array, target: float | None = None) -> dict:
+  """One attack on a user's images, evaluated as --mode=evaluate would evaluate them.
+
+  objective: 'raise' or 'lower' log p(x), or 'target' (bits/dim toward `target`).
+  key: the evaluation's key (evaluate.evaluate_checkpoint uses the run's 'eval' key);
+  batches are model_config.eval.batch_size, so the returned statistics are those that
+  --mode=evaluate writes for the returned images. Returns images (uint8), before and
+  after statistics (the evaluation's per-image terms) and the per-step trace.
+  """
+  if objective not in COMMAND_OBJECTIVES:
+    raise ValueError(f'objective must be one of {COMMAND_OBJECTIVES}, got {objective!r}.')
+  if objective == 'target' and target is None:
+    raise ValueError("objective='target' needs a target bits/dim.")
+  cfg = ml_collections.ConfigDict(dict(num_steps=num_steps, noise_draws=noise_draws,
+                                       batch_size=model_config.eval.batch_size))
+  attacker = _Attacker(model_config, model_state, mesh, cfg, key, {}, None)
+  n = len(images)
+  choice = np.zeros((n, 2), np.float32)
+  choice[:, 1 if objective == 'target' else 0] = 1.0
+  sign = np.full(n, -1.0 if objective == 'lower' else 1.0, np.float32)
+  goal = np.full(n, 0.0 if target is None else target, np.float32)
+  return attacker.attack(images, np.full(n, epsilon, np.float32), (choice, sign, goal))
+
+
+def _trace_to_bits_per_dim(trace: np.ndarray, sign: float, model_config) -> np.ndarray:
+  """Signed log p(x) (nats) per step -> bits/dim per step."""
+  num_dims = train_state_lib.num_dims(model_config)
+  return -(sign * trace) / (num_dims * np.log(2.0))
+
+
+def _f(value, digits=3) -> str:
+  return f'{value:.{digits}f}'
+
+
+def _table(header: list[str], rows: list[list]) -> list[str]:
+  lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
+  return lines + ['| ' + ' | '.join(str(c) for c in row) + ' |' for row in rows]
+
+
+def describe(settings: dict) -> str:
+  """How the attacks ran, in words, for the report."""
+  noise = ('the midpoint (u = 1/2)' if settings['dequantization'] == 'midpoint' else
+           f'uniform noise, the gradient averaged over {settings["noise_draws"]} draw(s) a step')
+  return (
+      f'Projected gradient attacks (L-inf PGD, Madry et al. 2018) on the input pixels: '
+      f'{settings["num_steps"]} signed-gradient steps, the step decaying linearly from '
+      f'4·eps/{settings["num_steps"]}, each projected onto the eps-ball in 8-bit levels and onto '
+      f'[0, 255]. Dequantization: {noise}. Every iterate is rounded to integers and judged by '
+      'the ordinary evaluation (same noise as the reported numbers); the best one is kept, so '
+      'no image ends worse on its objective than it began. Numbers are evaluations of the '
+      'returned 8-bit images, the originals evaluated with the same noise. '
+      f'{settings["examples"]} images per set.')
+
+
+def headline_lines(attacks_result: dict, names: dict[str, str]) -> list[str]:
+  """How far the headline epsilon moves the in-distribution set's bits/dim, in words."""
+  in_label = attacks_result['in_label']
+  eps = float(attacks_result['settings']['headline_epsilon'])
+  rows = {r['objective']: r for r in attacks_result['table']
+          if r['set'] == in_label and r['epsilon'] == eps}
+  if 'raise' not in rows or 'lower' not in rows:
+    return []
+  up, down = rows['raise'], rows['lower']
+  met = -up['shift_mean'] >= 0.5
+  lines = [f'At eps = {eps:g}/255 (±{eps:g} levels per pixel) the attack moves '
+           f'{names.get(in_label, in_label)} images by {up["shift_mean"]:+.3f} bits/dim on '
+           f'average when raising log p(x) (largest {up["shift_max"]:.3f}) and by '
+           f'{down["shift_mean"]:+.3f} when lowering it (largest {down["shift_max"]:.3f}); '
+           f'raising moves them by at least 0.5 bits/dim on average: **{"yes" if met else "no"}**.']
+  if not met:
+    lines[-1] += (
+        f' Why: to first order the gradient at the originals promised '
+        f'{up["first_order_bits_per_dim"]:.3f} bits/dim (every pixel moved to the end of its '
+        f'range in the gradient\'s direction), {100 * up["first_order_edge_share"]:.0f}% of it '
+        'from pixels at 0 or 255, which can move only one way; the best 8-bit images in the '
+        'ball gave far less, so log p(x) bends within a single level (a first-order '
+        'promise that the integer images do not keep), while lowering it needs no such luck.')
+  return lines + ['']
+
+
+def render(attacks_result: dict, workdir: str, names: dict[str, str], title: str) -> list[str]:
+  """Markdown lines for one model: the epsilon x objective table, evasion AUROCs, the figure."""
+  out = [f'### {title}', '', describe(attacks_result['settings']), '']
+  out += headline_lines(attacks_result, names)
+  rows = []
+  for row in attacks_result['table']:
+    is_in = row['set'] == attacks_result['in_label']
+    objective = OBJECTIVES[row['objective']]
+    if row['objective'] == 'target':
+      objective += (f' ({_f(row["target"])}; mean distance {_f(row["distance_before"])} → '
+                    f'{_f(row["distance_after"])})')
+    flip = ('less likely than the OOD median' if is_in
+            else 'more likely than the in-distribution median')
+    rows.append([names.get(row['set'], row['set']), objective, f'{row["epsilon"]:g}',
+                 _f(row['bits_per_dim_before']), _f(row['bits_per_dim_after']),
+                 f'{row["shift_mean"]:+.3f}', _f(row['shift_max']),
+                 f'{row["log_pz_shift"]:+.1f} / {row["logdet_shift"]:+.1f}',
+                 f'{_f(row["flip_before"], 2)} → {_f(row["flip_after"], 2)} ({flip})'])
+  out += _table(['set', 'objective', 'eps (levels)', 'bits/dim before', 'after', 'mean shift',
+                 'max |shift|', 'Δ log p(z) / Δ log-det (nats)',
+                 'fraction ranked past the other set'], rows)
+  out += ['']
+  rows = []
+  for name, entry in attacks_result['evasion'].items():
+    for label, m in entry['sets'].items():
+      rows.append([name, names.get(label, label), f'{entry["epsilon"]:g}',
+                   entry.get('n_per_set', ''), _f(m['auroc_clean']),
+                   _f(m['auroc_ood_attacked']), _f(m['auroc_in_attacked']),
+                   _f(m['auroc_both_attacked'])])
+  if rows:
+    out += ['Each OOD score under its own evading attack (AUROC, OOD positive; OOD images '
+            'pushed to score as in-distribution, in-distribution images pushed to score as OOD; '
+            'each side compared with the other side clean):', '']
+    out += _table(['score', 'OOD set', 'eps (levels)', 'images a side', 'AUROC clean',
+                   'OOD attacked',
+                   'in-dist. attacked', 'both attacked'], rows)
+    out += ['']
+  if attacks_result.get('figure'):
+    out += [f'![{title} attacks]({os.path.relpath(attacks_result["figure"], workdir)})', '',
+            'Each row: the original, the perturbation (attacked − original, in levels, colour '
+            'scale ±eps), the attacked image, and bits/dim of the rounded iterate over the '
+            'steps.', '']
+  out += [f'Attack time: {_f(attacks_result["seconds"], 0)} s.', '']
+  return out
+
+
+def render_section(results: dict, workdir: str) -> list[str]:
+  """The report's whole attack section from results.json's shape: HEADING, then every model
+  with results['models'][model]['attacks'] (models without one are left out)."""
+  names = {s['label']: s['display'] for s in results['sets']}
+  titles = {'glow': 'Glow', 'cv_glow': 'CV-Glow'}
+  out = [HEADING, '']
+  attacked = {m: r['attacks'] for m, r in results['models'].items() if r.get('attacks')}
+  if not attacked:
+    return out + ['No attacks were run (experiment.attacks.enabled is False).', '']
+  for model, entry in attacked.items():
+    out += render(entry, workdir, names, titles.get(model, model))
+  return out

@@ -1,0 +1,137 @@
+"""The attack section on the tiny FashionMNIST -> MNIST model, and the attack command."""
+
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from glow_ood import evaluate
+from glow_ood import parallel
+from glow_ood import train
+from glow_ood.experiment import attack_section
+from glow_ood.experiment import eval_plan
+from tests.experiments.conftest import REPO_ROOT
+from tests.experiments.conftest import tiny_pair_config
+
+
+@pytest.fixture(scope='module')
+def trained(offline_data, tmp_path_factory):
+  """The tiny pair's Glow, trained for its few steps, with its test and OOD images."""
+  config = tiny_pair_config('fashion_mnist_to_mnist')
+  config.glow.data.path = offline_data['fashion_idx']
+  config.experiment.ood = f'mnist:test[path={offline_data["mnist_npz"]}]'
+  model_config = config.glow
+  workdir = str(tmp_path_factory.mktemp('attack_glow'))
+  train.train_and_evaluate(model_config, workdir)
+  sets = eval_plan.eval_sets(config, 'glow')
+  images = {s.label: eval_plan.load_images(model_config, s) for s in sets}
+  return model_config, workdir, images
+
+
+def test_attack_section_table_figure_and_markdown(trained, tmp_path):
+  model_config, workdir, images = trained
+  mesh = parallel.make_mesh()
+  state, _ = evaluate.load_state_for_eval(model_config, workdir, mesh)
+  cfg = attack_section.default_attack_config('tiny')
+  cfg.evasion_examples = 4
+  # A score over a term the section does not compute itself (as a second model's log_px
+  # would be), supplied by extra_stats_fn to both the attack and the re-evaluation.
+  def brightness(x, key):
+    del key
+    return {'brightness': x.mean(axis=(1, 2, 3))}
+  # And a term with no gradient (as a compressor's code length is), held fixed.
+  def lit_pixels(images_uint8):
+    return {'lit': (images_uint8 > 0).sum(axis=(1, 2, 3))}
+  score_fns = {'bits/dim': lambda s: s['bits_per_dim'],
+               'minus log p(z)': lambda s: -s['log_pz'].sum(-1),
+               'brightness': lambda s: s['brightness'],
+               'lit pixels': lambda s: s['lit'] + 0.0 * s['bits_per_dim']}
+  fig_dir = str(tmp_path / 'figures')
+  result = attack_section.run(model_config, state, mesh, images, ood_labels=['mnist'],
+                              attack_config=cfg, key=jax.random.PRNGKey(0), fig_dir=fig_dir,
+                              model_name='glow', title='Glow', score_fns=score_fns,
+                              extra_stats_fn=brightness, fixed_stats_fn=lit_pixels)
+  json.dumps(result)  # results.json holds it as is
+
+  table = result['table']
+  epsilons = sorted(set(cfg.epsilons) | {cfg.headline_epsilon})
+  assert len(table) == 2 * (2 * len(epsilons) + 1)
+  for row in table:
+    assert row['n'] == cfg.examples
+    assert row['objective_never_worse'], row
+    # The shift of log p(x) is split exactly into its two terms.
+    nats = -(row['bits_per_dim_after'] - row['bits_per_dim_before']) * 16 * 16 * np.log(2.0)
+    assert row['log_pz_shift'] + row['logdet_shift'] == pytest.approx(nats, rel=1e-3, abs=1e-2)
+    if row['objective'] == 'raise':
+      assert row['bits_per_dim_after'] < row['bits_per_dim_before'], row
+    elif row['objective'] == 'lower':
+      assert row['bits_per_dim_after'] > row['bits_per_dim_before'], row
+    else:
+      assert row['distance_after'] <= row['distance_before'], row
+  # A larger ball moves bits/dim at least as far.
+  raised = {r['epsilon']: r['shift_mean'] for r in table
+            if r['set'] == 'test' and r['objective'] == 'raise'}
+  assert raised[max(raised)] <= raised[min(raised)]
+
+  assert set(result['evasion']) == set(score_fns)
+  json.dumps(result)
+  # A score with no gradient gives the attack nothing to follow: no pixel moves.
+  lit = result['evasion'].pop('lit pixels')
+  assert lit['sets']['mnist']['score_after'] == lit['sets']['mnist']['score_before'] == (
+      (images['mnist'][:4] > 0).sum(axis=(1, 2, 3)).mean())
+  assert lit['in_score_after'] == lit['in_score_before']
+  for entry in result['evasion'].values():
+    assert entry['n_per_set'] == 4
+    assert entry['objective_never_worse']
+    metrics = entry['sets']['mnist']
+    assert metrics['score_after'] <= metrics['score_before']
+    assert entry['in_score_after'] >= entry['in_score_before']
+    assert metrics['auroc_ood_attacked'] <= metrics['auroc_clean']
+    assert metrics['auroc_in_attacked'] <= metrics['auroc_clean']
+  # Darkening is linear: the attack ends on the corner of the ball, every pixel lowered by
+  # epsilon levels or down to 0.
+  bright = result['evasion']['brightness']['sets']['mnist']
+  ood = images['mnist'][:4].astype(np.float64)
+  assert bright['score_before'] - bright['score_after'] == pytest.approx(
+      np.minimum(ood, cfg.headline_epsilon).mean(), abs=1e-4)
+
+  assert os.path.getsize(result['figure']) > 1000
+  lines = attack_section.render(result, str(tmp_path), {'test': 'FashionMNIST test',
+                                                        'mnist': 'MNIST'}, 'Glow')
+  text = '\n'.join(lines)
+  assert '![Glow attacks](figures/glow_attacks.png)' in text
+  assert text.count('| FashionMNIST test | raise log p(x) |') == len(epsilons)
+  assert '| minus log p(z) | MNIST | 2 |' in text
+  # The report's section from results.json's shape, as the pair report renders it.
+  results = {'sets': [{'label': 'test', 'display': 'FashionMNIST test'},
+                      {'label': 'mnist', 'display': 'MNIST'}],
+             'models': {'glow': {'attacks': result}, 'cv_glow': {}}}
+  section = '\n'.join(attack_section.render_section(results, str(tmp_path)))
+  assert section.startswith(attack_section.HEADING) and '### Glow' in section
+  assert '### CV-Glow' not in section and text in section
+
+
+def test_attack_command_output_evaluates_as_reported(trained, tmp_path):
+  """The attacked npz, fed back to the ordinary evaluation, gives the printed bits/dim."""
+  import sys  # pylint: disable=g-import-not-at-top
+  sys.path.insert(0, os.path.join(REPO_ROOT, 'experiments'))
+  import attack  # pylint: disable=g-import-not-at-top
+  model_config, workdir, images = trained
+  source = str(tmp_path / 'mine.npz')
+  np.savez(source, test=images['mnist'][:5, ..., 0])
+  out = attack.attack_file(model_config, workdir, source, str(tmp_path / 'out'),
+                           objective='raise', epsilon=3, num_steps=3, noise_draws=2,
+                           max_png=2)
+  assert out['bits_per_dim_after'] < out['bits_per_dim_before']
+  with np.load(out['npz']) as f:
+    attacked, original, after = f['test'], f['original'], f['bits_per_dim_after']
+  assert attacked.dtype == np.uint8 and attacked.shape == original.shape == (5, 16, 16, 1)
+  assert np.abs(attacked.astype(int) - original.astype(int)).max() <= 3
+  assert sorted(os.listdir(tmp_path / 'out' / 'png')) == ['00000.png', '00001.png']
+  paths = evaluate.evaluate_checkpoint(
+      model_config, workdir, datasets=f'npz:test[path={out["npz"]};tag=attacked]')
+  (path,) = paths.values()
+  with np.load(path) as f:
+    np.testing.assert_allclose(f['bits_per_dim'], after, rtol=1e-5)
