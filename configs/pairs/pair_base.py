@@ -13,6 +13,8 @@ repeated to RGB and an RGB set paired with a grey model converted to luma.
 """
 import ml_collections
 
+from glow_ood.experiment import attack_section
+
 VARIANTS = ('tiny', 'quick', 'paper')
 
 
@@ -71,6 +73,7 @@ def make_pair_config(pair: str, variant: str, glow: ml_collections.ConfigDict,
   config.cv_glow = cv_glow
   config.background = background_block()
   config.experiment = experiment_block(ood)
+  config.experiment.attacks = attack_section.default_attack_config(variant)
   if variant == 'paper':
     config.experiment.ensemble_size = 5  # WAIC as Choi et al. (5 seeds per model)
   return config

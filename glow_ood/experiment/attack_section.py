@@ -52,6 +52,12 @@ def default_attack_config(variant: str = 'quick') -> ml_collections.ConfigDict:
   cfg.noise_draws = 1                # dequantization draws averaged per gradient step
   cfg.batch_size = 64                # images attacked (and re-evaluated) together
   cfg.figure_examples = 3            # images per set shown in the figure
+  # OOD scores (glow_ood.scores names, comma-separated) whose evasion is attacked; '' = every
+  # score that applies. Each adds 2 x evasion_examples attacked images per model.
+  cfg.scores = ('log p(x),typicality,likelihood ratio,input complexity (PNG),level ratio,'
+                'DoSE (KDE),DoSE (Gaussian),WAIC')
+  if variant == 'quick':
+    cfg.evasion_examples = 16
   if variant == 'tiny':
     cfg.examples = 6
     cfg.epsilons = (2, 8)

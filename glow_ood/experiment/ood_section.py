@@ -11,14 +11,19 @@ from __future__ import annotations
 
 import os
 
+import jax.numpy as jnp
 import numpy as np
 
 from glow_ood import evaluate
 from glow_ood import scoring
+from glow_ood import train_state as train_state_lib
+from glow_ood.analysis import attacks
 from glow_ood.analysis import complexity
 from glow_ood.analysis import stress
+from glow_ood.experiment import attack_section
 from glow_ood.experiment import eval_plan
 from glow_ood.experiment import figures
+from glow_ood.experiment import model_runs
 from glow_ood.scores import suite
 
 SCORES_DIR = 'scores'
@@ -79,12 +84,57 @@ def score_model(config, model: str, final: dict[str, dict], members: dict[str, d
       ensemble=[m[label] for m in ensemble], code_bits=code_bits.get(label))
            for label, arrays in final.items()}
   every = scoring.model_scores(model_config, eval_plan.csv(config.experiment.compressors))
-  values, _ = suite.score_sets(every, stats, fit_label='train')
+  values, fitted = suite.score_sets(every, stats, fit_label='train')
   for label, per_score in values.items():
     evaluate.write_npz_atomic(
         os.path.join(workdir, SCORES_DIR, model, f'{label}.npz'),
         {scoring.file_key(name): v for name, v in per_score.items()})
-  return values
+  chosen = [sc for sc in every if sc.name in fitted]
+  return values, fitted, chosen
+
+
+def attack_inputs(config, model: str, own_state, fitted: dict, chosen: list, members: dict,
+                  mesh):
+  """What the attack section needs to evade each score: {name: score_fn(stats)}, the
+
+  other models' terms (a background model's log p(x), ensemble members' log p(x)) as a
+  differentiable function of the image, and the code lengths as fixed per-image terms.
+  config.experiment.attacks.scores names the scores attacked ('' = all that apply).
+  """
+  model_config = config[model]
+  wanted = eval_plan.csv(config.experiment.attacks.scores) or [sc.name for sc in chosen]
+  score_fns = {sc.name: (lambda stats, sc=sc, f=fitted[sc.name]: sc.fn(stats, f))
+               for sc in chosen if sc.name in wanted}
+  stats_fns = {}
+  for name, member in members.items():
+    member_config = model_runs.member_configs(config, model)[name]
+    variables, _ = evaluate.load_state_for_eval(member_config, member['workdir'], mesh,
+                                                member['step'])
+    stats_fns[name] = attacks.statistics_fn(
+        train_state_lib.model_from_config(member_config), attack_section.as_variables(variables),
+        member_config.n_bits, member_config.eval.dequantization)
+  ensemble = sorted(n for n in stats_fns if n.startswith(f'{model}_seed'))
+
+  def extra_stats_fn(x, key):
+    extra = {}
+    if f'{model}_background' in stats_fns:
+      extra['background_log_px'] = stats_fns[f'{model}_background'](x, key)['log_px']
+    if ensemble:
+      own = attacks.statistics_fn(train_state_lib.model_from_config(model_config),
+                                  attack_section.as_variables(own_state), model_config.n_bits,
+                                  model_config.eval.dequantization)(x, key)['log_px']
+      extra['ensemble_log_px'] = jnp.stack(
+          [own] + [stats_fns[n](x, key)['log_px'] for n in ensemble], axis=-1)
+    return extra
+
+  compressors = [c for c in eval_plan.csv(config.experiment.compressors)
+                 if c in complexity.available_compressors()]
+
+  def fixed_stats_fn(images):
+    return {f'code_bits_{c}': complexity.code_length_bits(np.asarray(images), c)
+            for c in compressors}
+
+  return score_fns, extra_stats_fn, fixed_stats_fn
 
 
 def score_descriptions(config, model: str) -> dict[str, dict[str, str]]:

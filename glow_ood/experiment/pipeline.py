@@ -20,6 +20,7 @@ from glow_ood import analysis
 from glow_ood.analysis import stress as stress_lib
 from glow_ood import evaluate
 from glow_ood import parallel
+from glow_ood.experiment import attack_section
 from glow_ood.experiment import eval_plan
 from glow_ood.experiment import figures
 from glow_ood.experiment import model_analysis
@@ -86,7 +87,8 @@ def analyse_model(config, model: str, run: dict, images: dict[str, np.ndarray], 
   members = {name: {l: eval_plan.load_npz(p) for l, p in member['final'].items()}
              for name, member in run['members'].items()}
   every_set = {**final, **stressed}
-  values = ood_section.score_model(config, model, every_set, members, code_bits, workdir)
+  values, fitted, chosen = ood_section.score_model(config, model, every_set, members, code_bits,
+                                                   workdir)
   names = {s.label: eval_plan.display_name(s, in_name) for s in sets}
   names.update({l: f'{ood_section.stress_name(l)} (stress)' for l in stress_labels})
   result.update(ood_section.analyse(config, model, every_set, values, ood_labels, stress_labels,
@@ -128,6 +130,14 @@ def analyse_model(config, model: str, run: dict, images: dict[str, np.ndarray], 
           model_config, params, var_p, var_q)
     second_order[label] = entry
   result['second_order'] = second_order
+
+  if exp.attacks.enabled:
+    score_fns, extra_stats_fn, fixed_stats_fn = ood_section.attack_inputs(
+        config, model, params, fitted, chosen, run['members'], mesh)
+    result['attacks'] = attack_section.run(
+        model_config, params, mesh, images, ood_labels=ood_labels, attack_config=exp.attacks,
+        key=jax.random.fold_in(key, 7919), fig_dir=fig_dir, model_name=model, title=title,
+        score_fns=score_fns, extra_stats_fn=extra_stats_fn, fixed_stats_fn=fixed_stats_fn)
 
   gray_sets = ['test'] + ood_labels
   result['graying'] = {

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 
+from glow_ood.experiment import attack_section
 from glow_ood.experiment import eval_plan
 from glow_ood.experiment import paper_numbers
 
@@ -362,6 +363,8 @@ def render(results: dict, workdir: str) -> str:
     out += [_img(res['figures']['graying'], workdir, f'{model} graying'), '']
 
   out += [HEADINGS[8], ''] + ood_detection(results, workdir)
+
+  out += attack_section.render_section(results, workdir)
 
   out += [HEADINGS[9], ''] + conclusions(results) + ['']
 

@@ -15,6 +15,7 @@ import pytest
 from glow_ood import analysis
 from glow_ood import checkpointing
 from glow_ood import data
+from glow_ood.experiment import attack_section
 from glow_ood.experiment import eval_plan
 from glow_ood.experiment import pipeline
 from glow_ood.experiment import report
@@ -38,6 +39,8 @@ def _check_report(workdir: str, results: dict) -> str:
       m for m in models if m in results['experiment']['curve_models'].split(',')]
   expected |= {f'figures/{m}_second_order_{l}.png' for m in models for l in ood_labels}
   expected |= {f'figures/{m}_scores_hist.png' for m in models}
+  expected |= {f'figures/{m}_attacks.png' for m in models}
+  assert attack_section.HEADING in text
   expected.add('figures/data_channel_stats.png')
   temperatures = results['model_configs'][models[0]]['sample']['temperatures']
   step = {m: results['models'][m]['step'] for m in models}
@@ -131,6 +134,11 @@ def test_fashion_mnist_to_mnist_end_to_end_and_resume(offline_data, tmp_path, mo
     assert set(res['curves']['bits_per_dim']) == {'train', 'test', 'mnist'}
     assert res['sets']['mnist']['n'] == 32 and res['sets']['train']['n'] == 32
     _check_scores(workdir, model, res, config)
+    # Every score named in the attack block is evaded; a real 8-bit image never ends worse.
+    attacked = res['attacks']
+    assert set(attacked['evasion']) == set(config.experiment.attacks.scores.split(','))
+    assert all(e['objective_never_worse'] for e in attacked['evasion'].values())
+    assert all(row['objective_never_worse'] for row in attacked['table'])
     assert ('closed_form' in res['second_order']['mnist']) == (model == 'cv_glow')
   # CV-Glow's volume term is the same for every image.
   cv_sets = results['models']['cv_glow']['sets']
