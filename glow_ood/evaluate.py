@@ -32,17 +32,17 @@ _EVAL_FNS = {}
 
 
 def _eval_fn(config: ml_collections.ConfigDict, mesh, dequantization: str):
-  """Jitted (params, x_uint8 [B,H,W,C], key) -> per-example terms, replicated to every host."""
+  """Jitted (variables, x_uint8 [B,H,W,C], key) -> per-example terms, replicated to every host."""
   cache_key = (config.to_json(), mesh, dequantization)
   if cache_key in _EVAL_FNS:
     return _EVAL_FNS[cache_key]
   model = train_state_lib.model_from_config(config)
   n_bits = config.n_bits
 
-  def fn(params, x_uint8, key):
+  def fn(variables, x_uint8, key):
     y = likelihood.dequantize(key, likelihood.reduce_bits(x_uint8, n_bits), n_bits,
                               noise=dequantization)
-    out = model.apply({'params': params}, y, method=Glow.forward)
+    out = model.apply(variables, y, method=Glow.forward)
     terms = {'log_px': out.log_px, 'log_pz': out.log_pz}
     terms.update({f'logdet_{kind}': out.logdet[kind] for kind in LOGDET_KINDS})
     return terms
@@ -54,7 +54,7 @@ def _eval_fn(config: ml_collections.ConfigDict, mesh, dequantization: str):
   return jitted
 
 
-def evaluate_images(config: ml_collections.ConfigDict, mesh, params, images: np.ndarray, *,
+def evaluate_images(config: ml_collections.ConfigDict, mesh, variables, images: np.ndarray, *,
                     batch_size: int, dequantization: str, key: jax.Array) -> dict[str, np.ndarray]:
   """Per-example terms for uint8 images [N,H,W,C] (every host passes the same images).
 
@@ -77,7 +77,7 @@ def evaluate_images(config: ml_collections.ConfigDict, mesh, params, images: np.
   for index in range(num_batches):
     batch = padded[index * batch_size:(index + 1) * batch_size]
     x = parallel.global_batch(mesh, parallel.host_slice(batch))
-    chunks.append(fn(params, x, jax.random.fold_in(key, index)))
+    chunks.append(fn(variables, x, jax.random.fold_in(key, index)))
   chunks = parallel.to_host(chunks)
   results = {name: np.concatenate([c[name] for c in chunks])[:num] for name in chunks[0]}
   num_dims = int(np.prod(expected))
@@ -123,12 +123,12 @@ def summary_table(rows: dict[str, dict[str, np.ndarray]]) -> str:
 
 def load_state_for_eval(config: ml_collections.ConfigDict, workdir: str, mesh,
                         step: int | None = None):
-  """(params to evaluate with, checkpoint step); step None/-1 = config.eval.checkpoint_step."""
+  """(variables for model.apply, checkpoint step); step None/-1 = config.eval.checkpoint_step."""
   if step is None:
     step = config.eval.checkpoint_step
   state, meta = checkpointing.restore_from_workdir(
       workdir, train_state_lib.abstract_train_state(config, mesh), step)
-  return train_state_lib.eval_params(state, config), int(meta['step'])
+  return train_state_lib.eval_variables(state, config), int(meta['step'])
 
 
 def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
@@ -147,7 +147,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
       raise config_validation.ConfigError(
           f'config.eval.batch_size={eval_set.batch_size} is not valid: must be divisible by '
           f'the number of devices ({jax.device_count()}) (data set {eval_set.key}).')
-  params, ckpt_step = load_state_for_eval(config, workdir, mesh, step)
+  variables, ckpt_step = load_state_for_eval(config, workdir, mesh, step)
   key = train_state_lib.run_keys(config.seed)['eval']
 
   paths, rows = {}, {}
@@ -156,7 +156,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
     spec = data.DataSpec(**config_validation.data_fields_for(config, eval_set))
     data.validate_spec(spec)
     images = data.load_array(spec, eval_set.split, max_examples=eval_set.max_examples or None)
-    results = evaluate_images(config, mesh, params, images, batch_size=eval_set.batch_size,
+    results = evaluate_images(config, mesh, variables, images, batch_size=eval_set.batch_size,
                               dequantization=eval_set.dequantization, key=key)
     path = eval_path(workdir, eval_set.tag, eval_set.split, ckpt_step)
     if parallel.is_main_process():

@@ -56,7 +56,8 @@ def make_train_step(config: ml_collections.ConfigDict, mesh):
     y = likelihood.dequantize(noise_key, likelihood.reduce_bits(x_uint8, n_bits), n_bits)
 
     def loss_fn(params):
-      out = model.apply({'params': params}, y, method=Glow.forward)
+      out = model.apply(train_state_lib.model_variables(params, state.constants), y,
+                        method=Glow.forward)
       return likelihood.bits_per_dim(out.log_px, num_dims, n_bits).mean(), out
 
     (loss, out), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
@@ -177,9 +178,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         if test_images is None:
           test_images = data.load_array(spec, 'test',
                                         max_examples=train_cfg.eval_examples or None)
-        params = train_state_lib.eval_params(state, config)
+        variables = train_state_lib.eval_variables(state, config)
         results = evaluate.evaluate_images(
-            config, mesh, params, test_images, batch_size=config.eval.batch_size,
+            config, mesh, variables, test_images, batch_size=config.eval.batch_size,
             dequantization=config.eval.dequantization, key=keys['eval'])
         test_bpd = float(results['bits_per_dim'].mean())
         writer.write_scalars(done, {'test/bits_per_dim': test_bpd,
@@ -188,7 +189,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         if parallel.is_main_process():
           print(f'step {done}: test bits/dim {test_bpd:.4f} '
                 f'({len(test_images)} {spec.name} test images)', flush=True)
-        grids = sample.sample_grids(config, mesh, params, jax.random.fold_in(keys['sample'], done))
+        grids = sample.sample_grids(config, mesh, variables, jax.random.fold_in(keys['sample'], done))
         writer.write_images(done, {f'samples/T{t}': g[None] for t, g in grids.items()})
         if parallel.is_main_process():
           for temperature, grid in grids.items():

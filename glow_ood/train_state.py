@@ -11,6 +11,7 @@ import optax
 from glow_ood import likelihood
 from glow_ood import parallel
 from glow_ood.flows.glow import Glow, glow_from_config
+from glow_ood.flows.invconv import CONSTANTS
 
 
 @flax.struct.dataclass
@@ -19,6 +20,15 @@ class TrainState:
   params: Any
   opt_state: Any
   ema_params: Any          # Polyak average of params; None when train.ema_decay == 0
+  constants: Any = None    # fixed at init (the LU convs' P and sign); no optimizer sees them
+
+
+def model_variables(params, constants) -> dict:
+  """The variables dict for model.apply: trainable params and the fixed constants."""
+  variables = {'params': params}
+  if constants:
+    variables[CONSTANTS] = constants
+  return variables
 
 
 def run_keys(seed: int) -> dict[str, jax.Array]:
@@ -79,10 +89,12 @@ def _init_fn(config: ml_collections.ConfigDict):
     y = likelihood.dequantize(noise_key, x_int, config.n_bits)
     # ActNorm statistics come from this batch; under jit with the batch sharded over
     # the mesh, its mean/variance reductions run over the global batch.
-    params = model.init(init_key, y)['params']
+    variables = model.init(init_key, y)
+    params = variables['params']
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                       opt_state=optimizer.init(params),
-                      ema_params=params if use_ema else None)
+                      ema_params=params if use_ema else None,
+                      constants=variables.get(CONSTANTS, {}))
   return init
 
 
@@ -105,8 +117,10 @@ def abstract_train_state(config: ml_collections.ConfigDict, mesh) -> TrainState:
                       shapes)
 
 
-def eval_params(state: TrainState, config: ml_collections.ConfigDict):
-  """EMA params when they exist and config.eval.use_ema, else the raw params."""
+def eval_variables(state: TrainState, config: ml_collections.ConfigDict) -> dict:
+  """Variables for model.apply: EMA params when they exist and config.eval.use_ema, else
+  the raw params, with the state's constants."""
+  params = state.params
   if state.ema_params is not None and config.eval.use_ema:
-    return state.ema_params
-  return state.params
+    params = state.ema_params
+  return model_variables(params, state.constants)

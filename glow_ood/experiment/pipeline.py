@@ -108,7 +108,7 @@ def analyse_model(config, model: str, run: dict, images: dict[str, np.ndarray], 
   result['ood_metrics'] = ood_metrics(final, ood_labels, exp.typicality_batch_sizes)
 
   start = time.time()
-  params, _ = evaluate.load_state_for_eval(model_config, run['workdir'], mesh, run['step'])
+  variables, _ = evaluate.load_state_for_eval(model_config, run['workdir'], mesh, run['step'])
   key = jax.random.PRNGKey(model_config.seed)
   second_order = {}
   for index, label in enumerate(ood_labels):
@@ -121,20 +121,20 @@ def analyse_model(config, model: str, run: dict, images: dict[str, np.ndarray], 
             analysis.dataset_pixel_stats(images['test'], model_config.n_bits)[1]).tolist(),
     }
     entry.update(model_analysis.trace_predictions(
-        model_config, params, images['test'], images[label],
+        model_config, variables, images['test'], images[label],
         num_probes=exp.hutchinson_probes, sample_examples=exp.sample_trace_examples,
         chunk=exp.hvp_chunk, key=jax.random.fold_in(key, index)))
     if model_config.model.coupling == 'additive':
       _, var_p = model_analysis.model_scale_stats(images['test'], model_config.n_bits)
       _, var_q = model_analysis.model_scale_stats(images[label], model_config.n_bits)
       entry['closed_form'] = model_analysis.cv_glow_closed_form_prediction(
-          model_config, params, var_p, var_q)
+          model_config, variables, var_p, var_q)
     second_order[label] = entry
   result['second_order'] = second_order
 
   gray_sets = ['test'] + ood_labels
   result['graying'] = {
-      target: {label: dict(model_analysis.graying(model_config, params, mesh,
+      target: {label: dict(model_analysis.graying(model_config, variables, mesh,
                                                   images[label][:exp.graying_examples],
                                                   exp.graying_alphas, key, target),
                            n=int(len(images[label][:exp.graying_examples])))
