@@ -7,9 +7,11 @@ so a killed run leaves only whole checkpoints. Saves are asynchronous; call
 
 import os
 
+from absl import logging
 import jax
 import orbax.checkpoint as ocp
 
+from glow_ood import train_state as train_state_lib
 from glow_ood.train_state import TrainState
 
 STATE = 'state'
@@ -58,6 +60,34 @@ def restore(manager: ocp.CheckpointManager, abstract_state: TrainState,
   if step not in manager.all_steps():
     raise FileNotFoundError(f'No checkpoint for step {step} in {manager.directory}; '
                             f'available steps: {sorted(manager.all_steps())}.')
+  try:
+    state, meta = _restore_step(manager, step, abstract_state)
+  except Exception as error:  # pylint: disable=broad-except
+    try:
+      state, meta = _restore_step(manager, step,
+                                  train_state_lib.legacy_abstract_state(abstract_state))
+    except Exception:  # pylint: disable=broad-except
+      raise CheckpointMismatchError(_mismatch_message(manager, step, error)) from error
+    state = train_state_lib.from_legacy_state(state)
+    if state.constants:
+      logging.warning('Checkpoint step %d in %s keeps the LU convs\' P and sign inside params '
+                      '(the layout before the constants collection); converted on load. The '
+                      'next save writes the new layout.', step, manager.directory)
+  return state, meta
+
+
+class CheckpointMismatchError(ValueError):
+  """A checkpoint whose arrays do not fit the model the config describes."""
+
+
+def _mismatch_message(manager, step: int, error: Exception) -> str:
+  detail = str(error).strip().splitlines()
+  return (f'The checkpoint at step {step} in {manager.directory} does not fit the model of '
+          f'this config ({detail[0] if detail else type(error).__name__}). Use the config it '
+          'was trained with, or a new --workdir for this config.')
+
+
+def _restore_step(manager, step: int, abstract_state) -> tuple[TrainState, dict]:
   restored = manager.restore(step, args=ocp.args.Composite(**{
       STATE: ocp.args.StandardRestore(abstract_state),
       META: ocp.args.JsonRestore(),

@@ -3,6 +3,7 @@
 from typing import Any
 
 import flax
+from flax import traverse_util
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -94,7 +95,7 @@ def _init_fn(config: ml_collections.ConfigDict):
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                       opt_state=optimizer.init(params),
                       ema_params=params if use_ema else None,
-                      constants=variables.get(CONSTANTS, {}))
+                      constants=variables.get(CONSTANTS))
   return init
 
 
@@ -124,3 +125,47 @@ def eval_variables(state: TrainState, config: ml_collections.ConfigDict) -> dict
   if state.ema_params is not None and config.eval.use_ema:
     params = state.ema_params
   return model_variables(params, state.constants)
+
+
+# Checkpoints written before the 'constants' collection kept the LU convs' P and sign
+# inside params (and so inside the optimizer state and EMA params too).
+_LEGACY_CONSTANT_NAMES = ('p', 'sign')
+
+
+def _merge(params, constants):
+  flat = traverse_util.flatten_dict(params)
+  flat.update(traverse_util.flatten_dict(constants))
+  return traverse_util.unflatten_dict(flat)
+
+
+def _split(merged):
+  flat = traverse_util.flatten_dict(merged)
+  fixed = {k: v for k, v in flat.items() if k[-2:-1] == ('lu',) and k[-1] in _LEGACY_CONSTANT_NAMES}
+  rest = {k: v for k, v in flat.items() if k not in fixed}
+  return traverse_util.unflatten_dict(rest), traverse_util.unflatten_dict(fixed)
+
+
+def _map_params_like(tree, params_like, fn):
+  """Applies fn to every subtree of `tree` shaped like `params_like` (optimizer moments...)."""
+  treedef = jax.tree.structure(params_like)
+  matches = lambda node: jax.tree.structure(node) == treedef
+  return jax.tree.map(lambda node: fn(node) if matches(node) else node, tree, is_leaf=matches)
+
+
+def legacy_abstract_state(abstract_state: TrainState) -> dict:
+  """The abstract state in the layout of checkpoints from before the constants collection
+  (a dict: those had no constants field)."""
+  merged = _merge(abstract_state.params, abstract_state.constants or {})
+  to_merged = lambda tree: _map_params_like(tree, abstract_state.params, lambda _: merged)
+  return {'step': abstract_state.step, 'params': merged,
+          'opt_state': to_merged(abstract_state.opt_state),
+          'ema_params': to_merged(abstract_state.ema_params)}
+
+
+def from_legacy_state(legacy: dict) -> TrainState:
+  """Moves P and sign out of params (and drops their optimizer state and EMA copies)."""
+  params, constants = _split(legacy['params'])
+  constants = constants or None
+  trainable = lambda tree: _map_params_like(tree, legacy['params'], lambda t: _split(t)[0])
+  return TrainState(step=legacy['step'], params=params, opt_state=trainable(legacy['opt_state']),
+                    ema_params=trainable(legacy['ema_params']), constants=constants)
