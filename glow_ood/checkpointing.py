@@ -13,6 +13,7 @@ import orbax.checkpoint as ocp
 
 from glow_ood import train_state as train_state_lib
 from glow_ood.train_state import TrainState
+from glow_ood.user_errors import CheckpointRestoreError, CheckpointWriteError, NoCheckpointError
 
 STATE = 'state'
 META = 'meta'   # JSON: step, data position, last train metrics
@@ -33,6 +34,53 @@ def make_manager(workdir: str, *, keep: int | None = None,
                                options=options)
 
 
+def _os_error_in(error: BaseException) -> OSError | None:
+  """The OSError behind `error`, following the chain of causes orbax wraps it in."""
+  seen = set()
+  while error is not None and id(error) not in seen:
+    if isinstance(error, OSError):
+      return error
+    seen.add(id(error))
+    error = error.__cause__ or error.__context__
+  return None
+
+
+def wait(manager: ocp.CheckpointManager) -> None:
+  """Waits for the asynchronous save in flight; a failed one raises CheckpointWriteError."""
+  try:
+    manager.wait_until_finished()
+  except Exception as error:  # pylint: disable=broad-except
+    raise _write_error(manager, error) from error
+
+
+def close(manager: ocp.CheckpointManager) -> None:
+  """Finishes the save in flight and shuts orbax's background threads down, always."""
+  try:
+    wait(manager)
+  finally:
+    manager.close()
+
+
+def _write_error(manager: ocp.CheckpointManager, error: Exception) -> Exception:
+  cause = _os_error_in(error)
+  if cause is None:
+    return error
+  steps = _complete_steps(str(manager.directory))
+  kept = (f'The complete checkpoints (steps {", ".join(map(str, steps))}) are intact.'
+          if steps else 'No complete checkpoint had been written.')
+  return CheckpointWriteError(
+      f'Could not write a checkpoint in {manager.directory}: '
+      f'{cause.strerror or cause}. {kept} Free disk space or fix the permissions (or use '
+      'another --workdir), then rerun the same command to resume.')
+
+
+def _complete_steps(directory: str) -> list[int]:
+  """Step directories renamed into place (complete), without asking orbax."""
+  if not os.path.isdir(directory):
+    return []
+  return sorted(int(name) for name in os.listdir(directory) if name.isdigit())
+
+
 def available_steps(workdir: str) -> list[int]:
   """Steps of the complete checkpoints in workdir, oldest first."""
   if not os.path.isdir(checkpoint_dir(workdir)):
@@ -44,10 +92,14 @@ def available_steps(workdir: str) -> list[int]:
 def save(manager: ocp.CheckpointManager, state: TrainState, meta: dict) -> None:
   """Starts an asynchronous save of `state` at its own step (device-to-host copy is done on return)."""
   step = int(jax.device_get(state.step))
-  manager.save(step, args=ocp.args.Composite(**{
-      STATE: ocp.args.StandardSave(state),
-      META: ocp.args.JsonSave(dict(meta, step=step)),
-  }), force=True)
+  try:
+    # Also raises the error of the previous asynchronous save, if it failed.
+    manager.save(step, args=ocp.args.Composite(**{
+        STATE: ocp.args.StandardSave(state),
+        META: ocp.args.JsonSave(dict(meta, step=step)),
+    }), force=True)
+  except Exception as error:  # pylint: disable=broad-except
+    raise _write_error(manager, error) from error
 
 
 def restore(manager: ocp.CheckpointManager, abstract_state: TrainState,
@@ -56,10 +108,14 @@ def restore(manager: ocp.CheckpointManager, abstract_state: TrainState,
   if step is None:
     step = manager.latest_step()
   if step is None:
-    raise FileNotFoundError(f'No checkpoint in {manager.directory}.')
+    raise NoCheckpointError(
+        f'No checkpoint in {manager.directory}. Train first: the same command with '
+        '--mode=train (the default) writes one.')
   if step not in manager.all_steps():
-    raise FileNotFoundError(f'No checkpoint for step {step} in {manager.directory}; '
-                            f'available steps: {sorted(manager.all_steps())}.')
+    raise NoCheckpointError(
+        f'No checkpoint for step {step} in {manager.directory}; available steps: '
+        f'{", ".join(map(str, sorted(manager.all_steps())))}. Pass one of them as '
+        '--config.eval.checkpoint_step, or -1 for the latest.')
   try:
     state, meta = _restore_step(manager, step, abstract_state)
   except Exception as error:  # pylint: disable=broad-except
@@ -67,7 +123,7 @@ def restore(manager: ocp.CheckpointManager, abstract_state: TrainState,
       state, meta = _restore_step(manager, step,
                                   train_state_lib.legacy_abstract_state(abstract_state))
     except Exception:  # pylint: disable=broad-except
-      raise CheckpointMismatchError(_mismatch_message(manager, step, error)) from error
+      raise CheckpointRestoreError(_restore_failure(manager, step, error)) from None
     state = train_state_lib.from_legacy_state(state)
     if state.constants:
       logging.warning('Checkpoint step %d in %s keeps the LU convs\' P and sign inside params '
@@ -76,15 +132,24 @@ def restore(manager: ocp.CheckpointManager, abstract_state: TrainState,
   return state, meta
 
 
-class CheckpointMismatchError(ValueError):
-  """A checkpoint whose arrays do not fit the model the config describes."""
+# Orbax's words for a checkpoint whose tree or arrays differ from the requested ones.
+_MISMATCH_WORDS = ('shape', 'tree structure', 'dtype')
 
 
-def _mismatch_message(manager, step: int, error: Exception) -> str:
-  detail = str(error).strip().splitlines()
-  return (f'The checkpoint at step {step} in {manager.directory} does not fit the model of '
-          f'this config ({detail[0] if detail else type(error).__name__}). Use the config it '
-          'was trained with, or a new --workdir for this config.')
+def _restore_failure(manager, step: int, error: Exception) -> str:
+  lines = str(error).strip().splitlines()
+  detail = lines[0] if lines else type(error).__name__
+  where = os.path.join(str(manager.directory), str(step))
+  if any(word in detail.lower() for word in _MISMATCH_WORDS):
+    return (f'Checkpoint step {step} ({where}) does not fit the model of this config: '
+            f'{detail}. Use the config it was trained with (leave out --config to use the '
+            'one recorded in the workdir), or a new --workdir for this config.')
+  older = [s for s in _complete_steps(str(manager.directory)) if s < step]
+  fallback = (f'To go on from step {older[-1]}, the newest older checkpoint, move it aside '
+              f'(mv {where} {where}.damaged) and rerun.' if older
+              else 'There is no older checkpoint; move it aside to start again.')
+  return (f'Checkpoint step {step} ({where}) cannot be read, it is damaged '
+          f'({type(error).__name__}: {detail}). Nothing was changed. {fallback}')
 
 
 def _restore_step(manager, step: int, abstract_state) -> tuple[TrainState, dict]:

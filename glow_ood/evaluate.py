@@ -23,6 +23,7 @@ from glow_ood import data
 from glow_ood import likelihood
 from glow_ood import parallel
 from glow_ood import train_state as train_state_lib
+from glow_ood import workdir_config
 from glow_ood.flows.glow import Glow, LOGDET_KINDS
 
 PER_EXAMPLE_KEYS = ('log_px', 'log_p_discrete', 'bits_per_dim', 'log_pz') + tuple(
@@ -126,6 +127,7 @@ def load_state_for_eval(config: ml_collections.ConfigDict, workdir: str, mesh,
   """(variables for model.apply, checkpoint step); step None/-1 = config.eval.checkpoint_step."""
   if step is None:
     step = config.eval.checkpoint_step
+  workdir_config.check_restore(config, workdir)
   state, meta = checkpointing.restore_from_workdir(
       workdir, train_state_lib.abstract_train_state(config, mesh), step)
   return train_state_lib.eval_variables(state, config), int(meta['step'])
