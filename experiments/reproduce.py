@@ -57,5 +57,18 @@ def main(argv):
     user_errors.exit_with_message(error)
 
 
+def parse_flags(argv):
+  """absl flag parsing; a bad flag or --config override ends with one line, not a traceback."""
+  try:
+    return FLAGS(argv)
+  except (flags.Error, AttributeError, KeyError) as error:
+    if '--debug' in argv:
+      raise
+    from glow_ood import config_validation, user_errors  # pylint: disable=g-import-not-at-top
+    detail = ' '.join(str(error).replace('\\n', ' ').split())
+    user_errors.exit_with_message(config_validation.ConfigError(
+        f'Bad flag or --config override: {detail}'))
+
+
 if __name__ == '__main__':
-  app.run(main, argv=with_default_config(sys.argv, PAIRS_DIR))
+  app.run(main, argv=with_default_config(sys.argv, PAIRS_DIR), flags_parser=parse_flags)

@@ -5,6 +5,7 @@ so a killed run leaves only whole checkpoints. Saves are asynchronous; call
 `manager.wait_until_finished()` (or close the manager) before exiting.
 """
 
+import json
 import os
 
 from absl import logging
@@ -116,19 +117,23 @@ def restore(manager: ocp.CheckpointManager, abstract_state: TrainState,
         f'No checkpoint for step {step} in {manager.directory}; available steps: '
         f'{", ".join(map(str, sorted(manager.all_steps())))}. Pass one of them as '
         '--config.eval.checkpoint_step, or -1 for the latest.')
+  # Checked against the stored shapes first: a failed orbax restore leaves its
+  # background threads to print noise at exit.
+  stored = _stored_shapes(manager, step)
+  legacy = stored is not None and any(key[-2:] in (('lu', 'p'), ('lu', 'sign'))
+                                      for key in stored if key[0] == 'params')
+  target = train_state_lib.legacy_abstract_state(abstract_state) if legacy else abstract_state
+  if stored is not None:
+    _check_param_shapes(manager, step, stored, target)
   try:
-    state, meta = _restore_step(manager, step, abstract_state)
+    state, meta = _restore_step(manager, step, target)
   except Exception as error:  # pylint: disable=broad-except
-    try:
-      state, meta = _restore_step(manager, step,
-                                  train_state_lib.legacy_abstract_state(abstract_state))
-    except Exception:  # pylint: disable=broad-except
-      raise CheckpointRestoreError(_restore_failure(manager, step, error)) from None
+    raise CheckpointRestoreError(_restore_failure(manager, step, error)) from None
+  if legacy:
     state = train_state_lib.from_legacy_state(state)
-    if state.constants:
-      logging.warning('Checkpoint step %d in %s keeps the LU convs\' P and sign inside params '
-                      '(the layout before the constants collection); converted on load. The '
-                      'next save writes the new layout.', step, manager.directory)
+    logging.warning('Checkpoint step %d in %s keeps the LU convs\' P and sign inside params '
+                    '(the layout before the constants collection); converted on load. The '
+                    'next save writes the new layout.', step, manager.directory)
   return state, meta
 
 
@@ -150,6 +155,43 @@ def _restore_failure(manager, step: int, error: Exception) -> str:
               else 'There is no older checkpoint; move it aside to start again.')
   return (f'Checkpoint step {step} ({where}) cannot be read, it is damaged '
           f'({type(error).__name__}: {detail}). Nothing was changed. {fallback}')
+
+
+def _stored_shapes(manager, step: int) -> dict[tuple[str, ...], tuple[int, ...]] | None:
+  """{key path: shape} of the stored state's arrays, from orbax's metadata file; None if
+  that file cannot be read (the restore then says what is wrong)."""
+  path = os.path.join(str(manager.directory), str(step), STATE, '_METADATA')
+  try:
+    with open(path) as f:
+      tree = json.load(f)['tree_metadata']
+    return {tuple(k['key'] for k in entry['key_metadata']):
+            tuple(entry['value_metadata'].get('write_shape') or ())
+            for entry in tree.values()}
+  except (OSError, ValueError, KeyError, TypeError):
+    return None
+
+
+def _check_param_shapes(manager, step: int, stored: dict, target) -> None:
+  """Raises CheckpointRestoreError naming the parameters whose shapes differ."""
+  params = target['params'] if isinstance(target, dict) else target.params
+  diffs = []
+  for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+    key = ('params',) + tuple(str(getattr(k, 'key', k)) for k in path)
+    have = stored.get(key)
+    if have != tuple(leaf.shape):
+      diffs.append(f'{"/".join(key)}: checkpoint {have if have is not None else "absent"}, '
+                   f'config {tuple(leaf.shape)}')
+  extra = sorted(k for k in stored if k[0] == 'params' and k not in {
+      ('params',) + tuple(str(getattr(p, 'key', p)) for p in path)
+      for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]})
+  diffs += [f'{"/".join(key)}: checkpoint {stored[key]}, config absent' for key in extra]
+  if diffs:
+    shown = '; '.join(diffs[:4]) + (f'; and {len(diffs) - 4} more' if len(diffs) > 4 else '')
+    where = os.path.join(str(manager.directory), str(step))
+    raise CheckpointRestoreError(
+        f'Checkpoint step {step} ({where}) does not fit the model of this config: {shown}. '
+        'Use the config it was trained with (leave out --config to use the one recorded in '
+        'the workdir), or a new --workdir for this config.')
 
 
 def _restore_step(manager, step: int, abstract_state) -> tuple[TrainState, dict]:

@@ -6,7 +6,9 @@ workdir/eval/{tag}_{split}_step{step}.npz holds, for N images and L levels:
   bits_per_dim [N]
   log_pz [N, L]       prior term per level
   logdet_{actnorm,invconv,coupling} [N, L]
-and the scalars step, n_bits, num_dims, dataset, split.
+and the scalars step, n_bits, num_dims, dataset, split, dequantization and
+preprocessing (each resize, pad, crop or channel conversion the images went
+through to fit the model, with the shapes before and after; 'none' if none).
 """
 
 import os
@@ -157,7 +159,13 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
   for eval_set in eval_sets:
     spec = data.DataSpec(**config_validation.data_fields_for(config, eval_set))
     data.validate_spec(spec)
-    images = data.load_array(spec, eval_set.split, max_examples=eval_set.max_examples or None)
+    report = []
+    images = data.load_array(spec, eval_set.split, max_examples=eval_set.max_examples or None,
+                             report=report)
+    # Distinct steps in order: TFDS sets with varying sizes report per image.
+    preprocessing = '; '.join(dict.fromkeys(report)) or 'none'
+    if report and parallel.is_main_process():
+      print(f'{eval_set.key}: images fitted to the model: {preprocessing}', flush=True)
     results = evaluate_images(config, mesh, variables, images, batch_size=eval_set.batch_size,
                               dequantization=eval_set.dequantization, key=key)
     path = eval_path(workdir, eval_set.tag, eval_set.split, ckpt_step)
@@ -166,7 +174,8 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
           {name: results[name] for name in PER_EXAMPLE_KEYS},
           step=np.int64(ckpt_step), n_bits=np.int64(config.n_bits),
           num_dims=np.int64(num_dims), dataset=np.str_(eval_set.name),
-          split=np.str_(eval_set.split), dequantization=np.str_(eval_set.dequantization)))
+          split=np.str_(eval_set.split), dequantization=np.str_(eval_set.dequantization),
+          preprocessing=np.str_(preprocessing)))
     paths[eval_set.key] = path
     rows[eval_set.key] = results
     logging.info('Evaluated %s: %d images -> %s', eval_set.key, len(images), path)

@@ -85,6 +85,7 @@ def with_recorded_config(argv) -> list[str]:
         f'--config is needed: {workdir} has no recorded config '
         f'({workdir_config.CONFIG_FILE}, written when training starts). Pass '
         '--config=configs/<name>.py.')
+  workdir_config.load(workdir)  # an unreadable record fails here, with its own message
   return [argv[0], f'--config={workdir_config.__file__}:{workdir}'] + list(argv[1:])
 
 
@@ -92,6 +93,7 @@ def parse_flags(argv):
   """absl flag parsing, with one clear message for a bad --config, override or workdir."""
   try:
     argv = with_recorded_config(argv)
+    sys.argv = argv  # config_flags reads the --config.<key> overrides from sys.argv
     try:
       return FLAGS(argv)
     except (AttributeError, KeyError):
@@ -99,6 +101,10 @@ def parse_flags(argv):
       if message is None:
         raise
       raise config_validation.ConfigError(message) from None
+  except flags.Error as error:
+    if '--debug' in argv:
+      raise
+    user_errors.exit_with_message(config_validation.ConfigError(str(error)))
   except Exception as error:  # pylint: disable=broad-except
     if '--debug' in argv:
       raise

@@ -26,9 +26,10 @@ CONFIG_FILE = 'config.json'
 # resuming with another value cannot restore the checkpoint.
 _STATE_KEYS = ('n_bits', 'data.image_size', 'data.channels', 'train.optimizer',
                'train.grad_clip_norm', 'train.ema_decay')
-# Keys that fix what the steps of a run compute: resuming with another value
-# would silently make a run that no uninterrupted run repeats.
-_RUN_KEYS = ('seed', 'train.batch_size', 'train.learning_rate', 'train.warmup_steps')
+# Keys that fix the data and noise each step sees: resuming with another value
+# would silently make a run that no uninterrupted run repeats. (The learning rate
+# and warm-up may change on resume, e.g. to go on at a lower rate.)
+_RUN_KEYS = ('seed', 'train.batch_size')
 # Model keys that change only how the step is executed, never the state.
 _EXECUTION_ONLY_MODEL_KEYS = ('model.remat', 'model.recompute')
 

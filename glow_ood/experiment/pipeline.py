@@ -19,6 +19,7 @@ import numpy as np
 from glow_ood import analysis
 from glow_ood import evaluate
 from glow_ood import parallel
+from glow_ood import workdir_config
 from glow_ood.experiment import eval_plan
 from glow_ood.experiment import figures
 from glow_ood.experiment import model_analysis
@@ -188,7 +189,7 @@ def run_pair(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains (or resumes) both models, evaluates, analyses; writes report.md. Returns the results."""
   start = time.time()
   models = eval_plan.models_of(config)
-  os.makedirs(workdir, exist_ok=True)
+  workdir_config.prepare(workdir)
   runs = {model: model_runs.run_model(config, model, workdir) for model in models}
 
   first = models[0]
