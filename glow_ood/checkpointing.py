@@ -5,6 +5,9 @@ so a killed run leaves only whole checkpoints. Saves are asynchronous; call
 `manager.wait_until_finished()` (or close the manager) before exiting.
 """
 
+from glow_ood import extras  # pylint: disable=g-bad-import-order
+extras.require('train', 'orbax.checkpoint')  # before the imports it checks
+
 import json
 import os
 

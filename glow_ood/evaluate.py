@@ -11,6 +11,9 @@ preprocessing (each resize, pad, crop or channel conversion the images went
 through to fit the model, with the shapes before and after; 'none' if none).
 """
 
+from glow_ood import extras  # pylint: disable=g-bad-import-order
+extras.require('train', 'orbax.checkpoint')  # before the imports it checks
+
 import os
 import tempfile
 

@@ -10,6 +10,9 @@ full disk) end with one line on stderr and exit status 1; --debug shows the
 traceback instead.
 """
 
+from glow_ood import extras  # pylint: disable=g-bad-import-order
+extras.require('train', 'absl')  # before the imports it checks
+
 import os
 import sys
 

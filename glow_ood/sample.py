@@ -1,5 +1,8 @@
 """Sample grids at chosen temperatures: workdir/samples/step_XXXXXX_T0.7.png."""
 
+from glow_ood import extras  # pylint: disable=g-bad-import-order
+extras.require('train', 'orbax.checkpoint', 'PIL')  # before the imports it checks
+
 import math
 import os
 import tempfile

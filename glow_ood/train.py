@@ -5,6 +5,9 @@ optimizer state and data position (the per-step rng is fold_in(key, step)),
 so a resumed run repeats the uninterrupted one.
 """
 
+from glow_ood import extras  # pylint: disable=g-bad-import-order
+extras.require('train', 'optax', 'orbax.checkpoint', 'clu.metric_writers')  # before the imports it checks
+
 import itertools
 import math
 

@@ -1,5 +1,8 @@
 """Train state, optimizer and model initialisation (ActNorm from the global first batch)."""
 
+from glow_ood import extras  # pylint: disable=g-bad-import-order
+extras.require('train', 'optax')  # before the imports it checks
+
 from typing import Any
 
 import flax
