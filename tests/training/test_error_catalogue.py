@@ -28,6 +28,7 @@ from glow_ood import evaluate
 from glow_ood import main as main_lib
 from glow_ood import metrics as metrics_lib
 from glow_ood import train
+from glow_ood import user_errors
 from tests.training.conftest import REPO_ROOT, TINY_CONFIG, subprocess_env
 
 NOISE = ('Traceback', 'Event loop is closed')
@@ -222,6 +223,10 @@ CASES = [
     Case('bad-eval-entry-option',
          lambda e: e.eval_args('--config.eval.datasets=fashion_mnist:test[colour=red]'),
          1, "'colour=red'"),
+    Case('npz-under-another-name',
+         lambda e: e.eval_args('--config.eval.datasets=mydigits:test[path=' + _write_npz(
+             os.path.join(e.scratch, 'd.npz'), np.zeros((4, 16, 16), np.uint8)) + ']'),
+         1, "'npz:test[path="),
     Case('bad-mode', lambda e: e.train_args('--mode=tune'), 1, '--mode=tune'),
     # Data.
     Case('missing-data-dir',
@@ -293,11 +298,16 @@ def _snapshot(workdir):
   return hashes
 
 
-def _run_launcher(argv, capfd, monkeypatch):
+def _reset_flags(monkeypatch):
+  """A fresh flag state for the next in-process launch."""
   flags.FLAGS.unparse_flags()
   for name in [n for n in flags.FLAGS if n.startswith('config.')]:
     delattr(flags.FLAGS, name)  # config_flags defines one per override at each parse
   monkeypatch.setattr(sys, 'argv', list(sys.argv))  # the launcher sets it
+
+
+def _run_launcher(argv, capfd, monkeypatch):
+  _reset_flags(monkeypatch)
   with pytest.raises(SystemExit) as exited:
     main_lib.run(['glow_ood.main', *argv])
   captured = capfd.readouterr()
@@ -341,6 +351,14 @@ def test_expected_failure_gives_one_clear_message(case, base_workdir, idx_dir, t
 
 def test_catalogue_is_long_enough():
   assert len(CASES) >= 30
+
+
+def test_debug_flag_shows_the_traceback(tmp_path, monkeypatch):
+  workdir = tmp_path / 'a_file'
+  workdir.write_text('')
+  _reset_flags(monkeypatch)
+  with pytest.raises(user_errors.WorkdirError, match='is a file, not a directory'):
+    main_lib.run(['glow_ood.main', f'--config={TINY_CONFIG}', f'--workdir={workdir}', '--debug'])
 
 
 def test_sigkill_during_evaluation_leaves_no_file_looking_complete(base_workdir, idx_dir,
