@@ -38,6 +38,12 @@ def base_config():
   config.train.warmup_steps = 0        # linear warm-up from 0, steps
   config.train.grad_clip_norm = 100.0  # global-norm clipping; 0 = off
   config.train.ema_decay = 0.0         # Polyak averaging of params; 0 = off
+  # L2 regularisation: lambda * theta added to each trainable parameter's gradient
+  # (a loss penalty lambda/2 |theta|^2, applied before the optimizer); 0 = off.
+  config.train.weight_decay = 0.0
+  # Fraction of training pixel values replaced by uniform random ones (0 = off); a
+  # likelihood-ratio background model trains with 0.1-0.2 (glow_ood.scores.mutation).
+  config.train.mutation_rate = 0.0
   config.train.log_every = 50          # steps between train metrics
   config.train.eval_every = 1_000      # steps between test bits/dim + samples; 0 = off
   config.train.eval_examples = 2_000   # test images for the periodic eval; 0 = all
@@ -55,6 +61,18 @@ def base_config():
   config.eval.dequantization = 'uniform'  # 'uniform' (u~U[0,1)) | 'midpoint' (u=1/2)
   config.eval.checkpoint_step = -1     # -1 = latest
   config.eval.use_ema = True           # use EMA params when train.ema_decay > 0
+
+  # OOD scores of --mode=evaluate (glow_ood.scoring): one file per set beside its
+  # evaluation, eval/{tag}_{split}_step{S}_scores.npz.
+  config.scores = ml_collections.ConfigDict()
+  config.scores.enabled = True
+  config.scores.fit_examples = 2_000       # training images the fitted scores see; 0 = all
+  config.scores.reference_examples = 2_000  # test images each set is compared with; 0 = all
+  config.scores.compressors = 'png,jpeg2000'  # input complexity, one score each
+  # Likelihood ratio: workdir of a background model of the same architecture (trained
+  # with train.mutation_rate > 0), e.g. a pair run's <model>_background; '' = off.
+  config.scores.background_workdir = ''
+  config.scores.ensemble_workdirs = ''     # WAIC: comma-separated workdirs, other seeds
 
   config.sample = ml_collections.ConfigDict()
   config.sample.temperatures = (0.7, 1.0)  # std multiplier of the priors

@@ -9,15 +9,17 @@ import ml_collections
 
 # The config schema: every key a config may hold. Keys outside it are typos.
 KNOWN_KEYS = {
-    '': ('seed', 'n_bits', 'data', 'model', 'train', 'eval', 'sample'),
+    '': ('seed', 'n_bits', 'data', 'model', 'train', 'eval', 'scores', 'sample'),
     'data': ('name', 'source', 'path', 'data_dir', 'image_size', 'channels', 'augment'),
     'model': ('num_levels', 'steps_per_level', 'coupling', 'invconv', 'coupling_net',
               'hidden_channels', 'num_highway_blocks', 'learn_top_prior', 'remat'),
     'train': ('batch_size', 'num_steps', 'optimizer', 'learning_rate', 'warmup_steps',
-              'grad_clip_norm', 'ema_decay', 'log_every', 'eval_every', 'eval_examples',
+              'grad_clip_norm', 'ema_decay', 'weight_decay', 'mutation_rate', 'log_every', 'eval_every', 'eval_examples',
               'checkpoint_every', 'keep_checkpoints'),
     'eval': ('datasets', 'batch_size', 'max_examples', 'dequantization', 'checkpoint_step',
              'use_ema'),
+    'scores': ('enabled', 'fit_examples', 'reference_examples', 'compressors',
+               'background_workdir', 'ensemble_workdirs'),
     'sample': ('temperatures', 'num'),
 }
 
@@ -230,6 +232,8 @@ def validate_config(config: ml_collections.ConfigDict, *, device_count: int,
   _require_int(config, 'train.warmup_steps', 0)
   _require_float(config, 'train.grad_clip_norm', 0)
   _require_float(config, 'train.ema_decay', 0, 1, high_open=True)
+  _require_float(config, 'train.weight_decay', 0)
+  _require_float(config, 'train.mutation_rate', 0, 1)
   _require_int(config, 'train.log_every', 1)
   _require_int(config, 'train.eval_every', 0)
   _require_int(config, 'train.eval_examples', 0)
@@ -249,6 +253,14 @@ def validate_config(config: ml_collections.ConfigDict, *, device_count: int,
             f'(data set {eval_set.name}:{eval_set.split})')
     if eval_set.max_examples < 0:
       _fail('eval.max_examples', eval_set.max_examples, 'must be >= 0 (0 = whole split)')
+
+  if not isinstance(config.scores.enabled, bool):
+    _fail('scores.enabled', config.scores.enabled, 'expected True or False')
+  _require_int(config, 'scores.fit_examples', 0)
+  _require_int(config, 'scores.reference_examples', 0)
+  for key in ('compressors', 'background_workdir', 'ensemble_workdirs'):
+    if not isinstance(config.scores[key], str):
+      _fail(f'scores.{key}', config.scores[key], 'expected a (comma-separated) string')
 
   temperatures = config.sample.temperatures
   if isinstance(temperatures, (int, float)):

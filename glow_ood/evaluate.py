@@ -113,6 +113,23 @@ def write_npz_atomic(path: str, arrays: dict) -> None:
     raise
 
 
+def write_evaluation(path: str, results: dict[str, np.ndarray], config: ml_collections.ConfigDict,
+                     step: int, *, dataset: str, split: str, dequantization: str,
+                     preprocessing: str = 'none') -> None:
+  """The per-example file of one evaluated set (process 0 writes; atomic).
+
+  preprocessing: what was done to the images to fit the model ('none' if nothing).
+  """
+  if not parallel.is_main_process():
+    return
+  write_npz_atomic(path, dict(
+      {name: results[name] for name in PER_EXAMPLE_KEYS},
+      step=np.int64(step), n_bits=np.int64(config.n_bits),
+      num_dims=np.int64(train_state_lib.num_dims(config)), dataset=np.str_(dataset),
+      split=np.str_(split), dequantization=np.str_(dequantization),
+      preprocessing=np.str_(preprocessing)))
+
+
 def summary_table(rows: dict[str, dict[str, np.ndarray]]) -> str:
   """Means per data set: bits/dim, log p(x), log p(z) and log-det per kind (nats/image)."""
   columns = ['N', 'bits/dim', 'log p(x)', 'log p(z)'] + [f'logdet {k}' for k in LOGDET_KINDS]
@@ -140,11 +157,13 @@ def load_state_for_eval(config: ml_collections.ConfigDict, workdir: str, mesh,
 
 def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
                         datasets: str | list[str] | None = None,
-                        step: int | None = None) -> dict[str, str]:
+                        step: int | None = None, *, with_scores: bool = False) -> dict[str, str]:
   """Evaluates one checkpoint on every eval data set; returns {'{tag}_{split}': npz path}.
 
   datasets: entries as in config.eval.datasets (default: that field).
   step: checkpoint step (default: config.eval.checkpoint_step, -1 = latest).
+  with_scores: also write every OOD score per image (glow_ood.scoring) when
+  config.scores.enabled, as --mode=evaluate does.
   """
   config_validation.validate_config(config, device_count=jax.device_count())
   eval_sets = config_validation.parse_eval_datasets(config, datasets)
@@ -157,8 +176,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
   variables, ckpt_step = load_state_for_eval(config, workdir, mesh, step)
   key = train_state_lib.run_keys(config.seed)['eval']
 
-  paths, rows = {}, {}
-  num_dims = train_state_lib.num_dims(config)
+  paths, rows, evaluated = {}, {}, {}
   for eval_set in eval_sets:
     spec = data.DataSpec(**config_validation.data_fields_for(config, eval_set))
     data.validate_spec(spec)
@@ -172,18 +190,19 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
     results = evaluate_images(config, mesh, variables, images, batch_size=eval_set.batch_size,
                               dequantization=eval_set.dequantization, key=key)
     path = eval_path(workdir, eval_set.tag, eval_set.split, ckpt_step)
-    if parallel.is_main_process():
-      write_npz_atomic(path, dict(
-          {name: results[name] for name in PER_EXAMPLE_KEYS},
-          step=np.int64(ckpt_step), n_bits=np.int64(config.n_bits),
-          num_dims=np.int64(num_dims), dataset=np.str_(eval_set.name),
-          split=np.str_(eval_set.split), dequantization=np.str_(eval_set.dequantization),
-          preprocessing=np.str_(preprocessing)))
+    write_evaluation(path, results, config, ckpt_step, dataset=eval_set.name,
+                     split=eval_set.split, dequantization=eval_set.dequantization,
+                     preprocessing=preprocessing)
     paths[eval_set.key] = path
     rows[eval_set.key] = results
+    if with_scores and config.scores.enabled:
+      evaluated[eval_set.key] = (path, images, results)
     logging.info('Evaluated %s: %d images -> %s', eval_set.key, len(images), path)
 
   if parallel.is_main_process():
     print(f'Checkpoint step {ckpt_step} ({workdir}); means per image, log terms in nats:')
     print(summary_table(rows), flush=True)
+  if evaluated:
+    from glow_ood import scoring  # pylint: disable=g-import-not-at-top (it imports this module)
+    scoring.score_evaluated_sets(config, workdir, mesh, params, ckpt_step, evaluated)
   return paths

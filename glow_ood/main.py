@@ -135,7 +135,7 @@ def main(argv):
     if FLAGS.mode == 'train':
       train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
     elif FLAGS.mode == 'evaluate':
-      evaluate.evaluate_checkpoint(FLAGS.config, FLAGS.workdir)
+      evaluate.evaluate_checkpoint(FLAGS.config, FLAGS.workdir, with_scores=True)
     else:
       for path in sample.write_samples(FLAGS.config, FLAGS.workdir):
         logging.info('Wrote %s', path)

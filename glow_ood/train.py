@@ -29,6 +29,7 @@ from glow_ood import sample
 from glow_ood import train_state as train_state_lib
 from glow_ood import workdir_config
 from glow_ood.flows.glow import Glow, LOGDET_KINDS
+from glow_ood.scores.mutation import mutate_pixels
 from glow_ood.train_state import TrainState
 
 
@@ -54,9 +55,13 @@ def make_train_step(config: ml_collections.ConfigDict, mesh):
   n_bits = config.n_bits
   num_dims = train_state_lib.num_dims(config)
   ema_decay = config.train.ema_decay
+  mutation_rate = config.train.get('mutation_rate', 0.0)
+  weight_decay = config.train.get('weight_decay', 0.0)
 
   def train_step(state: TrainState, x_uint8: jax.Array, base_key: jax.Array):
     noise_key = jax.random.fold_in(base_key, state.step)
+    if mutation_rate > 0:  # a likelihood-ratio background model's training data
+      x_uint8 = mutate_pixels(jax.random.fold_in(noise_key, 1), x_uint8, mutation_rate)
     y = likelihood.dequantize(noise_key, likelihood.reduce_bits(x_uint8, n_bits), n_bits)
 
     def loss_fn(params):
@@ -65,6 +70,7 @@ def make_train_step(config: ml_collections.ConfigDict, mesh):
       return likelihood.bits_per_dim(out.log_px, num_dims, n_bits).mean(), out
 
     (loss, out), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    grads = train_state_lib.add_l2_gradient(grads, state.params, weight_decay)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     ema_params = state.ema_params

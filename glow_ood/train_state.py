@@ -18,6 +18,10 @@ from glow_ood.flows.glow import Glow, glow_from_config
 from glow_ood.flows.invconv import CONSTANTS
 
 
+# Parameter leaves that are constants of the parametrisation: nothing may move them.
+FIXED_LEAVES = ('p', 'sign')
+
+
 @flax.struct.dataclass
 class TrainState:
   step: jax.Array          # [] int32, optimizer steps taken
@@ -50,6 +54,23 @@ def learning_rate_schedule(train_cfg: ml_collections.ConfigDict) -> optax.Schedu
       [optax.linear_schedule(0.0, peak, train_cfg.warmup_steps),
        optax.constant_schedule(peak)],
       boundaries=[train_cfg.warmup_steps])
+
+
+def trainable_mask(params):
+  """False for leaves fixed at initialisation (the LU 1x1 conv's permutation and signs)."""
+  def is_trainable(path, _):
+    return getattr(path[-1], 'key', None) not in FIXED_LEAVES
+  return jax.tree_util.tree_map_with_path(is_trainable, params)
+
+
+def add_l2_gradient(grads, params, weight_decay: float):
+  """grads + weight_decay * params on trainable leaves: the gradient of a loss penalty
+  weight_decay/2 |params|^2. Done on the gradient, not as an optimizer transform, so the
+  optimizer state (and so a checkpoint's layout) is the same with and without it."""
+  if weight_decay <= 0:
+    return grads
+  return jax.tree.map(lambda g, p, trainable: g + weight_decay * p if trainable else g,
+                      grads, params, trainable_mask(params))
 
 
 def make_optimizer(train_cfg: ml_collections.ConfigDict) -> optax.GradientTransformation:

@@ -38,6 +38,17 @@ def experiment_block(ood: str) -> ml_collections.ConfigDict:
   exp.graying_examples = 2_000         # images per set
   # Beyond the paper: the typicality test on batches of these sizes (1 = per image).
   exp.typicality_batch_sizes = (1, 10)
+  # OOD scores beyond log p(x) (glow_ood.scores), fitted on the train subset only.
+  # WAIC: models per ensemble, the model itself plus (size - 1) more seeds, each in
+  # workdir/<model>_seed<k>; < 2 = off (it costs size - 1 extra trainings per model).
+  exp.ensemble_size = 0
+  exp.compressors = 'png,jpeg2000'     # input complexity, one score per compressor
+  # Stress suite: the in-distribution test subset shifted (glow_ood.analysis.stress),
+  # and synthetic sets, each scored as an OOD set; '' = off.
+  exp.stress = ('rotate90,rotate180,flip_horizontal,flip_vertical,shift1,shift2,shift4,'
+                'contrast0.5,contrast2,brightness-64,brightness+64,invert,noise4,noise16,'
+                'noise64,uniform_noise,constant')
+  exp.stress_examples = 1_000          # test images transformed per stress set; 0 = all
   exp.histogram_bins = 60
   exp.reuse_evaluations = True         # keep eval/*.npz already written for a checkpoint
   return exp
@@ -58,8 +69,28 @@ def make_pair_config(pair: str, variant: str, glow: ml_collections.ConfigDict,
   config.variant = variant
   config.glow = glow
   config.cv_glow = cv_glow
+  config.background = background_block()
   config.experiment = experiment_block(ood)
+  if variant == 'paper':
+    config.experiment.ensemble_size = 5  # WAIC as Choi et al. (5 seeds per model)
   return config
+
+
+def background_block() -> ml_collections.ConfigDict:
+  """The likelihood-ratio background models (Ren et al. 2019).
+
+  Each model listed gets one in workdir/<model>_background: its own training
+  config (so every --config.<model>.* override applies to it too) with a
+  `mutation_rate` fraction of training pixel values made uniform and L2
+  regularisation. Ren et al. tune both on in-distribution validation data; these
+  are fixed, the mutation rate within the range they report for FashionMNIST.
+  """
+  background = ml_collections.ConfigDict()
+  background.models = 'glow,cv_glow'   # '' = no likelihood ratio
+  background.mutation_rate = 0.15      # fraction of pixel values replaced
+  background.weight_decay = 1e-4       # L2 coefficient (train.weight_decay)
+  background.num_steps = 0             # training steps; 0 = as many as its model
+  return background
 
 
 def tiny_model(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -96,4 +127,8 @@ def tiny_experiment(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
   exp.graying_examples = 16
   exp.typicality_batch_sizes = (1, 4)
   exp.histogram_bins = 10
+  exp.ensemble_size = 2
+  exp.compressors = 'png'
+  exp.stress = 'rotate90,shift1,uniform_noise'
+  exp.stress_examples = 16
   return config

@@ -112,3 +112,19 @@ def second_order_bars(path: str, rows: dict[str, tuple[float, float]], title: st
   ax.set_title(title)
   ax.invert_yaxis()
   return _save(fig, path)
+
+
+def score_histograms(path: str, per_score: dict[str, dict[str, np.ndarray]], title: str,
+                     bins: int) -> str:
+  """One panel per OOD score: its per-image values on each set (higher = more OOD)."""
+  num = len(per_score)
+  cols = min(num, 2)
+  rows = -(-num // cols)
+  fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.2 * rows), squeeze=False)
+  for ax, (name, series) in zip(axes.ravel(), per_score.items()):
+    _hist(ax, series, bins, name)
+    ax.set_title(name, fontsize=9)
+  for ax in axes.ravel()[num:]:
+    ax.axis('off')
+  fig.suptitle(title, fontsize=10)
+  return _save(fig, path)

@@ -13,13 +13,17 @@ import time
 
 from absl import logging
 import ml_collections
+import numpy as np
 
 from glow_ood import checkpointing
 from glow_ood import evaluate
+from glow_ood import parallel
 from glow_ood import sample
 from glow_ood import train
+from glow_ood import train_state as train_state_lib
 from glow_ood.experiment import eval_plan
 
+ARRAY_SET_SPLIT = 'generated'  # the split name of sets made in memory (stress suite)
 TIMINGS_FILE = 'experiment_timings.json'
 
 
@@ -98,3 +102,66 @@ def run_model(config: ml_collections.ConfigDict, model: str, workdir: str) -> di
       curves[ckpt_step] = evaluate_sets(model_config, model_workdir, curve_sets, ckpt_step, reuse)
   return {'workdir': model_workdir, 'step': step, 'final': final, 'curves': curves,
           'samples': samples}
+
+
+def evaluate_arrays(model_config: ml_collections.ConfigDict, model_workdir: str,
+                    arrays: dict[str, np.ndarray], step: int, reuse: bool) -> dict[str, str]:
+  """{label: npz path} for image sets made in memory (eval/{label}_generated_step{S}.npz)."""
+  paths = {label: evaluate.eval_path(model_workdir, label, ARRAY_SET_SPLIT, step)
+           for label in arrays}
+  missing = [l for l in arrays if not (reuse and _matches(paths[l], len(arrays[l])))]
+  if missing:
+    start = time.time()
+    mesh = parallel.make_mesh()
+    params, _ = evaluate.load_state_for_eval(model_config, model_workdir, mesh, step)
+    key = train_state_lib.run_keys(model_config.seed)['eval']
+    for label in missing:
+      results = evaluate.evaluate_images(
+          model_config, mesh, params, arrays[label], batch_size=model_config.eval.batch_size,
+          dequantization=model_config.eval.dequantization, key=key)
+      evaluate.write_evaluation(paths[label], results, model_config, step, dataset=label,
+                                split=ARRAY_SET_SPLIT,
+                                dequantization=model_config.eval.dequantization)
+    _record_time(model_workdir, 'evaluate_s', time.time() - start)
+  return paths
+
+
+def _matches(path: str, num: int) -> bool:
+  """An evaluation file already written for `num` images (a changed set size re-evaluates)."""
+  if not os.path.exists(path):
+    return False
+  with np.load(path) as f:
+    return f['log_px'].shape[0] == num
+
+
+def member_configs(config: ml_collections.ConfigDict, model: str) -> dict[str, ml_collections.ConfigDict]:
+  """The extra models a model's scores need: {name: training config}, each trained in workdir/name.
+
+  '<model>_background' (likelihood ratio) when the model is in config.background.models,
+  with that block's mutation and L2; '<model>_seed<k>' for k = 1 .. ensemble_size-1 (WAIC).
+  """
+  exp = config.experiment
+  members = {}
+  if model in eval_plan.csv(config.background.models):
+    background = config[model].copy_and_resolve_references()
+    background.train.mutation_rate = config.background.mutation_rate
+    background.train.weight_decay = config.background.weight_decay
+    background.train.num_steps = config.background.num_steps or config[model].train.num_steps
+    background.train.eval_every = 0
+    background.train.keep_checkpoints = 2
+    members[f'{model}_background'] = background
+  for k in range(1, exp.ensemble_size):
+    member = config[model].copy_and_resolve_references()
+    member.seed = config[model].seed + k
+    members[f'{model}_seed{k}'] = member
+  return members
+
+
+def run_member(member_config: ml_collections.ConfigDict, member_workdir: str,
+               sets: list[eval_plan.EvalSet], arrays: dict[str, np.ndarray],
+               reuse: bool) -> dict:
+  """Trains (or resumes) a background or ensemble model; evaluates it on every set."""
+  step = train_model(member_config, member_workdir)
+  final = evaluate_sets(member_config, member_workdir, sets, step, reuse)
+  final.update(evaluate_arrays(member_config, member_workdir, arrays, step, reuse))
+  return {'workdir': member_workdir, 'step': step, 'final': final}

@@ -17,6 +17,7 @@ import ml_collections
 import numpy as np
 
 from glow_ood import analysis
+from glow_ood.analysis import stress as stress_lib
 from glow_ood import evaluate
 from glow_ood import parallel
 from glow_ood import workdir_config
@@ -24,6 +25,7 @@ from glow_ood.experiment import eval_plan
 from glow_ood.experiment import figures
 from glow_ood.experiment import model_analysis
 from glow_ood.experiment import model_runs
+from glow_ood.experiment import ood_section
 from glow_ood.experiment import report
 
 FIGURES_DIR = 'figures'
@@ -48,24 +50,6 @@ def set_summary(arrays: dict[str, np.ndarray], path: str) -> dict:
   }
 
 
-def ood_metrics(final: dict[str, dict], labels: list[str], batch_sizes) -> dict:
-  """AUROC/AUPRC/FPR@95 of bits/dim as an OOD score, and of the typicality score."""
-  train_bpd = final['train']['bits_per_dim']
-  test_bpd = final['test']['bits_per_dim']
-  metrics = {}
-  for label in labels:
-    ood_bpd = final[label]['bits_per_dim']
-    scores = {'log p(x)': analysis.summarize_ood_metrics(test_bpd, ood_bpd)}
-    for b in batch_sizes:
-      if min(len(test_bpd), len(ood_bpd)) < b:
-        continue
-      scores[f'typicality (batch {b})'] = analysis.summarize_ood_metrics(
-          analysis.typicality_scores(train_bpd, test_bpd, b),
-          analysis.typicality_scores(train_bpd, ood_bpd, b))
-    metrics[label] = scores
-  return metrics
-
-
 def _model_figures(model: str, title: str, sets, final, curves, fig_dir, bins, in_name):
   names = {s.label: eval_plan.display_name(s, in_name) for s in sets}
   out = {}
@@ -87,16 +71,30 @@ def _model_figures(model: str, title: str, sets, final, curves, fig_dir, bins, i
 
 
 def analyse_model(config, model: str, run: dict, images: dict[str, np.ndarray], mesh,
-                  fig_dir: str, in_name: str) -> dict:
+                  fig_dir: str, in_name: str, workdir: str, code_bits: dict) -> dict:
   """Numbers and figures of one trained model."""
   exp = config.experiment
   model_config = config[model]
   title = eval_plan.MODEL_TITLES[model]
   sets = eval_plan.eval_sets(config, model)
   ood_labels = [s.label for s in sets if s.is_ood]
+  stress_labels = sorted(run['stress'])
   final = {l: eval_plan.load_npz(p) for l, p in run['final'].items()}
+  stressed = {l: eval_plan.load_npz(p) for l, p in run['stress'].items()}
   result = {'step': run['step'], 'workdir': run['workdir'],
             'sets': {l: set_summary(final[l], run['final'][l]) for l in final}}
+
+  members = {name: {l: eval_plan.load_npz(p) for l, p in member['final'].items()}
+             for name, member in run['members'].items()}
+  every_set = {**final, **stressed}
+  values = ood_section.score_model(config, model, every_set, members, code_bits, workdir)
+  names = {s.label: eval_plan.display_name(s, in_name) for s in sets}
+  names.update({l: f'{ood_section.stress_name(l)} (stress)' for l in stress_labels})
+  result.update(ood_section.analyse(config, model, every_set, values, ood_labels, stress_labels,
+                                    fig_dir, names))
+  result['members'] = {name: {'workdir': m['workdir'], 'step': m['step'],
+                              'timings': model_runs.read_timings(m['workdir'])}
+                       for name, m in run['members'].items()}
 
   curves = {'steps': sorted(run['curves']), 'bits_per_dim': {s.label: [] for s in sets},
             'n': {}}
@@ -106,7 +104,6 @@ def analyse_model(config, model: str, run: dict, images: dict[str, np.ndarray], 
       curves['bits_per_dim'][label].append(float(arrays['bits_per_dim'].mean()))
       curves['n'][label] = int(arrays['bits_per_dim'].shape[0])
   result['curves'] = curves
-  result['ood_metrics'] = ood_metrics(final, ood_labels, exp.typicality_batch_sizes)
 
   start = time.time()
   variables, _ = evaluate.load_state_for_eval(model_config, run['workdir'], mesh, run['step'])
@@ -143,8 +140,8 @@ def analyse_model(config, model: str, run: dict, images: dict[str, np.ndarray], 
       for target in model_analysis.GRAYING_TARGETS}
   result['analysis_s'] = time.time() - start
 
-  result['figures'] = _model_figures(model, title, sets, final, curves, fig_dir,
-                                     exp.histogram_bins, in_name)
+  result['figures'].update(_model_figures(model, title, sets, final, curves, fig_dir,
+                                          exp.histogram_bins, in_name))
   names = {s.label: eval_plan.display_name(s, in_name) for s in sets}
   result['figures']['graying'] = figures.graying_curves(
       os.path.join(fig_dir, f'{model}_graying.png'),
@@ -196,10 +193,24 @@ def run_pair(config: ml_collections.ConfigDict, workdir: str) -> dict:
   in_name = config[first].data.name
   sets = eval_plan.eval_sets(config, first)
   images = {s.label: eval_plan.load_images(config[first], s) for s in sets}
+  stress = ood_section.stress_sets(config, images['test'])
+  reuse = config.experiment.reuse_evaluations
+  for model in models:
+    run = runs[model]
+    run['stress'] = model_runs.evaluate_arrays(config[model], run['workdir'], stress,
+                                               run['step'], reuse)
+    run['members'] = {
+        name: model_runs.run_member(member_config, os.path.join(workdir, name),
+                                    eval_plan.eval_sets(config, model), stress, reuse)
+        for name, member_config in model_runs.member_configs(config, model).items()}
+  code_bits = ood_section.code_lengths(workdir, {**images, **stress},
+                                       eval_plan.csv(config.experiment.compressors))
   fig_dir = os.path.join(workdir, FIGURES_DIR)
   mesh = parallel.make_mesh()
 
   results = {'pair': config.pair, 'variant': config.variant, 'in_name': in_name,
+             'stress_descriptions': {l: stress_lib.DESCRIPTIONS[ood_section.stress_name(l)]
+                                     for l in stress},
              'sets': [{'label': s.label, 'name': s.entry.name, 'split': s.entry.split,
                        'display': eval_plan.display_name(s, in_name), 'is_ood': s.is_ood}
                       for s in sets],
@@ -210,7 +221,7 @@ def run_pair(config: ml_collections.ConfigDict, workdir: str) -> dict:
   for model in models:
     print(f'Analysing {model} ...', flush=True)
     results['models'][model] = analyse_model(config, model, runs[model], images, mesh, fig_dir,
-                                             in_name)
+                                             in_name, workdir, code_bits)
     results['models'][model]['samples'] = runs[model]['samples']
   results['run_wall_clock_s'] = time.time() - start
   write_outputs(results, workdir)

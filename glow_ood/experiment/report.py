@@ -23,10 +23,15 @@ HEADINGS = (
     '### 5.1 Per-channel means and variances (paper, Figure 6)',
     '### 5.2 Second-order prediction vs measured difference',
     '### 5.3 Graying',
-    '## 6. OOD detection: log p(x) and the typicality test',
+    '## 6. OOD detection: scores beyond log p(x)',
     '## 7. What this shows',
     '## 8. Run details',
     '## 9. Samples',
+)
+
+OOD_HEADINGS = (
+    '### 6.1 Every score on the OOD sets',
+    '### 6.2 Stress suite: which shift fools which score',
 )
 
 APPROXIMATIONS = """\
@@ -133,6 +138,20 @@ def conclusions(results: dict) -> list[str]:
         lines.append(f'  - Graying {GRAYING_SHORT[target]} raises mean log p(x) (last blend vs '
                      'none): ' + ', '.join(f'{names[l]} **{_yes(r)}**'
                                             for l, r in rises.items()) + '.')
+      best = res.get('best_scores', {}).get(label)
+      if best:
+        best_auroc = res['ood_metrics'][label][best]['auroc']
+        lines.append(
+            f'  - The best single-image score is **{best}** (AUROC {_f(best_auroc)}); it reaches '
+            f'AUROC >= 0.99: **{_yes(best_auroc >= 0.99)}**. Scores below 0.5 (ranking {names[label]} '
+            'as more in-distribution): ' + (', '.join(
+                k for k, m in res['ood_metrics'][label].items() if m['auroc'] < 0.5) or 'none')
+            + '.')
+    for label, entry in sorted(res.get('stress', {}).items()):
+      fooled = [k for k, m in entry['metrics'].items() if m['auroc'] < 0.5]
+      if fooled:
+        lines.append(f'  - Stress set {label[len("stress_"):]} fools (AUROC < 0.5): '
+                     + ', '.join(fooled) + '.')
   stats = results['data_stats']['sets']
   for label in ood_labels:
     lower_var = [q < p for q, p in zip(stats[label]['variance_sum'], stats['test']['variance_sum'])]
@@ -140,6 +159,75 @@ def conclusions(results: dict) -> list[str]:
                  f'in every channel: **{_yes(all(lower_var))}** (Section 5 predicts higher '
                  'likelihood for the lower-variance set).')
   return lines
+
+
+def _short(score: str) -> str:
+  """A narrow column header for the stress table."""
+  return (score.replace('log p(x)', 'log p').replace('input complexity', 'IC').replace('likelihood ratio', 'LR')
+          .replace('typicality', 'typ.').replace('log p(z_', 'z_').replace(')', '')
+          .replace('(', '').replace('DoSE ', 'DoSE-').replace('JPEG 2000', 'JP2'))
+
+
+def ood_detection(results: dict, workdir: str) -> list[str]:
+  """Section 6: every score's metrics per OOD set, histograms, the stress table."""
+  in_name = results['in_name']
+  names = {s['label']: s['display'] for s in results['sets']}
+  ood_labels = [s['label'] for s in results['sets'] if s['is_ood']]
+  models = results['models']
+  out = ['Every score gives one number per image, higher = more OOD; OOD is the positive class '
+         f'and the in-distribution test subset the negative one. Scores are fitted on the '
+         f'{in_name} train subset alone (never on an OOD set). Per-image values: '
+         '`scores/<model>/<set>.npz`. **Bold**: the best single-image score of each model and set. '
+         '"typicality (batch b)" scores batches of b images, not single ones.', '']
+  first = next(iter(models.values()))
+  out += ['| score | what it computes | needs | reference |', '|---|---|---|---|']
+  for name, d in first['score_descriptions'].items():
+    if any(name in m['ood_metrics'][l] for m in models.values() for l in ood_labels):
+      out.append(f'| {name} | {d["description"]} | {d["needs"]} | {d["reference"]} |')
+  out += ['', OOD_HEADINGS[0], '']
+  rows = []
+  for model, res in models.items():
+    for label in ood_labels:
+      metrics = res['ood_metrics'][label]
+      best = res.get('best_scores', {}).get(label)
+      for score, m in metrics.items():
+        bold = (lambda t: f'**{t}**') if score == best else (lambda t: t)
+        rows.append([eval_plan.MODEL_TITLES[model], names[label], bold(score),
+                     bold(_f(m['auroc'])), _f(m['auprc']), _f(m['fpr_at_95_tpr']),
+                     paper_numbers.reported_auroc(in_name, label, score.split(' (batch')[0])
+                     if '(batch' not in score else ''])
+  out += _table(['model', 'OOD set', 'score', 'AUROC', 'AUPRC', 'FPR@95%TPR',
+                 'AUROC reported elsewhere'], rows)
+  out += ['']
+  for model, res in models.items():
+    if 'scores' in res.get('figures', {}):
+      out += [f'{eval_plan.MODEL_TITLES[model]}: log p(x) and the three best other scores on '
+              f'{names[ood_labels[0]]}, in- against out-of-distribution:', '',
+              _img(res['figures']['scores'], workdir, f'{model} scores'), '']
+
+  stress_labels = sorted({l for res in models.values() for l in res.get('stress', {})})
+  if stress_labels:
+    out += [OOD_HEADINGS[1], '',
+            f'The {in_name} test subset transformed (and synthetic sets), each scored as an OOD '
+            'set: its mean bits/dim beside the test subset\'s, and the AUROC of every score '
+            'against the untransformed test subset. An AUROC below 0.5 means the score calls the '
+            'shifted images *more* in-distribution than the real ones: the shift fools it.', '']
+    descriptions = results.get('stress_descriptions', {})
+    for model, res in models.items():
+      scores = [k for k in next(iter(res['stress'].values()))['metrics']]
+      header = ['stress set', 'bits/dim'] + [_short(k) for k in scores]
+      rows = [[f'{names.get("test", "test")} (reference)', _f(res['sets']['test']['bits_per_dim']),
+               *[''] * len(scores)]]
+      for label in stress_labels:
+        entry = res['stress'][label]
+        cells = []
+        for k in scores:
+          auroc = entry['metrics'][k]['auroc']
+          cells.append(f'**{_f(auroc, 2)}**' if auroc < 0.5 else _f(auroc, 2))
+        rows.append([descriptions.get(label, label), _f(entry['bits_per_dim'])] + cells)
+      out += [f'{eval_plan.MODEL_TITLES[model]} (AUROC; **bold** = below 0.5, fooled):', '']
+      out += _table(header, rows) + ['']
+  return out
 
 
 def render(results: dict, workdir: str) -> str:
@@ -273,22 +361,7 @@ def render(results: dict, workdir: str) -> str:
       out += ['']
     out += [_img(res['figures']['graying'], workdir, f'{model} graying'), '']
 
-  out += [HEADINGS[8], '',
-          'OOD is the positive class; the score is bits/dim (higher = more OOD), so an AUROC '
-          'below 0.5 means the model assigns the OOD set *higher* likelihood. Typicality '
-          '(beyond the paper; Nalisnick et al. 2019b): |mean bits/dim of a batch - mean '
-          'train bits/dim|, on single images and on batches.', '']
-  rows = []
-  for model, res in models.items():
-    for label in ood_labels:
-      reported = paper_numbers.LOG_PX_AUROC_REPORTED.get((in_name, label), '—')
-      for score, m in res['ood_metrics'][label].items():
-        rows.append([eval_plan.MODEL_TITLES[model], names[label], score, _f(m['auroc']),
-                     _f(m['auprc']), _f(m['fpr_at_95_tpr']),
-                     reported if (score == 'log p(x)' and model == 'glow') else ''])
-  out += _table(['model', 'OOD set', 'score', 'AUROC', 'AUPRC', 'FPR@95%TPR',
-                 'reported elsewhere (Glow)'], rows)
-  out += ['']
+  out += [HEADINGS[8], ''] + ood_detection(results, workdir)
 
   out += [HEADINGS[9], ''] + conclusions(results) + ['']
 

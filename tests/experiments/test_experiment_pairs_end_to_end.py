@@ -12,6 +12,7 @@ import re
 import numpy as np
 import pytest
 
+from glow_ood import analysis
 from glow_ood import checkpointing
 from glow_ood import data
 from glow_ood.experiment import eval_plan
@@ -36,6 +37,7 @@ def _check_report(workdir: str, results: dict) -> str:
   assert [m for m in models if results['models'][m]['curves']['steps']] == [
       m for m in models if m in results['experiment']['curve_models'].split(',')]
   expected |= {f'figures/{m}_second_order_{l}.png' for m in models for l in ood_labels}
+  expected |= {f'figures/{m}_scores_hist.png' for m in models}
   expected.add('figures/data_channel_stats.png')
   temperatures = results['model_configs'][models[0]]['sample']['temperatures']
   step = {m: results['models'][m]['step'] for m in models}
@@ -73,6 +75,38 @@ def _check_numbers_match_npz(text: str, results: dict) -> None:
         assert summary['log_px'] == pytest.approx(f['log_p_discrete'].mean(), rel=1e-6)
 
 
+EVERY_SCORE = {'log p(x)', 'typicality', 'typicality (batch 4)', 'likelihood ratio',
+               'input complexity (PNG)', 'log p(z_0)', 'log p(z_1)', 'level ratio',
+               'DoSE (KDE)', 'DoSE (Gaussian)', 'WAIC'}
+
+
+def _check_scores(workdir, model, res, config):
+  """Every score on every OOD and stress set, per-image files that give the metrics."""
+  assert set(res['ood_metrics']['mnist']) == EVERY_SCORE
+  stress = {f'stress_{n}' for n in config.experiment.stress.split(',')}
+  assert set(res['stress']) == stress
+  for label in stress:
+    assert set(res['stress'][label]['metrics']) == EVERY_SCORE
+    assert res['stress'][label]['n'] == config.experiment.stress_examples
+  # The background model and the second ensemble member were trained in their own workdirs.
+  assert set(res['members']) == {f'{model}_background', f'{model}_seed1'}
+  for member in res['members'].values():
+    assert checkpointing.available_steps(member['workdir'])[-1] == config[model].train.num_steps
+  # The metrics are those of the per-image score files.
+  keys = res['score_descriptions']
+  with np.load(os.path.join(workdir, 'scores', model, 'test.npz')) as f_in, \
+       np.load(os.path.join(workdir, 'scores', model, 'mnist.npz')) as f_out:
+    for name, metric in res['ood_metrics']['mnist'].items():
+      if '(batch' in name:
+        continue
+      key = keys[name]['file_key']
+      assert f_in[key].shape == (32,) and f_out[key].shape == (32,)
+      assert metric['auroc'] == pytest.approx(analysis.auroc(f_in[key], f_out[key]))
+    # log p(x)'s score is the bits/dim of the evaluation file.
+    with np.load(res['sets']['test']['npz']) as ev:
+      np.testing.assert_allclose(f_in['log_p_x'], ev['bits_per_dim'], rtol=1e-6)
+
+
 def _offline_config(pair, data, **overrides):
   config = tiny_pair_config(pair, **overrides)
   for model in ('glow', 'cv_glow'):
@@ -96,9 +130,7 @@ def test_fashion_mnist_to_mnist_end_to_end_and_resume(offline_data, tmp_path, mo
     assert res['curves']['steps'] == [3, 6]
     assert set(res['curves']['bits_per_dim']) == {'train', 'test', 'mnist'}
     assert res['sets']['mnist']['n'] == 32 and res['sets']['train']['n'] == 32
-    assert 'auroc' in res['ood_metrics']['mnist']['log p(x)']
-    assert set(res['ood_metrics']['mnist']) == {'log p(x)', 'typicality (batch 1)',
-                                                'typicality (batch 4)'}
+    _check_scores(workdir, model, res, config)
     assert ('closed_form' in res['second_order']['mnist']) == (model == 'cv_glow')
   # CV-Glow's volume term is the same for every image.
   cv_sets = results['models']['cv_glow']['sets']
@@ -113,6 +145,19 @@ def test_fashion_mnist_to_mnist_end_to_end_and_resume(offline_data, tmp_path, mo
   monkeypatch.setattr(pipeline.model_runs.evaluate, 'evaluate_checkpoint', fail)
   again = pipeline.run_pair(config, workdir)
   assert again['models']['glow']['sets']['test'] == results['models']['glow']['sets']['test']
+
+  # Another OOD set: the scores of the in-distribution sets (every fitted part) stay the same.
+  monkeypatch.undo()
+  before = {m: dict(np.load(os.path.join(workdir, 'scores', m, 'test.npz')))
+            for m in results['models']}
+  config.experiment.ood = f'mnist:test[path={offline_data["glyphs_npz"]};tag=glyphs]'
+  swapped = pipeline.run_pair(config, workdir)
+  for model in results['models']:
+    assert set(swapped['models'][model]['ood_metrics']) == {'glyphs'}
+    with np.load(os.path.join(workdir, 'scores', model, 'test.npz')) as f:
+      assert set(f.files) == set(before[model])
+      for key in f.files:
+        np.testing.assert_array_equal(f[key], before[model][key])
 
 
 def test_notmnist_to_mnist_end_to_end(offline_data, tmp_path):

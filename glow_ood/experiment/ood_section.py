@@ -1,0 +1,125 @@
+"""The OOD-detection half of a pair report: stress sets, every score, their metrics.
+
+For each model: every evaluated set (train, test, OOD sets, stress sets) gets
+its statistics (the model's evaluation, its background model's and ensemble
+members' log p(x), the images' code lengths), the scores are fitted on the
+train subset alone and computed for every set, written per image to
+workdir/scores/<model>/<label>.npz, and summarised against the test subset.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from glow_ood import evaluate
+from glow_ood import scoring
+from glow_ood.analysis import complexity
+from glow_ood.analysis import stress
+from glow_ood.experiment import eval_plan
+from glow_ood.experiment import figures
+from glow_ood.scores import suite
+
+SCORES_DIR = 'scores'
+CODE_BITS_FILE = 'code_bits.npz'
+STRESS_SEED = 0
+
+
+def stress_sets(config, test_images: np.ndarray) -> dict[str, np.ndarray]:
+  """{'stress_<name>': uint8 images} from the in-distribution test subset."""
+  names = eval_plan.csv(config.experiment.stress)
+  if not names:
+    return {}
+  limit = config.experiment.stress_examples or None
+  images = test_images[:limit]
+  sets = stress.stress_suite(images, STRESS_SEED, names=names)
+  return {f'stress_{name}': sets[name] for name in names}
+
+
+def stress_name(label: str) -> str:
+  return label[len('stress_'):]
+
+
+def code_lengths(workdir: str, images: dict[str, np.ndarray],
+                 compressors: list[str]) -> dict[str, dict[str, np.ndarray]]:
+  """{label: {compressor: bits [N]}}, cached in workdir/scores/code_bits.npz."""
+  path = os.path.join(workdir, SCORES_DIR, CODE_BITS_FILE)
+  cached = {}
+  if os.path.exists(path):
+    with np.load(path) as f:
+      cached = {k: f[k] for k in f.files}
+  usable = [c for c in compressors if c in complexity.available_compressors()]
+  out, changed = {}, False
+  for label, x in images.items():
+    out[label] = {}
+    for compressor in usable:
+      key = f'{label}__{compressor}'
+      if key not in cached or cached[key].shape[0] != len(x):
+        cached[key] = complexity.code_length_bits(x, compressor)
+        changed = True
+      out[label][compressor] = cached[key]
+  if changed:
+    evaluate.write_npz_atomic(path, cached)
+  return out
+
+
+def score_model(config, model: str, final: dict[str, dict], members: dict[str, dict],
+                code_bits: dict[str, dict], workdir: str) -> dict[str, dict[str, np.ndarray]]:
+  """{label: {score: [N]}} for one model; writes workdir/scores/<model>/<label>.npz.
+
+  final: {label: evaluation arrays} of the model; members: {member name: {label:
+  evaluation arrays}} of its background model and ensemble members.
+  """
+  model_config = config[model]
+  background = members.get(f'{model}_background')
+  ensemble = [members[name] for name in sorted(members) if name.startswith(f'{model}_seed')]
+  stats = {label: suite.set_statistics(
+      arrays, background=background[label] if background else None,
+      ensemble=[m[label] for m in ensemble], code_bits=code_bits.get(label))
+           for label, arrays in final.items()}
+  every = scoring.model_scores(model_config, eval_plan.csv(config.experiment.compressors))
+  values, _ = suite.score_sets(every, stats, fit_label='train')
+  for label, per_score in values.items():
+    evaluate.write_npz_atomic(
+        os.path.join(workdir, SCORES_DIR, model, f'{label}.npz'),
+        {scoring.file_key(name): v for name, v in per_score.items()})
+  return values
+
+
+def score_descriptions(config, model: str) -> dict[str, dict[str, str]]:
+  return {s.name: {'description': s.description, 'reference': s.reference, 'needs': s.needs,
+                   'file_key': scoring.file_key(s.name)}
+          for s in scoring.model_scores(config[model],
+                                        eval_plan.csv(config.experiment.compressors))}
+
+
+def analyse(config, model: str, final: dict[str, dict], values: dict[str, dict],
+            ood_labels: list[str], stress_labels: list[str], fig_dir: str,
+            names: dict[str, str]) -> dict:
+  """Metrics of every score on every OOD and stress set, the stress table, the figure."""
+  exp = config.experiment
+  train_bpd = final['train']['bits_per_dim']
+  metrics = suite.ood_metrics(values, 'test', ood_labels + stress_labels,
+                              train_bits_per_dim=train_bpd,
+                              typicality_batch_sizes=exp.typicality_batch_sizes)
+  result = {'ood_metrics': {l: metrics[l] for l in ood_labels},
+            'stress': {l: {'bits_per_dim': float(final[l]['bits_per_dim'].mean()),
+                           'n': int(len(final[l]['bits_per_dim'])),
+                           'metrics': metrics[l]} for l in stress_labels},
+            'scores_dir': os.path.join(SCORES_DIR, model),
+            'score_descriptions': score_descriptions(config, model), 'figures': {}}
+  if ood_labels:
+    headline = ood_labels[0]
+    ranked = sorted((k for k in metrics[headline] if '(batch' not in k),
+                    key=lambda k: -metrics[headline][k]['auroc'])
+    result['best_scores'] = {l: suite.best_single_image_score(metrics[l]) for l in ood_labels}
+    shown = ['log p(x)'] + [k for k in ranked if k != 'log p(x)'][:3]
+    result['figures']['scores'] = figures.score_histograms(
+        os.path.join(fig_dir, f'{model}_scores_hist.png'),
+        {name: {names[l]: values[l][name] for l in ['test'] + ood_labels if name in values[l]}
+         for name in shown},
+        f'{eval_plan.MODEL_TITLES[model]}: OOD scores, higher = more OOD',
+        exp.histogram_bins)
+  return result
+

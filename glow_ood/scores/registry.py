@@ -1,0 +1,198 @@
+"""OOD scores: one registry, each score one number per image, higher = more OOD.
+
+Every score is a function of per-image *statistics*, the arrays an evaluation
+file holds (glow_ood.evaluate: log_px, bits_per_dim [N]; log_pz and the
+log-dets per kind [N, L]) plus what the score needs beyond them:
+
+  background_log_px [N]    log p of the same images under a background model
+  ensemble_log_px [N, M]   log p under M models trained with different seeds
+  code_bits_<compressor> [N]  lossless code length of the 8-bit image, bits
+
+A score may be fitted, on in-distribution *training* statistics only (never
+on OOD data); `fn(stats, fitted)` is written in jnp so a score can be
+differentiated with respect to the image (glow_ood.analysis.attacks).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from glow_ood.scores import density
+
+LOGDET_KINDS = ('actnorm', 'invconv', 'coupling')
+COMPRESSOR_NAMES = {'png': 'PNG', 'jpeg2000': 'JPEG 2000', 'zlib': 'zlib'}
+
+Stats = Mapping[str, Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class Score:
+  name: str                      # report name and results.json key
+  description: str               # one line: what it computes
+  reference: str                 # where it comes from
+  needs: str                     # what beyond one model's evaluation it uses
+  requires: tuple[str, ...]      # statistics keys it reads
+  fn: Callable[[Stats, Any], jax.Array]   # (stats, fitted) -> [N]
+  fit: Callable[[Stats], Any] | None = None  # training stats -> fitted (None: nothing)
+  differentiable: bool = True    # False when a term cannot follow the image (a code length)
+
+  def applies_to(self, stats: Stats) -> bool:
+    return all(key in stats for key in self.requires)
+
+
+def dose_features(stats: Stats) -> jax.Array:
+  """[N, F]: log p(x), then log p(z) per level, then each kind's log-det per level."""
+  columns = [jnp.asarray(stats['log_px'])[:, None], jnp.asarray(stats['log_pz'])]
+  columns += [jnp.asarray(stats[f'logdet_{kind}']) for kind in LOGDET_KINDS
+              if f'logdet_{kind}' in stats]
+  return jnp.concatenate([c.astype(jnp.float32) for c in columns], axis=-1)
+
+
+def _dose_terms(stats: Stats) -> jax.Array:
+  """The DoSE features without log p(x), which is their exact sum: a joint density
+  over all of them would be degenerate along that direction."""
+  return dose_features(stats)[:, 1:]
+
+
+def _bits_per_dim(stats):
+  return jnp.asarray(stats['bits_per_dim'])
+
+
+def _log_p_score() -> Score:
+  return Score(
+      name='log p(x)', description='bits/dim of the image (the paper\'s failing baseline)',
+      reference='Nalisnick et al. 2019', needs='nothing', requires=('bits_per_dim',),
+      fn=lambda stats, _: _bits_per_dim(stats))
+
+
+def _typicality_score() -> Score:
+  return Score(
+      name='typicality', description='abs(bits/dim - mean training bits/dim), one image at a time',
+      reference='Nalisnick et al. 2019b', needs='training statistics',
+      requires=('bits_per_dim',),
+      fit=lambda stats: jnp.asarray(np.mean(stats['bits_per_dim']), jnp.float32),
+      fn=lambda stats, entropy: jnp.abs(_bits_per_dim(stats) - entropy))
+
+
+def _likelihood_ratio_score() -> Score:
+  return Score(
+      name='likelihood ratio',
+      description='log p_background(x) - log p(x), background model trained on mutated images',
+      reference='Ren et al. 2019', needs='a background model', requires=('log_px',
+                                                                          'background_log_px'),
+      fn=lambda stats, _: jnp.asarray(stats['background_log_px']) - jnp.asarray(stats['log_px']))
+
+
+def _complexity_score(compressor: str, num_dims: int) -> Score:
+  key = f'code_bits_{compressor}'
+  return Score(
+      name=f'input complexity ({COMPRESSOR_NAMES.get(compressor, compressor)})',
+      description=f'bits/dim - {COMPRESSOR_NAMES.get(compressor, compressor)} code length per dim '
+                  '(-log2 p(x) - L(x), per dimension)',
+      reference='Serrà et al. 2020', needs='a lossless compressor',
+      requires=('bits_per_dim', key),
+      fn=lambda stats, _: _bits_per_dim(stats) - jnp.asarray(stats[key]) / num_dims,
+      differentiable=False)
+
+
+def _level_scores(latent_dims: Sequence[int]) -> list[Score]:
+  num_levels = len(latent_dims)
+  scores = []
+  for level in range(num_levels):
+    which = ('finest' if level == 0 else 'coarsest' if level == num_levels - 1 else 'middle')
+    scores.append(Score(
+        name=f'log p(z_{level})',
+        description=f'-log p(z_{level}) alone, the {which} level\'s prior term'
+                    + (' (the last level)' if level == num_levels - 1 else ''),
+        reference='Schirrmeister et al. 2020; Kirichenko et al. 2020', needs='nothing',
+        requires=('log_pz',),
+        fn=lambda stats, _, level=level: -jnp.asarray(stats['log_pz'])[:, level]))
+  if num_levels > 1:
+    first, last = latent_dims[0], latent_dims[-1]
+
+    def level_ratio(stats, _):
+      # log of p(z_0)^(1/d_0) / p(z_last)^(1/d_last): the coarse level's per-dim NLL with
+      # the finest level's (local pixel statistics) taken out, like a likelihood ratio.
+      log_pz = jnp.asarray(stats['log_pz'])
+      return log_pz[:, 0] / first - log_pz[:, -1] / last
+
+    scores.append(Score(
+        name='level ratio',
+        description=f'-log p(z_{num_levels - 1})/d_{num_levels - 1} + log p(z_0)/d_0 '
+                    '(coarsest against finest prior term, per dim)',
+        reference='Schirrmeister et al. 2020', needs='nothing', requires=('log_pz',),
+        fn=level_ratio))
+  return scores
+
+
+def _dose_scores() -> list[Score]:
+  return [
+      Score(name='DoSE (KDE)',
+            description='-sum of per-statistic kernel log densities of (log p(x), log p(z) and '
+                        'log-dets per level), fitted on training images',
+            reference='Morningstar et al. 2021', needs='training statistics',
+            requires=('log_px', 'log_pz'),
+            fit=lambda stats: density.fit_product_kde(np.asarray(dose_features(stats))),
+            fn=lambda stats, kde: -kde.log_density(dose_features(stats))),
+      Score(name='DoSE (Gaussian)',
+            description='-joint Gaussian log density of (log p(z), log-dets per level), '
+                        'fitted on training images',
+            reference='Morningstar et al. 2021 (joint variant)', needs='training statistics',
+            requires=('log_pz',),
+            fit=lambda stats: density.fit_gaussian(np.asarray(_dose_terms(stats))),
+            fn=lambda stats, gaussian: -gaussian.log_density(_dose_terms(stats))),
+  ]
+
+
+def _waic_score() -> Score:
+  def waic(stats, _):
+    log_px = jnp.asarray(stats['ensemble_log_px'])
+    return -(log_px.mean(-1) - log_px.var(-1))
+  return Score(
+      name='WAIC', description='-(mean - variance) of log p(x) over an ensemble of seeds',
+      reference='Choi et al. 2018', needs='an ensemble of models', requires=('ensemble_log_px',),
+      fn=waic)
+
+
+def default_scores(latent_dims: Sequence[int], num_dims: int,
+                   compressors: Sequence[str] = ('png', 'jpeg2000')) -> list[Score]:
+  """Every score for a model with these per-level latent sizes and image size H*W*C."""
+  scores = [_log_p_score(), _typicality_score(), _likelihood_ratio_score()]
+  scores += [_complexity_score(c, num_dims) for c in compressors]
+  scores += _level_scores(latent_dims)
+  scores += _dose_scores()
+  scores.append(_waic_score())
+  return scores
+
+
+def applicable(scores: Sequence[Score], stats: Stats) -> list[Score]:
+  return [s for s in scores if s.applies_to(stats)]
+
+
+def fit_scores(scores: Sequence[Score], train_stats: Stats) -> dict[str, Any]:
+  """{name: fitted} from in-distribution training statistics only."""
+  return {s.name: (s.fit(train_stats) if s.fit is not None else None) for s in scores}
+
+
+def _rows(stats: Stats, start: int, stop: int) -> dict:
+  return {k: np.asarray(v)[start:stop] for k, v in stats.items() if np.ndim(v) >= 1}
+
+
+def compute_scores(scores: Sequence[Score], fitted: Mapping[str, Any], stats: Stats,
+                   chunk: int = 1024) -> dict[str, np.ndarray]:
+  """{name: [N] float64} for every score whose statistics are present, in chunks of rows."""
+  scores = applicable(scores, stats)
+  num = len(np.asarray(stats['bits_per_dim'] if 'bits_per_dim' in stats else
+                       next(iter(stats.values()))))
+  fns = {s.name: jax.jit(s.fn) for s in scores}
+  out = {s.name: [] for s in scores}
+  for start in range(0, num, chunk):
+    rows = _rows(stats, start, min(start + chunk, num))
+    for s in scores:
+      out[s.name].append(np.asarray(fns[s.name](rows, fitted[s.name]), np.float64))
+  return {name: np.concatenate(parts) for name, parts in out.items()}

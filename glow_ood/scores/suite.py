@@ -1,0 +1,95 @@
+"""Scoring whole evaluated sets: gather each set's statistics, fit on training, score all.
+
+    stats = {label: set_statistics(eval_arrays, background=..., ensemble=..., code_bits=...)}
+    values, fitted = score_sets(scores, stats, fit_label='train')
+    metrics = ood_metrics(values, in_label='test', ood_labels=[...])
+
+The fit reads stats[fit_label] and nothing else, so no OOD set can reach a
+fitted score; the in-distribution test set is the negative class of every metric.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from glow_ood.analysis import ood_metrics as metrics_lib
+from glow_ood.scores import registry
+
+# The per-image arrays of an evaluation file that the scores read.
+EVAL_KEYS = ('log_px', 'log_p_discrete', 'bits_per_dim', 'log_pz') + tuple(
+    f'logdet_{kind}' for kind in registry.LOGDET_KINDS)
+
+
+def set_statistics(eval_arrays: Mapping[str, np.ndarray], *,
+                   background: Mapping[str, np.ndarray] | None = None,
+                   ensemble: Sequence[Mapping[str, np.ndarray]] = (),
+                   code_bits: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+  """One set's statistics: its evaluation under the model, plus the same images'
+
+  log p(x) under a background model, under every ensemble member (the model
+  itself first), and their lossless code lengths {compressor: bits [N]}.
+  """
+  stats = {k: np.asarray(eval_arrays[k]) for k in EVAL_KEYS if k in eval_arrays}
+  num = len(stats['log_px'])
+
+  def check(name, values):
+    values = np.asarray(values)
+    if len(values) != num:
+      raise ValueError(f'{name} has {len(values)} images, the evaluation {num}: '
+                       'both must score the same images in the same order.')
+    return values
+
+  if background is not None:
+    stats['background_log_px'] = check('The background evaluation', background['log_px'])
+  if ensemble:
+    members = [stats['log_px']] + [check('An ensemble member\'s evaluation', m['log_px'])
+                                   for m in ensemble]
+    stats['ensemble_log_px'] = np.stack(members, axis=-1)
+  for compressor, bits in (code_bits or {}).items():
+    stats[f'code_bits_{compressor}'] = check(f'The {compressor} code lengths', bits)
+  return stats
+
+
+def score_sets(scores: Sequence[registry.Score], stats: Mapping[str, Mapping[str, np.ndarray]],
+               fit_label: str = 'train'):
+  """({label: {score: [N]}}, fitted): scores applicable to the fit set, fitted on it alone."""
+  if fit_label not in stats:
+    raise ValueError(f'No statistics for the fit set {fit_label!r}; have {sorted(stats)}.')
+  chosen = registry.applicable(scores, stats[fit_label])
+  fitted = registry.fit_scores(chosen, stats[fit_label])
+  values = {label: registry.compute_scores(chosen, fitted, s) for label, s in stats.items()}
+  return values, fitted
+
+
+def ood_metrics(values: Mapping[str, Mapping[str, np.ndarray]], in_label: str,
+                ood_labels: Sequence[str], *, train_bits_per_dim=None,
+                typicality_batch_sizes: Sequence[int] = ()) -> dict[str, dict]:
+  """{ood label: {score: {auroc, auprc, fpr_at_95_tpr}}}, OOD the positive class.
+
+  With training bits/dim given, the batch typicality test (a score of a batch,
+  not of one image) is added for each batch size > 1.
+  """
+  metrics = {}
+  for label in ood_labels:
+    entry = {}
+    for name, scores_in in values[in_label].items():
+      if name in values[label]:
+        entry[name] = metrics_lib.summarize_ood_metrics(scores_in, values[label][name])
+    if train_bits_per_dim is not None:
+      bpd_in = values[in_label]['log p(x)']
+      bpd_out = values[label]['log p(x)']
+      for b in typicality_batch_sizes:
+        if b > 1 and min(len(bpd_in), len(bpd_out)) >= b:
+          entry[f'typicality (batch {b})'] = metrics_lib.summarize_ood_metrics(
+              metrics_lib.typicality_scores(train_bits_per_dim, bpd_in, b),
+              metrics_lib.typicality_scores(train_bits_per_dim, bpd_out, b))
+    metrics[label] = entry
+  return metrics
+
+
+def best_single_image_score(metrics: Mapping[str, dict]) -> str:
+  """The per-image score with the highest AUROC (batch scores excluded)."""
+  single = {k: v for k, v in metrics.items() if '(batch' not in k}
+  return max(single, key=lambda k: single[k]['auroc'])

@@ -1,0 +1,258 @@
+"""Each OOD score on cases whose answer is known in closed form."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import stats as scipy_stats
+
+from glow_ood import analysis
+from glow_ood import scores as scores_lib
+from glow_ood.scores import suite
+
+LATENT_DIMS = (8, 4)
+NUM_DIMS = 16
+
+
+def _stats(rng, n, *, log_px=None, levels=2):
+  """Consistent per-image statistics: log p(x) is the sum of its terms."""
+  log_pz = rng.normal(-10.0, 2.0, (n, levels))
+  coupling = rng.normal(3.0, 1.0, (n, levels))
+  actnorm = np.full((n, levels), 1.5)
+  invconv = np.full((n, levels), -0.25)
+  total = log_pz.sum(-1) + coupling.sum(-1) + actnorm.sum(-1) + invconv.sum(-1)
+  if log_px is not None:  # shift one term so the sum is the requested log p(x)
+    log_pz[:, 0] += log_px - total
+    total = log_px
+  return {'log_px': total, 'bits_per_dim': -total / (NUM_DIMS * math.log(2)),
+          'log_pz': log_pz, 'logdet_actnorm': actnorm, 'logdet_invconv': invconv,
+          'logdet_coupling': coupling}
+
+
+def _by_name(names):
+  every = {s.name: s for s in scores_lib.default_scores(LATENT_DIMS, NUM_DIMS)}
+  return [every[n] for n in names]
+
+
+def test_likelihood_ratio_of_two_gaussians_is_the_closed_form_log_ratio():
+  # Model N(0, 1), background N(0, 2^2): the score is log N(x; 0, 4) - log N(x; 0, 1).
+  x = np.linspace(-4.0, 4.0, 41)
+  stats = {'log_px': scipy_stats.norm(0, 1).logpdf(x),
+           'background_log_px': scipy_stats.norm(0, 2).logpdf(x)}
+  score, = _by_name(['likelihood ratio'])
+  values = scores_lib.compute_scores([score], {score.name: None}, stats)[score.name]
+  expected = -math.log(2.0) + 0.5 * x**2 * (1 - 1 / 4)
+  np.testing.assert_allclose(values, expected, rtol=1e-5, atol=1e-5)
+  # Far-out points are flagged OOD, the mode is the most in-distribution point.
+  assert values.argmin() == 20 and values[0] == values.max()
+
+
+def test_typicality_is_distance_to_the_training_mean():
+  rng = np.random.default_rng(0)
+  train = _stats(rng, 50)
+  score, = _by_name(['typicality'])
+  fitted = scores_lib.fit_scores([score], train)
+  entropy = train['bits_per_dim'].mean()
+  test = {'bits_per_dim': np.array([entropy, entropy + 0.3, entropy - 0.5])}
+  np.testing.assert_allclose(
+      scores_lib.compute_scores([score], fitted, test)[score.name], [0.0, 0.3, 0.5], atol=1e-5)
+  # Batch 1 agrees with the batch-level typicality of the metrics module.
+  np.testing.assert_allclose(
+      analysis.typicality_scores(train['bits_per_dim'], test['bits_per_dim'], 1),
+      [0.0, 0.3, 0.5], atol=1e-12)
+
+
+def test_input_complexity_subtracts_the_code_length_per_dimension():
+  score, = _by_name(['input complexity (PNG)'])
+  stats = {'bits_per_dim': np.array([2.0, 5.0]), 'code_bits_png': np.array([16.0, 64.0])}
+  values = scores_lib.compute_scores([score], {score.name: None}, stats)[score.name]
+  np.testing.assert_allclose(values, [2.0 - 1.0, 5.0 - 4.0])
+  assert not score.differentiable
+
+
+def test_level_scores_and_level_ratio_by_hand():
+  stats = {'log_pz': np.array([[-8.0, -4.0], [-16.0, -2.0]])}
+  names = ['log p(z_0)', 'log p(z_1)', 'level ratio']
+  values = scores_lib.compute_scores(_by_name(names), dict.fromkeys(names), stats)
+  np.testing.assert_allclose(values['log p(z_0)'], [8.0, 16.0])
+  np.testing.assert_allclose(values['log p(z_1)'], [4.0, 2.0])
+  # log p(z_0)/8 - log p(z_1)/4
+  np.testing.assert_allclose(values['level ratio'], [-1.0 + 1.0, -2.0 + 0.5])
+
+
+def test_waic_of_identical_models_is_minus_the_log_likelihood():
+  log_px = np.array([-3.0, -1.0, -7.5])
+  stats = {'ensemble_log_px': np.repeat(log_px[:, None], 5, axis=1)}
+  score, = _by_name(['WAIC'])
+  values = scores_lib.compute_scores([score], {score.name: None}, stats)[score.name]
+  np.testing.assert_allclose(values, -log_px)
+  # Disagreement between members raises the score by the variance.
+  stats = {'ensemble_log_px': np.array([[-1.0, -3.0]])}
+  np.testing.assert_allclose(
+      scores_lib.compute_scores([score], {score.name: None}, stats)[score.name], [2.0 + 1.0])
+
+
+def test_joint_gaussian_fit_recovers_a_known_density():
+  rng = np.random.default_rng(1)
+  mean = np.array([1.0, -2.0, 0.5])
+  a = rng.normal(size=(3, 3))
+  cov = a @ a.T + 0.5 * np.eye(3)
+  train = rng.multivariate_normal(mean, cov, size=20_000)
+  gaussian = scores_lib.fit_gaussian(train, ridge=0.0)
+  test = rng.multivariate_normal(mean, cov, size=200)
+  fitted = np.asarray(gaussian.log_density(jnp.asarray(test, jnp.float32)))
+  # The fit is a density of standardised features: add back the log Jacobian.
+  jacobian = -np.log(np.asarray(gaussian.standardize.std)).sum()
+  # Exactly the maximum-likelihood Gaussian of the sample ...
+  mle = scipy_stats.multivariate_normal(train.mean(0), np.cov(train, rowvar=False, bias=False))
+  np.testing.assert_allclose(fitted + jacobian, mle.logpdf(test), atol=2e-3)
+  # ... which is close to the law the sample came from.
+  truth = scipy_stats.multivariate_normal(mean, cov).logpdf(test)
+  assert np.abs(fitted + jacobian - truth).mean() < 0.05
+
+
+def test_product_kde_matches_the_smoothed_density_of_a_known_law():
+  rng = np.random.default_rng(2)
+  train = rng.normal(0.0, 1.0, size=(20_000, 2))
+  kde = scores_lib.fit_product_kde(train)
+  h = kde.bandwidth
+  points = np.array([[0.0, 0.0], [1.0, -1.0], [2.0, 0.5]])
+  fitted = np.asarray(kde.log_density(jnp.asarray(points, jnp.float32)))
+  jacobian = -np.log(np.asarray(kde.standardize.std)).sum()
+  # A Gaussian KDE of N(0, 1) data is N(0, 1 + h^2) in expectation, per feature.
+  truth = scipy_stats.norm(0, math.sqrt(1 + h**2)).logpdf(points).sum(-1)
+  np.testing.assert_allclose(fitted + jacobian, truth, atol=0.03)
+
+
+def test_dose_drops_constant_terms_and_flags_atypical_statistics():
+  rng = np.random.default_rng(3)
+  train = _stats(rng, 500)
+  names = ['DoSE (KDE)', 'DoSE (Gaussian)']
+  chosen = _by_name(names)
+  fitted = scores_lib.fit_scores(chosen, train)
+  # ActNorm and 1x1-conv log-dets are constant: not among the features used.
+  features = scores_lib.dose_features(train)
+  assert features.shape == (500, 1 + 2 + 3 * 2)
+  kept = fitted['DoSE (KDE)'].standardize.keep
+  assert kept == (0, 1, 2, 7, 8)
+  typical = _stats(rng, 200)
+  # Same log p(x) distribution but log p(z) and log-det moved apart in opposite directions.
+  odd = _stats(rng, 200)
+  odd['log_pz'][:, 1] -= 8.0
+  odd['logdet_coupling'][:, 1] += 8.0
+  for name in names:
+    s_typ = scores_lib.compute_scores(_by_name([name]), fitted, typical)[name]
+    s_odd = scores_lib.compute_scores(_by_name([name]), fitted, odd)[name]
+    assert analysis.auroc(s_typ, s_odd) > 0.99, name
+
+
+def test_fits_use_only_what_they_are_given():
+  """A fitted score is a function of the training statistics alone."""
+  rng = np.random.default_rng(4)
+  train = _stats(rng, 300)
+  chosen = _by_name(['typicality', 'DoSE (KDE)', 'DoSE (Gaussian)'])
+  a = scores_lib.fit_scores(chosen, train)
+  b = scores_lib.fit_scores(chosen, {k: np.copy(v) for k, v in train.items()})
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_compute_scores_skips_scores_whose_statistics_are_missing_and_chunks():
+  rng = np.random.default_rng(5)
+  train, test = _stats(rng, 100), _stats(rng, 37)
+  every = scores_lib.default_scores(LATENT_DIMS, NUM_DIMS)
+  fitted = scores_lib.fit_scores(scores_lib.applicable(every, train), train)
+  whole = scores_lib.compute_scores(every, fitted, test)
+  chunked = scores_lib.compute_scores(every, fitted, test, chunk=8)
+  assert 'likelihood ratio' not in whole and 'WAIC' not in whole
+  assert 'input complexity (PNG)' not in whole
+  assert set(whole) == {'log p(x)', 'typicality', 'log p(z_0)', 'log p(z_1)', 'level ratio',
+                        'DoSE (KDE)', 'DoSE (Gaussian)'}
+  for name in whole:
+    assert whole[name].shape == (37,)
+    np.testing.assert_allclose(whole[name], chunked[name], rtol=1e-6)
+
+
+def test_scores_are_differentiable_in_the_statistics():
+  rng = np.random.default_rng(6)
+  train = _stats(rng, 200)
+  chosen = [s for s in scores_lib.default_scores(LATENT_DIMS, NUM_DIMS) if s.differentiable]
+  chosen = scores_lib.applicable(chosen, train)
+  fitted = scores_lib.fit_scores(chosen, train)
+  test = {k: jnp.asarray(v[:4], jnp.float32) for k, v in _stats(rng, 4).items()}
+  for s in chosen:
+    grad = jax.grad(lambda t, s=s: s.fn(t, fitted[s.name]).sum())(test)
+    assert all(np.all(np.isfinite(np.asarray(g))) for g in jax.tree.leaves(grad)), s.name
+
+
+@pytest.mark.parametrize('rate', [0.0, 0.15, 1.0])
+def test_mutation_replaces_the_stated_fraction_with_uniform_values(rate):
+  x = jnp.full((64, 32, 32, 1), 7, jnp.uint8)
+  y = np.asarray(scores_lib.mutate_pixels(jax.random.key(0), x, rate))
+  assert y.dtype == np.uint8 and y.shape == x.shape
+  # A replaced value equals 7 with probability 1/256: count those in the expected fraction.
+  changed = (y != 7).mean()
+  expected = rate * 255 / 256
+  n = y.size
+  assert abs(changed - expected) <= 4 * math.sqrt(max(expected * (1 - expected), 1e-12) / n) + 1e-12
+  if rate == 1.0:
+    counts = np.bincount(y.reshape(-1), minlength=256)
+    # Uniform over 0..255: a chi-square test at a generous level.
+    chi2 = ((counts - n / 256) ** 2 / (n / 256)).sum()
+    assert chi2 < scipy_stats.chi2(255).ppf(0.999)
+
+
+def test_mutation_keeps_unreplaced_pixels_and_rejects_bad_input():
+  x = jnp.asarray(np.random.default_rng(7).integers(0, 256, (8, 16, 16, 3)), jnp.uint8)
+  y = np.asarray(scores_lib.mutate_pixels(jax.random.key(1), x, 0.0))
+  np.testing.assert_array_equal(y, np.asarray(x))
+  with pytest.raises(TypeError, match='uint8'):
+    scores_lib.mutate_pixels(jax.random.key(1), x.astype(jnp.float32), 0.1)
+  with pytest.raises(ValueError, match='mutation rate'):
+    scores_lib.mutate_pixels(jax.random.key(1), x, 1.5)
+
+
+def test_score_sets_fit_on_the_fit_set_alone():
+  """Swapping the OOD set leaves every fitted score, and the test set's scores, unchanged."""
+  rng = np.random.default_rng(8)
+  train, test = _stats(rng, 200), _stats(rng, 50)
+  ood_a = _stats(rng, 60, log_px=np.full(60, -5.0))
+  ood_b = _stats(rng, 70, log_px=np.full(70, -50.0))
+  every = scores_lib.default_scores(LATENT_DIMS, NUM_DIMS)
+  values_a, fitted_a = suite.score_sets(every, {'train': train, 'test': test, 'ood': ood_a})
+  values_b, fitted_b = suite.score_sets(every, {'train': train, 'test': test, 'ood': ood_b})
+  for x, y in zip(jax.tree.leaves(fitted_a), jax.tree.leaves(fitted_b)):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+  for name in values_a['test']:
+    np.testing.assert_array_equal(values_a['test'][name], values_b['test'][name])
+  assert not np.array_equal(values_a['ood']['log p(x)'][:60], values_b['ood']['log p(x)'][:60])
+  with pytest.raises(ValueError, match='fit set'):
+    suite.score_sets(every, {'test': test}, fit_label='train')
+
+
+def test_set_statistics_joins_models_and_checks_lengths():
+  rng = np.random.default_rng(9)
+  own, background = _stats(rng, 5), _stats(rng, 5)
+  members = [_stats(rng, 5), _stats(rng, 5)]
+  stats = suite.set_statistics(own, background=background, ensemble=members,
+                               code_bits={'png': np.arange(5.0)})
+  np.testing.assert_array_equal(stats['background_log_px'], background['log_px'])
+  assert stats['ensemble_log_px'].shape == (5, 3)
+  np.testing.assert_array_equal(stats['ensemble_log_px'][:, 0], own['log_px'])
+  np.testing.assert_array_equal(stats['code_bits_png'], np.arange(5.0))
+  with pytest.raises(ValueError, match='same images'):
+    suite.set_statistics(own, background=_stats(rng, 4))
+
+
+def test_ood_metrics_per_set_and_batch_typicality():
+  values = {'test': {'log p(x)': np.array([1.0, 2.0, 3.0, 4.0])},
+            'ood': {'log p(x)': np.array([5.0, 6.0, 7.0, 8.0])}}
+  metrics = suite.ood_metrics(values, 'test', ['ood'], train_bits_per_dim=np.array([2.5]),
+                              typicality_batch_sizes=(1, 2))
+  assert metrics['ood']['log p(x)']['auroc'] == 1.0
+  # Batches of 2: test means 1.5, 3.5 -> |.-2.5| = 1, 1; OOD means 5.5, 7.5 -> 3, 5.
+  assert metrics['ood']['typicality (batch 2)']['auroc'] == 1.0
+  assert 'typicality (batch 1)' not in metrics['ood']
+  assert suite.best_single_image_score(metrics['ood']) == 'log p(x)'
