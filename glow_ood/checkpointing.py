@@ -8,10 +8,10 @@ so a killed run leaves only whole checkpoints. Saves are asynchronous; call
 from glow_ood import extras  # pylint: disable=g-bad-import-order
 extras.require('train', 'orbax.checkpoint')  # before the imports it checks
 
-import json
 import os
 
 from absl import logging
+from etils import epath
 import jax
 import orbax.checkpoint as ocp
 
@@ -161,17 +161,19 @@ def _restore_failure(manager, step: int, error: Exception) -> str:
 
 
 def _stored_shapes(manager, step: int) -> dict[tuple[str, ...], tuple[int, ...]] | None:
-  """{key path: shape} of the stored state's arrays, from orbax's metadata file; None if
-  that file cannot be read (the restore then says what is wrong)."""
-  path = os.path.join(str(manager.directory), str(step), STATE, '_METADATA')
+  """{key path: global shape} of the stored state's arrays, from orbax's metadata; None
+  if that cannot be read (the restore then says what is wrong)."""
+  handler = ocp.PyTreeCheckpointHandler()
   try:
-    with open(path) as f:
-      tree = json.load(f)['tree_metadata']
-    return {tuple(k['key'] for k in entry['key_metadata']):
-            tuple(entry['value_metadata'].get('write_shape') or ())
-            for entry in tree.values()}
-  except (OSError, ValueError, KeyError, TypeError):
+    tree = handler.metadata(epath.Path(str(manager.directory)) / str(step) / STATE)
+    tree = getattr(tree, 'tree', tree)
+    return {tuple(str(getattr(k, 'key', getattr(k, 'idx', k))) for k in path): tuple(leaf.shape)
+            for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]
+            if getattr(leaf, 'shape', None) is not None}
+  except Exception:  # pylint: disable=broad-except
     return None
+  finally:
+    handler.close()
 
 
 def _check_param_shapes(manager, step: int, stored: dict, target) -> None:

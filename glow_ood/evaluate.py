@@ -204,5 +204,5 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
     print(summary_table(rows), flush=True)
   if evaluated:
     from glow_ood import scoring  # pylint: disable=g-import-not-at-top (it imports this module)
-    scoring.score_evaluated_sets(config, workdir, mesh, params, ckpt_step, evaluated)
+    scoring.score_evaluated_sets(config, workdir, mesh, variables, ckpt_step, evaluated)
   return paths

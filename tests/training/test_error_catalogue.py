@@ -138,6 +138,12 @@ def _assert_resumable_from(step):
   return check
 
 
+def _assert_complete_steps(env, steps):
+  """No step directory but `steps` looks complete (a failed save left none behind)."""
+  directory = os.path.join(env.workdir, 'checkpoints')
+  assert sorted(int(n) for n in os.listdir(directory) if n.isdigit()) == steps
+
+
 def _assert_eval_records_resize(env, output):
   path = os.path.join(env.workdir, 'eval', 'digits20_test_step8.npz')
   with np.load(path) as f:
@@ -254,7 +260,7 @@ CASES = [
     Case('disk-full-during-checkpoint-save',
          lambda e: (_disk_full_on_checkpoint_write(e),
                     e.train_args('--config.train.num_steps=12'))[1],
-         1, 'No space left on device'),
+         1, 'No space left on device', check=lambda e, output: _assert_complete_steps(e, [4, 8])),
     Case('disk-full-writing-evaluation',
          lambda e: (_disk_full_on_eval_write(e),
                     e.eval_args('--config.eval.datasets=fashion_mnist:train[tag=fm_train]'))[1],
