@@ -36,6 +36,8 @@ config_flags.DEFINE_config_file(
     'config', None, 'Pair config file[:variant]; by default configs/pairs/<pair>.py:<variant>. '
     'Override any field with --config.<key>=<value>.', lock_config=True)
 flags.DEFINE_string('workdir', None, 'Output directory: glow/, cv_glow/, figures/, report.md.')
+flags.DEFINE_bool('debug', False, 'Show the traceback of an expected failure (bad config, '
+                  'data, workdir or checkpoint) instead of its one-line message.')
 flags.mark_flags_as_required(['workdir'])
 FLAGS = flags.FLAGS
 
@@ -45,9 +47,28 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   from glow_ood import metrics  # pylint: disable=g-import-not-at-top
   from glow_ood.experiment import pipeline  # pylint: disable=g-import-not-at-top
+  from glow_ood import user_errors  # pylint: disable=g-import-not-at-top
   metrics.quiet_checkpoint_logging()
-  pipeline.run_pair(FLAGS.config, FLAGS.workdir)
+  try:
+    pipeline.run_pair(FLAGS.config, FLAGS.workdir)
+  except Exception as error:  # pylint: disable=broad-except
+    if FLAGS.debug:
+      raise
+    user_errors.exit_with_message(error)
+
+
+def parse_flags(argv):
+  """absl flag parsing; a bad flag or --config override ends with one line, not a traceback."""
+  try:
+    return FLAGS(argv)
+  except (flags.Error, AttributeError, KeyError) as error:
+    if '--debug' in argv:
+      raise
+    from glow_ood import config_validation, user_errors  # pylint: disable=g-import-not-at-top
+    detail = ' '.join(str(error).replace('\\n', ' ').split())
+    user_errors.exit_with_message(config_validation.ConfigError(
+        f'Bad flag or --config override: {detail}'))
 
 
 if __name__ == '__main__':
-  app.run(main, argv=with_default_config(sys.argv, PAIRS_DIR))
+  app.run(main, argv=with_default_config(sys.argv, PAIRS_DIR), flags_parser=parse_flags)

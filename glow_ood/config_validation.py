@@ -185,7 +185,12 @@ def _check_data_spec(config, key: str, fields: dict) -> None:
     spec = data.DataSpec(**fields)
     data.validate_spec(spec)
   except (ValueError, TypeError) as e:
-    raise ConfigError(str(e).replace('DataSpec.', f'config.{key}.')) from e
+    message = str(e).replace('DataSpec.', f'config.{key}.')
+    path = fields.get('path') or ''
+    if path.endswith('.npz') and fields.get('name') != 'npz':
+      message += (f" An .npz file is read as the set named 'npz'; name its output files with "
+                  f"tag=, e.g. 'npz:test[path={path};tag={fields.get('name')}]'.")
+    raise ConfigError(message) from e
 
 
 def validate_config(config: ml_collections.ConfigDict, *, device_count: int,

@@ -6,8 +6,13 @@ workdir/eval/{tag}_{split}_step{step}.npz holds, for N images and L levels:
   bits_per_dim [N]
   log_pz [N, L]       prior term per level
   logdet_{actnorm,invconv,coupling} [N, L]
-and the scalars step, n_bits, num_dims, dataset, split.
+and the scalars step, n_bits, num_dims, dataset, split, dequantization and
+preprocessing (each resize, pad, crop or channel conversion the images went
+through to fit the model, with the shapes before and after; 'none' if none).
 """
+
+from glow_ood import extras  # pylint: disable=g-bad-import-order
+extras.require('train', 'orbax.checkpoint')  # before the imports it checks
 
 import os
 import tempfile
@@ -23,6 +28,7 @@ from glow_ood import data
 from glow_ood import likelihood
 from glow_ood import parallel
 from glow_ood import train_state as train_state_lib
+from glow_ood import workdir_config
 from glow_ood.flows.glow import Glow, LOGDET_KINDS
 
 PER_EXAMPLE_KEYS = ('log_px', 'log_p_discrete', 'bits_per_dim', 'log_pz') + tuple(
@@ -32,17 +38,17 @@ _EVAL_FNS = {}
 
 
 def _eval_fn(config: ml_collections.ConfigDict, mesh, dequantization: str):
-  """Jitted (params, x_uint8 [B,H,W,C], key) -> per-example terms, replicated to every host."""
+  """Jitted (variables, x_uint8 [B,H,W,C], key) -> per-example terms, replicated to every host."""
   cache_key = (config.to_json(), mesh, dequantization)
   if cache_key in _EVAL_FNS:
     return _EVAL_FNS[cache_key]
   model = train_state_lib.model_from_config(config)
   n_bits = config.n_bits
 
-  def fn(params, x_uint8, key):
+  def fn(variables, x_uint8, key):
     y = likelihood.dequantize(key, likelihood.reduce_bits(x_uint8, n_bits), n_bits,
                               noise=dequantization)
-    out = model.apply({'params': params}, y, method=Glow.forward)
+    out = model.apply(variables, y, method=Glow.forward)
     terms = {'log_px': out.log_px, 'log_pz': out.log_pz}
     terms.update({f'logdet_{kind}': out.logdet[kind] for kind in LOGDET_KINDS})
     return terms
@@ -54,7 +60,7 @@ def _eval_fn(config: ml_collections.ConfigDict, mesh, dequantization: str):
   return jitted
 
 
-def evaluate_images(config: ml_collections.ConfigDict, mesh, params, images: np.ndarray, *,
+def evaluate_images(config: ml_collections.ConfigDict, mesh, variables, images: np.ndarray, *,
                     batch_size: int, dequantization: str, key: jax.Array) -> dict[str, np.ndarray]:
   """Per-example terms for uint8 images [N,H,W,C] (every host passes the same images).
 
@@ -77,7 +83,7 @@ def evaluate_images(config: ml_collections.ConfigDict, mesh, params, images: np.
   for index in range(num_batches):
     batch = padded[index * batch_size:(index + 1) * batch_size]
     x = parallel.global_batch(mesh, parallel.host_slice(batch))
-    chunks.append(fn(params, x, jax.random.fold_in(key, index)))
+    chunks.append(fn(variables, x, jax.random.fold_in(key, index)))
   chunks = parallel.to_host(chunks)
   results = {name: np.concatenate([c[name] for c in chunks])[:num] for name in chunks[0]}
   num_dims = int(np.prod(expected))
@@ -108,15 +114,20 @@ def write_npz_atomic(path: str, arrays: dict) -> None:
 
 
 def write_evaluation(path: str, results: dict[str, np.ndarray], config: ml_collections.ConfigDict,
-                     step: int, *, dataset: str, split: str, dequantization: str) -> None:
-  """The per-example file of one evaluated set (process 0 writes; atomic)."""
+                     step: int, *, dataset: str, split: str, dequantization: str,
+                     preprocessing: str = 'none') -> None:
+  """The per-example file of one evaluated set (process 0 writes; atomic).
+
+  preprocessing: what was done to the images to fit the model ('none' if nothing).
+  """
   if not parallel.is_main_process():
     return
   write_npz_atomic(path, dict(
       {name: results[name] for name in PER_EXAMPLE_KEYS},
       step=np.int64(step), n_bits=np.int64(config.n_bits),
       num_dims=np.int64(train_state_lib.num_dims(config)), dataset=np.str_(dataset),
-      split=np.str_(split), dequantization=np.str_(dequantization)))
+      split=np.str_(split), dequantization=np.str_(dequantization),
+      preprocessing=np.str_(preprocessing)))
 
 
 def summary_table(rows: dict[str, dict[str, np.ndarray]]) -> str:
@@ -135,12 +146,13 @@ def summary_table(rows: dict[str, dict[str, np.ndarray]]) -> str:
 
 def load_state_for_eval(config: ml_collections.ConfigDict, workdir: str, mesh,
                         step: int | None = None):
-  """(params to evaluate with, checkpoint step); step None/-1 = config.eval.checkpoint_step."""
+  """(variables for model.apply, checkpoint step); step None/-1 = config.eval.checkpoint_step."""
   if step is None:
     step = config.eval.checkpoint_step
+  workdir_config.check_restore(config, workdir)
   state, meta = checkpointing.restore_from_workdir(
       workdir, train_state_lib.abstract_train_state(config, mesh), step)
-  return train_state_lib.eval_params(state, config), int(meta['step'])
+  return train_state_lib.eval_variables(state, config), int(meta['step'])
 
 
 def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
@@ -161,19 +173,26 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
       raise config_validation.ConfigError(
           f'config.eval.batch_size={eval_set.batch_size} is not valid: must be divisible by '
           f'the number of devices ({jax.device_count()}) (data set {eval_set.key}).')
-  params, ckpt_step = load_state_for_eval(config, workdir, mesh, step)
+  variables, ckpt_step = load_state_for_eval(config, workdir, mesh, step)
   key = train_state_lib.run_keys(config.seed)['eval']
 
   paths, rows, evaluated = {}, {}, {}
   for eval_set in eval_sets:
     spec = data.DataSpec(**config_validation.data_fields_for(config, eval_set))
     data.validate_spec(spec)
-    images = data.load_array(spec, eval_set.split, max_examples=eval_set.max_examples or None)
-    results = evaluate_images(config, mesh, params, images, batch_size=eval_set.batch_size,
+    report = []
+    images = data.load_array(spec, eval_set.split, max_examples=eval_set.max_examples or None,
+                             report=report)
+    # Distinct steps in order: TFDS sets with varying sizes report per image.
+    preprocessing = '; '.join(dict.fromkeys(report)) or 'none'
+    if report and parallel.is_main_process():
+      print(f'{eval_set.key}: images fitted to the model: {preprocessing}', flush=True)
+    results = evaluate_images(config, mesh, variables, images, batch_size=eval_set.batch_size,
                               dequantization=eval_set.dequantization, key=key)
     path = eval_path(workdir, eval_set.tag, eval_set.split, ckpt_step)
     write_evaluation(path, results, config, ckpt_step, dataset=eval_set.name,
-                     split=eval_set.split, dequantization=eval_set.dequantization)
+                     split=eval_set.split, dequantization=eval_set.dequantization,
+                     preprocessing=preprocessing)
     paths[eval_set.key] = path
     rows[eval_set.key] = results
     if with_scores and config.scores.enabled:
@@ -185,5 +204,5 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
     print(summary_table(rows), flush=True)
   if evaluated:
     from glow_ood import scoring  # pylint: disable=g-import-not-at-top (it imports this module)
-    scoring.score_evaluated_sets(config, workdir, mesh, params, ckpt_step, evaluated)
+    scoring.score_evaluated_sets(config, workdir, mesh, variables, ckpt_step, evaluated)
   return paths

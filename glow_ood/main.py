@@ -2,7 +2,19 @@
 
   python -m glow_ood.main --config=configs/fashion_mnist_quick.py --workdir=/tmp/fm \
       [--config.train.num_steps=2000 ...] [--mode=train|evaluate|sample]
+  python -m glow_ood.main --workdir=/tmp/fm --mode=evaluate [--config.eval.datasets=...]
+
+Without --config, the config recorded in the workdir (config.json) is used.
+Expected failures (bad config, data, workdir or checkpoint, a non-finite loss, a
+full disk) end with one line on stderr and exit status 1; --debug shows the
+traceback instead.
 """
+
+from glow_ood import extras  # pylint: disable=g-bad-import-order
+extras.require('train', 'absl')  # before the imports it checks
+
+import os
+import sys
 
 from absl import app
 from absl import flags
@@ -11,6 +23,8 @@ from ml_collections import config_flags
 
 from glow_ood import config_validation
 from glow_ood import parallel
+from glow_ood import user_errors
+from glow_ood import workdir_config
 
 FLAGS = flags.FLAGS
 
@@ -28,7 +42,9 @@ flags.DEFINE_string('coordinator_address', None, 'host:port of process 0, for --
                     'where it is not detected (not needed on Cloud TPU, SLURM, Open MPI).')
 flags.DEFINE_integer('num_processes', None, 'Process count, for --multihost where not detected.')
 flags.DEFINE_integer('process_id', None, 'This process, 0..num_processes-1, where not detected.')
-flags.mark_flags_as_required(['config', 'workdir'])
+flags.DEFINE_bool('debug', False, 'Show the traceback of an expected failure (bad config, '
+                  'data, workdir or checkpoint) instead of its one-line message.')
+flags.mark_flags_as_required(['workdir'])
 
 
 def unknown_override_message(argv) -> str | None:
@@ -49,15 +65,53 @@ def unknown_override_message(argv) -> str | None:
   return None
 
 
+def _flag_value(argv, name: str) -> str | None:
+  """The value of --name=value or --name value in argv, the last one winning."""
+  value = None
+  for index, arg in enumerate(argv[1:], start=1):
+    if arg.startswith(f'--{name}='):
+      value = arg.split('=', 1)[1]
+    elif arg == f'--{name}' and index + 1 < len(argv):
+      value = argv[index + 1]
+  return value
+
+
+def with_recorded_config(argv) -> list[str]:
+  """argv, with --config pointing at the workdir's recorded config when it is left out."""
+  if _flag_value(argv, 'config') is not None:
+    return list(argv)
+  workdir = _flag_value(argv, 'workdir')
+  if workdir is None:
+    return list(argv)  # absl reports the missing --workdir
+  if not os.path.isfile(workdir_config.config_path(workdir)):
+    raise config_validation.ConfigError(
+        f'--config is needed: {workdir} has no recorded config '
+        f'({workdir_config.CONFIG_FILE}, written when training starts). Pass '
+        '--config=configs/<name>.py.')
+  workdir_config.load(workdir)  # an unreadable record fails here, with its own message
+  return [argv[0], f'--config={workdir_config.__file__}:{workdir}'] + list(argv[1:])
+
+
 def parse_flags(argv):
-  """absl flag parsing, with a clear message for a mistyped --config.<key> override."""
+  """absl flag parsing, with one clear message for a bad --config, override or workdir."""
   try:
-    return FLAGS(argv)
-  except (AttributeError, KeyError):
-    message = unknown_override_message(argv)
-    if message is None:
+    argv = with_recorded_config(argv)
+    sys.argv = argv  # config_flags reads the --config.<key> overrides from sys.argv
+    try:
+      return FLAGS(argv)
+    except (AttributeError, KeyError):
+      message = unknown_override_message(argv)
+      if message is None:
+        raise
+      raise config_validation.ConfigError(message) from None
+  except flags.Error as error:
+    if '--debug' in argv:
       raise
-    raise config_validation.ConfigError(message) from None
+    user_errors.exit_with_message(config_validation.ConfigError(str(error)))
+  except Exception as error:  # pylint: disable=broad-except
+    if '--debug' in argv:
+      raise
+    user_errors.exit_with_message(error)
 
 
 def main(argv):
@@ -77,14 +131,24 @@ def main(argv):
   logging.info('JAX process %d/%d, devices: %s', jax.process_index(), jax.process_count(),
                jax.devices())
 
-  if FLAGS.mode == 'train':
-    train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
-  elif FLAGS.mode == 'evaluate':
-    evaluate.evaluate_checkpoint(FLAGS.config, FLAGS.workdir, with_scores=True)
-  else:
-    for path in sample.write_samples(FLAGS.config, FLAGS.workdir):
-      logging.info('Wrote %s', path)
+  try:
+    if FLAGS.mode == 'train':
+      train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    elif FLAGS.mode == 'evaluate':
+      evaluate.evaluate_checkpoint(FLAGS.config, FLAGS.workdir, with_scores=True)
+    else:
+      for path in sample.write_samples(FLAGS.config, FLAGS.workdir):
+        logging.info('Wrote %s', path)
+  except Exception as error:  # pylint: disable=broad-except
+    if FLAGS.debug:
+      raise
+    user_errors.exit_with_message(error)
+
+
+def run(argv=None) -> None:
+  """The command line entry point (argv default: sys.argv)."""
+  app.run(main, argv=argv if argv is not None else sys.argv, flags_parser=parse_flags)
 
 
 if __name__ == '__main__':
-  app.run(main, flags_parser=parse_flags)
+  run()

@@ -1,5 +1,8 @@
 """Training feedback: TensorBoard scalars/images via clu, and a console progress line."""
 
+from glow_ood import extras  # pylint: disable=g-bad-import-order
+extras.require('train', 'clu.metric_writers')  # before the imports it checks
+
 import logging as std_logging
 import sys
 import time

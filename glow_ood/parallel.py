@@ -4,6 +4,9 @@ One 1-D mesh over every device of every host, axis 'data'. Batches are sharded
 along their leading axis; parameters and optimizer state are replicated.
 """
 
+from glow_ood import extras  # pylint: disable=g-bad-import-order
+extras.require('train', 'absl')  # before the imports it checks
+
 import os
 
 from absl import logging

@@ -1,5 +1,8 @@
 """Sample grids at chosen temperatures: workdir/samples/step_XXXXXX_T0.7.png."""
 
+from glow_ood import extras  # pylint: disable=g-bad-import-order
+extras.require('train', 'orbax.checkpoint', 'PIL')  # before the imports it checks
+
 import math
 import os
 import tempfile
@@ -20,15 +23,15 @@ _SAMPLE_FNS = {}
 
 
 def _sample_fn(config: ml_collections.ConfigDict, mesh):
-  """Jitted (params, key, temperature) -> images y [num, H, W, C], replicated."""
+  """Jitted (variables, key, temperature) -> images y [num, H, W, C], replicated."""
   cache_key = (config.to_json(), mesh)
   if cache_key not in _SAMPLE_FNS:
     model = train_state_lib.model_from_config(config)
     shape = train_state_lib.image_shape(config)
     num = config.sample.num
 
-    def fn(params, key, temperature):
-      return model.apply({'params': params}, key, shape, num, temperature, method=Glow.sample)
+    def fn(variables, key, temperature):
+      return model.apply(variables, key, shape, num, temperature, method=Glow.sample)
 
     replicated = parallel.replicated(mesh)
     _SAMPLE_FNS[cache_key] = jax.jit(fn, in_shardings=(replicated, replicated, replicated),
@@ -54,13 +57,13 @@ def tile(images_uint8: np.ndarray) -> np.ndarray:
   return grid
 
 
-def sample_grids(config: ml_collections.ConfigDict, mesh, params,
+def sample_grids(config: ml_collections.ConfigDict, mesh, variables,
                  key: jax.Array) -> dict[float, np.ndarray]:
   """{temperature: uint8 grid [H', W', C]}; the same key at every temperature."""
   fn = _sample_fn(config, mesh)
   grids = {}
   for temperature in temperatures(config):
-    y = np.asarray(jax.device_get(fn(params, key, np.float32(temperature))))
+    y = np.asarray(jax.device_get(fn(variables, key, np.float32(temperature))))
     y = np.nan_to_num(y, nan=0.0, posinf=1.0, neginf=0.0)  # a diverged sample shows as black
     grids[temperature] = tile(likelihood.to_uint8(y, config.n_bits))
   return grids
@@ -86,9 +89,9 @@ def write_samples(config: ml_collections.ConfigDict, workdir: str,
   """Sample grids from a checkpoint (default config.eval.checkpoint_step, -1 = latest)."""
   config_validation.validate_config(config, device_count=jax.device_count(), check_data=False)
   mesh = parallel.make_mesh()
-  params, ckpt_step = evaluate.load_state_for_eval(config, workdir, mesh, step)
+  variables, ckpt_step = evaluate.load_state_for_eval(config, workdir, mesh, step)
   keys = train_state_lib.run_keys(config.seed)
-  grids = sample_grids(config, mesh, params, jax.random.fold_in(keys['sample'], ckpt_step))
+  grids = sample_grids(config, mesh, variables, jax.random.fold_in(keys['sample'], ckpt_step))
   paths = []
   for temperature, grid in grids.items():
     path = sample_path(workdir, ckpt_step, temperature)

@@ -5,9 +5,11 @@ optimizer state and data position (the per-step rng is fold_in(key, step)),
 so a resumed run repeats the uninterrupted one.
 """
 
+from glow_ood import extras  # pylint: disable=g-bad-import-order
+extras.require('train', 'optax', 'orbax.checkpoint', 'clu.metric_writers')  # before the imports it checks
+
 import itertools
 import math
-import os
 
 from absl import logging
 import jax
@@ -19,11 +21,13 @@ from glow_ood import checkpointing
 from glow_ood import config_validation
 from glow_ood import data
 from glow_ood import evaluate
+from glow_ood import interrupt
 from glow_ood import likelihood
 from glow_ood import metrics as metrics_lib
 from glow_ood import parallel
 from glow_ood import sample
 from glow_ood import train_state as train_state_lib
+from glow_ood import workdir_config
 from glow_ood.flows.glow import Glow, LOGDET_KINDS
 from glow_ood.scores.mutation import mutate_pixels
 from glow_ood.train_state import TrainState
@@ -61,7 +65,8 @@ def make_train_step(config: ml_collections.ConfigDict, mesh):
     y = likelihood.dequantize(noise_key, likelihood.reduce_bits(x_uint8, n_bits), n_bits)
 
     def loss_fn(params):
-      out = model.apply({'params': params}, y, method=Glow.forward)
+      out = model.apply(train_state_lib.model_variables(params, state.constants), y,
+                        method=Glow.forward)
       return likelihood.bits_per_dim(out.log_px, num_dims, n_bits).mean(), out
 
     (loss, out), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
@@ -94,7 +99,7 @@ class NonFiniteLossError(FloatingPointError):
 
 
 def _raise_non_finite(step: int, what: str, value, manager) -> None:
-  manager.wait_until_finished()
+  checkpointing.wait(manager)
   latest = manager.latest_step()
   kept = (f'The last good checkpoint (step {latest}) in {manager.directory} is intact.'
           if latest is not None else 'No checkpoint had been written yet.')
@@ -119,92 +124,122 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   mesh = parallel.make_mesh()
   train_cfg = config.train
   spec = data.DataSpec.from_config(config.data)
+  workdir_config.check_resume(config, workdir)
   if parallel.is_main_process():
-    os.makedirs(workdir, exist_ok=True)
+    workdir_config.prepare(workdir)
 
   keys = train_state_lib.run_keys(config.seed)
   manager = checkpointing.make_manager(workdir, keep=train_cfg.keep_checkpoints)
-  state = None
-  start_step = 0
-  if manager.latest_step() is not None:
-    state, meta = checkpointing.restore(
-        manager, train_state_lib.abstract_train_state(config, mesh))
-    start_step = int(jax.device_get(state.step))
-    logging.info('Resumed from checkpoint step %d (%s)', start_step, meta)
+  writer = None
+  try:
+    state = None
+    start_step = 0
+    if manager.latest_step() is not None:
+      state, meta = checkpointing.restore(
+          manager, train_state_lib.abstract_train_state(config, mesh))
+      start_step = int(jax.device_get(state.step))
+      logging.info('Resumed from checkpoint step %d (%s)', start_step, meta)
 
-  batches = data.train_iterator(
-      spec, 'train', batch_size=train_cfg.batch_size, seed=config.seed, start_step=start_step,
-      process_index=jax.process_index(), process_count=jax.process_count())
-  if state is None:
-    # ActNorm is initialised from the global first batch, which is also step 0's batch.
-    first = next(batches)
-    batches = itertools.chain([first], batches)
-    state = train_state_lib.create_train_state(
-        config, mesh, keys['init'], parallel.global_batch(mesh, first))
+    batches = data.train_iterator(
+        spec, 'train', batch_size=train_cfg.batch_size, seed=config.seed, start_step=start_step,
+        process_index=jax.process_index(), process_count=jax.process_count())
+    if state is None:
+      # ActNorm is initialised from the global first batch, which is also step 0's batch.
+      first = next(batches)
+      batches = itertools.chain([first], batches)
+      state = train_state_lib.create_train_state(
+          config, mesh, keys['init'], parallel.global_batch(mesh, first))
+    if parallel.is_main_process():
+      workdir_config.record(config, workdir)
 
+    writer = metrics_lib.make_writer(workdir)
+    if start_step == 0:
+      writer.write_hparams(metrics_lib.flatten_config(config))
+    with interrupt.StopRequest() as stop:
+      state, done = _train_loop(config, workdir, mesh, state, start_step, batches, keys, manager,
+                                writer, stop)
+      if stop.requested:
+        checkpointing.wait(manager)
+        _save(manager, state, done)
+        checkpointing.wait(manager)
+        raise interrupt.TrainingInterrupted(
+            f'Interrupted: stopped after step {done} and saved checkpoint step {done} in '
+            f'{manager.directory}. Rerun the same command to resume from there.')
+  finally:
+    # Async saves must be complete (and renamed into place) before the process exits;
+    # a failed one surfaces here as a CheckpointWriteError.
+    checkpointing.close(manager)
+    if writer is not None:
+      writer.close()
+  return state
+
+
+def _save(manager, state: TrainState, done: int, train_bits_per_dim: float | None = None) -> None:
+  if manager.latest_step() == done:
+    return
+  checkpointing.save(manager, state, {'data_position': done,
+                                      'train_bits_per_dim': train_bits_per_dim})
+
+
+def _train_loop(config, workdir, mesh, state, start_step, batches, keys, manager, writer,
+                stop) -> tuple[TrainState, int]:
+  """Steps from start_step to train.num_steps (or to a stop request); returns (state, steps done)."""
+  train_cfg = config.train
+  spec = data.DataSpec.from_config(config.data)
   train_step = make_train_step(config, mesh)
-  writer = metrics_lib.make_writer(workdir)
   progress = metrics_lib.ProgressLine(train_cfg.num_steps, train_cfg.batch_size)
   test_images = None
-  if start_step == 0:
-    writer.write_hparams(metrics_lib.flatten_config(config))
-
-  last_loss = float('nan')
   pending = None  # (step, metrics) of the step whose result is not yet checked
-  step = start_step
-  try:
-    for step in range(start_step, train_cfg.num_steps):
-      state, step_out = train_step(state, parallel.global_batch(mesh, next(batches)), keys['train'])
-      # Checking the previous step lets this one run while we wait for that result.
-      if pending is not None:
-        _check_finite(pending[0], parallel.to_host(pending[1]), manager)
-      pending = (step, step_out)
-      done = step + 1
-      is_last = done == train_cfg.num_steps
-
-      if done % train_cfg.log_every == 0 or is_last:
-        host = metrics_lib.flatten_metrics(parallel.to_host(step_out))
-        _check_finite(step, host, manager)
-        rates = progress.update(done, bits_per_dim=host['bits_per_dim'])
-        scalars = {f'train/{name}': value for name, value in host.items()}
-        scalars.update({f'throughput/{name}': value for name, value in rates.items()})
-        writer.write_scalars(done, scalars)
-
-      if done % train_cfg.checkpoint_every == 0 or is_last:
-        host = parallel.to_host(step_out)
-        _check_finite(step, host, manager)
-        if not bool(_all_finite(state.params)):
-          _raise_non_finite(step, 'parameters', 'after the update', manager)
-        last_loss = float(host['bits_per_dim'])
-        checkpointing.save(manager, state, {'data_position': done,
-                                            'train_bits_per_dim': last_loss})
-
-      if train_cfg.eval_every and (done % train_cfg.eval_every == 0 or is_last):
-        if test_images is None:
-          test_images = data.load_array(spec, 'test',
-                                        max_examples=train_cfg.eval_examples or None)
-        params = train_state_lib.eval_params(state, config)
-        results = evaluate.evaluate_images(
-            config, mesh, params, test_images, batch_size=config.eval.batch_size,
-            dequantization=config.eval.dequantization, key=keys['eval'])
-        test_bpd = float(results['bits_per_dim'].mean())
-        writer.write_scalars(done, {'test/bits_per_dim': test_bpd,
-                                    'test/log_pz': float(results['log_pz'].sum(-1).mean())})
-        logging.info('step %d: test bits/dim %.4f', done, test_bpd)
-        if parallel.is_main_process():
-          print(f'step {done}: test bits/dim {test_bpd:.4f} '
-                f'({len(test_images)} {spec.name} test images)', flush=True)
-        grids = sample.sample_grids(config, mesh, params, jax.random.fold_in(keys['sample'], done))
-        writer.write_images(done, {f'samples/T{t}': g[None] for t, g in grids.items()})
-        if parallel.is_main_process():
-          for temperature, grid in grids.items():
-            sample.save_png(grid, sample.sample_path(workdir, done, temperature))
-      writer.flush()
+  done = start_step
+  for step in range(start_step, train_cfg.num_steps):
+    if stop.requested:
+      break
+    state, step_out = train_step(state, parallel.global_batch(mesh, next(batches)), keys['train'])
+    # Checking the previous step lets this one run while we wait for that result.
     if pending is not None:
       _check_finite(pending[0], parallel.to_host(pending[1]), manager)
-  finally:
-    # Async saves must be complete (and renamed into place) before the process exits.
-    manager.wait_until_finished()
-    manager.close()
-    writer.close()
-  return state
+    pending = (step, step_out)
+    done = step + 1
+    is_last = done == train_cfg.num_steps
+
+    if done % train_cfg.log_every == 0 or is_last:
+      host = metrics_lib.flatten_metrics(parallel.to_host(step_out))
+      _check_finite(step, host, manager)
+      rates = progress.update(done, bits_per_dim=host['bits_per_dim'])
+      scalars = {f'train/{name}': value for name, value in host.items()}
+      scalars.update({f'throughput/{name}': value for name, value in rates.items()})
+      writer.write_scalars(done, scalars)
+
+    if done % train_cfg.checkpoint_every == 0 or is_last:
+      host = parallel.to_host(step_out)
+      _check_finite(step, host, manager)
+      if not bool(_all_finite(state.params)):
+        _raise_non_finite(step, 'parameters', 'after the update', manager)
+      _save(manager, state, done, float(host['bits_per_dim']))
+
+    if train_cfg.eval_every and (done % train_cfg.eval_every == 0 or is_last):
+      if test_images is None:
+        test_images = data.load_array(spec, 'test',
+                                      max_examples=train_cfg.eval_examples or None)
+      variables = train_state_lib.eval_variables(state, config)
+      results = evaluate.evaluate_images(
+          config, mesh, variables, test_images, batch_size=config.eval.batch_size,
+          dequantization=config.eval.dequantization, key=keys['eval'])
+      test_bpd = float(results['bits_per_dim'].mean())
+      writer.write_scalars(done, {'test/bits_per_dim': test_bpd,
+                                  'test/log_pz': float(results['log_pz'].sum(-1).mean())})
+      logging.info('step %d: test bits/dim %.4f', done, test_bpd)
+      if parallel.is_main_process():
+        print(f'step {done}: test bits/dim {test_bpd:.4f} '
+              f'({len(test_images)} {spec.name} test images)', flush=True)
+      grids = sample.sample_grids(config, mesh, variables, jax.random.fold_in(keys['sample'], done))
+      writer.write_images(done, {f'samples/T{t}': g[None] for t, g in grids.items()})
+      if parallel.is_main_process():
+        for temperature, grid in grids.items():
+          sample.save_png(grid, sample.sample_path(workdir, done, temperature))
+    writer.flush()
+  if pending is not None:
+    _check_finite(pending[0], parallel.to_host(pending[1]), manager)
+    if stop.requested and not bool(_all_finite(state.params)):
+      _raise_non_finite(pending[0], 'parameters', 'after the update', manager)
+  return state, done

@@ -1,8 +1,12 @@
 """Train state, optimizer and model initialisation (ActNorm from the global first batch)."""
 
+from glow_ood import extras  # pylint: disable=g-bad-import-order
+extras.require('train', 'optax')  # before the imports it checks
+
 from typing import Any
 
 import flax
+from flax import traverse_util
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -11,10 +15,7 @@ import optax
 from glow_ood import likelihood
 from glow_ood import parallel
 from glow_ood.flows.glow import Glow, glow_from_config
-
-
-# Parameter leaves that are constants of the parametrisation: nothing may move them.
-FIXED_LEAVES = ('p', 'sign')
+from glow_ood.flows.invconv import CONSTANTS
 
 
 @flax.struct.dataclass
@@ -23,6 +24,15 @@ class TrainState:
   params: Any
   opt_state: Any
   ema_params: Any          # Polyak average of params; None when train.ema_decay == 0
+  constants: Any = None    # fixed at init (the LU convs' P and sign); no optimizer sees them
+
+
+def model_variables(params, constants) -> dict:
+  """The variables dict for model.apply: trainable params and the fixed constants."""
+  variables = {'params': params}
+  if constants:
+    variables[CONSTANTS] = constants
+  return variables
 
 
 def run_keys(seed: int) -> dict[str, jax.Array]:
@@ -42,21 +52,16 @@ def learning_rate_schedule(train_cfg: ml_collections.ConfigDict) -> optax.Schedu
       boundaries=[train_cfg.warmup_steps])
 
 
-def trainable_mask(params):
-  """False for leaves fixed at initialisation (the LU 1x1 conv's permutation and signs)."""
-  def is_trainable(path, _):
-    return getattr(path[-1], 'key', None) not in FIXED_LEAVES
-  return jax.tree_util.tree_map_with_path(is_trainable, params)
-
-
 def add_l2_gradient(grads, params, weight_decay: float):
-  """grads + weight_decay * params on trainable leaves: the gradient of a loss penalty
-  weight_decay/2 |params|^2. Done on the gradient, not as an optimizer transform, so the
-  optimizer state (and so a checkpoint's layout) is the same with and without it."""
+  """grads + weight_decay * params: the gradient of a loss penalty weight_decay/2 |params|^2.
+
+  Done on the gradient, not as an optimizer transform, so the optimizer state (and so a
+  checkpoint's layout) is the same with and without it. Only the trainable collection is
+  decayed; the LU 1x1 conv's permutation and signs live in 'constants', out of its reach.
+  """
   if weight_decay <= 0:
     return grads
-  return jax.tree.map(lambda g, p, trainable: g + weight_decay * p if trainable else g,
-                      grads, params, trainable_mask(params))
+  return jax.tree.map(lambda g, p: g + weight_decay * p, grads, params)
 
 
 def make_optimizer(train_cfg: ml_collections.ConfigDict) -> optax.GradientTransformation:
@@ -100,10 +105,12 @@ def _init_fn(config: ml_collections.ConfigDict):
     y = likelihood.dequantize(noise_key, x_int, config.n_bits)
     # ActNorm statistics come from this batch; under jit with the batch sharded over
     # the mesh, its mean/variance reductions run over the global batch.
-    params = model.init(init_key, y)['params']
+    variables = model.init(init_key, y)
+    params = variables['params']
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                       opt_state=optimizer.init(params),
-                      ema_params=params if use_ema else None)
+                      ema_params=params if use_ema else None,
+                      constants=variables.get(CONSTANTS))
   return init
 
 
@@ -126,8 +133,54 @@ def abstract_train_state(config: ml_collections.ConfigDict, mesh) -> TrainState:
                       shapes)
 
 
-def eval_params(state: TrainState, config: ml_collections.ConfigDict):
-  """EMA params when they exist and config.eval.use_ema, else the raw params."""
+def eval_variables(state: TrainState, config: ml_collections.ConfigDict) -> dict:
+  """Variables for model.apply: EMA params when they exist and config.eval.use_ema, else
+  the raw params, with the state's constants."""
+  params = state.params
   if state.ema_params is not None and config.eval.use_ema:
-    return state.ema_params
-  return state.params
+    params = state.ema_params
+  return model_variables(params, state.constants)
+
+
+# Checkpoints written before the 'constants' collection kept the LU convs' P and sign
+# inside params (and so inside the optimizer state and EMA params too).
+_LEGACY_CONSTANT_NAMES = ('p', 'sign')
+
+
+def _merge(params, constants):
+  flat = traverse_util.flatten_dict(params)
+  flat.update(traverse_util.flatten_dict(constants))
+  return traverse_util.unflatten_dict(flat)
+
+
+def _split(merged):
+  flat = traverse_util.flatten_dict(merged)
+  fixed = {k: v for k, v in flat.items() if k[-2:-1] == ('lu',) and k[-1] in _LEGACY_CONSTANT_NAMES}
+  rest = {k: v for k, v in flat.items() if k not in fixed}
+  return traverse_util.unflatten_dict(rest), traverse_util.unflatten_dict(fixed)
+
+
+def _map_params_like(tree, params_like, fn):
+  """Applies fn to every subtree of `tree` shaped like `params_like` (optimizer moments...)."""
+  treedef = jax.tree.structure(params_like)
+  matches = lambda node: jax.tree.structure(node) == treedef
+  return jax.tree.map(lambda node: fn(node) if matches(node) else node, tree, is_leaf=matches)
+
+
+def legacy_abstract_state(abstract_state: TrainState) -> dict:
+  """The abstract state in the layout of checkpoints from before the constants collection
+  (a dict: those had no constants field)."""
+  merged = _merge(abstract_state.params, abstract_state.constants or {})
+  to_merged = lambda tree: _map_params_like(tree, abstract_state.params, lambda _: merged)
+  return {'step': abstract_state.step, 'params': merged,
+          'opt_state': to_merged(abstract_state.opt_state),
+          'ema_params': to_merged(abstract_state.ema_params)}
+
+
+def from_legacy_state(legacy: dict) -> TrainState:
+  """Moves P and sign out of params (and drops their optimizer state and EMA copies)."""
+  params, constants = _split(legacy['params'])
+  constants = constants or None
+  trainable = lambda tree: _map_params_like(tree, legacy['params'], lambda t: _split(t)[0])
+  return TrainState(step=legacy['step'], params=params, opt_state=trainable(legacy['opt_state']),
+                    ema_params=trainable(legacy['ema_params']), constants=constants)

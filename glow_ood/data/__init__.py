@@ -8,6 +8,9 @@ See spec.py for the fields, sources.py for where data come from, pipeline.py
 for the exact, resumable training order and the per-process sharding.
 """
 
+from glow_ood import extras  # pylint: disable=g-bad-import-order
+extras.require('train', 'PIL', 'absl')  # before the imports it checks
+
 from glow_ood.data.errors import DataUnavailableError
 from glow_ood.data.errors import OFFLINE_OPTIONS
 from glow_ood.data.pipeline import eval_batches

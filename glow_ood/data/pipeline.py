@@ -40,11 +40,15 @@ def _check_positive(name: str, value: int | None, allow_none: bool = False) -> N
 
 
 def load_array(spec: spec_lib.DataSpec, split: str, *,
-               max_examples: int | None = None) -> np.ndarray:
-  """The whole split (or its first max_examples), uint8 [N, H, W, C]; never augmented."""
+               max_examples: int | None = None,
+               report: list[str] | None = None) -> np.ndarray:
+  """The whole split (or its first max_examples), uint8 [N, H, W, C]; never augmented.
+
+  report: if given, every resize, pad, crop or channel conversion is appended to it.
+  """
   spec_lib.validate_spec(spec)
   _check_positive('max_examples', max_examples, allow_none=True)
-  return sources.load_images(spec, split, max_examples=max_examples)
+  return sources.load_images(spec, split, max_examples=max_examples, report=report)
 
 
 def epoch_permutation(seed: int, process_index: int, epoch: int,

@@ -79,12 +79,42 @@ def to_channels(images: np.ndarray, channels: int) -> np.ndarray:
   raise ValueError(f'Cannot convert {c} channels to {channels}.')
 
 
+def describe(shape: tuple[int, ...], *, name: str, image_size: int,
+             channels: int) -> list[str]:
+  """What `preprocess` does to images of `shape` [N, H, W, C], step by step, with the
+  shapes before and after; [] when they already fit."""
+  _, h, w, c = shape
+  steps = []
+  crop = SOURCE_CROP.get(name)
+  if crop is not None and (h > crop or w > crop):
+    steps.append(f'centre-cropped {h}x{w} -> {min(h, crop)}x{min(w, crop)}')
+    h, w = min(h, crop), min(w, crop)
+  if (h, w) != (image_size, image_size):
+    if h <= image_size and w <= image_size and image_size - min(h, w) <= 2 * MAX_PAD_PER_SIDE:
+      steps.append(f'zero-padded {h}x{w} -> {image_size}x{image_size}')
+    else:
+      side = min(h, w)
+      if (h, w) != (side, side):
+        steps.append(f'centre-cropped {h}x{w} -> {side}x{side}')
+      steps.append(f'resized {side}x{side} -> {image_size}x{image_size}')
+  if c != channels:
+    how = 'grey to RGB, channel repeated' if c == 1 else 'RGB to grey, BT.601 luma'
+    steps.append(f'converted {c} -> {channels} channels ({how})')
+  return steps
+
+
 def preprocess(images: np.ndarray, *, name: str, image_size: int,
-               channels: int) -> np.ndarray:
-  """Raw uint8 images of data set `name` -> uint8 [N, image_size, image_size, channels]."""
+               channels: int, report: list[str] | None = None) -> np.ndarray:
+  """Raw uint8 images of data set `name` -> uint8 [N, image_size, image_size, channels].
+
+  report: if given, `describe`'s steps for these images are appended to it.
+  """
   if images.dtype != np.uint8 or images.ndim != 4:
     raise ValueError(f'Expected uint8 [N, H, W, C] images, got {images.dtype} '
                      f'{images.shape}.')
+  if report is not None:
+    report.extend(describe(images.shape, name=name, image_size=image_size,
+                           channels=channels))
   images = fit_to_size(images, image_size, SOURCE_CROP.get(name))
   return np.ascontiguousarray(to_channels(images, channels))
 

@@ -85,13 +85,14 @@ def process_slice(num_examples: int, process_index: int, process_count: int) -> 
 
 def load_images(spec: spec_lib.DataSpec, split: str, *,
                 max_examples: int | None = None, process_index: int = 0,
-                process_count: int = 1) -> np.ndarray:
+                process_count: int = 1, report: list[str] | None = None) -> np.ndarray:
   """Preprocessed uint8 [N, image_size, image_size, channels] images, in split order.
 
   With process_count > 1, only this process's part (process_slice) is read.
+  report: if given, every resize, pad, crop or channel conversion is appended to it.
   """
   shape = functools.partial(preprocess.preprocess, name=spec.name,
-                            image_size=spec.image_size, channels=spec.channels)
+                            image_size=spec.image_size, channels=spec.channels, report=report)
   if resolve_source(spec, split) == 'tfds':
     return tfds_source.load_tfds_images(
         spec.name, split, data_dir=spec.data_dir, preprocess=shape,

@@ -8,3 +8,7 @@ evaluates them, runs the Section 5 analysis and writes workdir/report.md.
   figures        the PNG figures;  report   report.md and results.json
   paper_numbers  the values reported in the paper, shown beside ours
 """
+
+from glow_ood import extras  # pylint: disable=g-bad-import-order
+extras.require('train', 'matplotlib')  # before the imports it checks
+

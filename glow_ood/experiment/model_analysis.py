@@ -18,7 +18,7 @@ from glow_ood import evaluate
 from glow_ood import likelihood
 from glow_ood import train_state as train_state_lib
 from glow_ood.flows.glow import Glow
-from glow_ood.flows.invconv import invconv_matrix
+from glow_ood.flows.invconv import CONSTANTS, invconv_matrix
 from glow_ood.flows.squeeze import squeeze
 
 # CV-Glow's priors start as N(0, I); the closed form assumes one such prior on the
@@ -26,17 +26,17 @@ from glow_ood.flows.squeeze import squeeze
 CLOSED_FORM_PRIOR_STD = 1.0
 
 
-def log_prob_fn(model_config: ml_collections.ConfigDict, params):
-  """y [H, W, C] (float, model scale) -> log p(y), nats, at fixed params."""
+def log_prob_fn(model_config: ml_collections.ConfigDict, variables):
+  """y [H, W, C] (float, model scale) -> log p(y), nats, at fixed variables (model.init's dict)."""
   model = train_state_lib.model_from_config(model_config)
 
   def fn(y_HxWxC):
-    out = model.apply({'params': params}, y_HxWxC[None], method=Glow.forward)
+    out = model.apply(variables, y_HxWxC[None], method=Glow.forward)
     return out.log_px[0]
   return fn
 
 
-def first_level_linear_map(params, steps_per_level: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+def first_level_linear_map(variables, steps_per_level: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
   """(1x1-conv weights [in, out], actnorm scales) of the first level's steps, in step order.
 
   With the couplings taken as identity these K (ActNorm, 1x1 conv) pairs are the
@@ -45,8 +45,10 @@ def first_level_linear_map(params, steps_per_level: int) -> tuple[list[np.ndarra
   """
   weights, scales = [], []
   for k in range(steps_per_level):
-    step = params[f'level0_step{k}']
-    weights.append(np.asarray(invconv_matrix(jax.device_get(step['conv'])), np.float64))
+    step = variables['params'][f'level0_step{k}']
+    fixed = variables.get(CONSTANTS, {}).get(f'level0_step{k}', {}).get('conv')
+    weights.append(np.asarray(invconv_matrix(*jax.device_get((step['conv'], fixed))),
+                              np.float64))
     scales.append(np.exp(np.asarray(jax.device_get(step['actnorm']['log_scale']), np.float64)))
   return weights, scales
 
@@ -61,7 +63,7 @@ def _squeeze_np(x_NxHxWxC: np.ndarray) -> np.ndarray:
   return np.asarray(squeeze(jnp.asarray(x_NxHxWxC)))
 
 
-def cv_glow_closed_form_prediction(model_config, params, var_p: np.ndarray,
+def cv_glow_closed_form_prediction(model_config, variables, var_p: np.ndarray,
                                    var_q: np.ndarray) -> dict:
   """The CV-Glow closed form from the first level's weights and the squeezed variances.
 
@@ -71,7 +73,7 @@ def cv_glow_closed_form_prediction(model_config, params, var_p: np.ndarray,
   levels are ignored), and only the per-pixel variance differences enter
   (cross-pixel and cross-channel covariances are dropped).
   """
-  weights, scales = first_level_linear_map(params, model_config.model.steps_per_level)
+  weights, scales = first_level_linear_map(variables, model_config.model.steps_per_level)
   result = analysis.cv_glow_closed_form(
       weights, analysis.squeeze_variances(var_q, _squeeze_np),
       analysis.squeeze_variances(var_p, _squeeze_np), CLOSED_FORM_PRIOR_STD,
@@ -85,7 +87,7 @@ def cv_glow_closed_form_prediction(model_config, params, var_p: np.ndarray,
   }
 
 
-def trace_predictions(model_config, params, images_p: np.ndarray, images_q: np.ndarray, *,
+def trace_predictions(model_config, variables, images_p: np.ndarray, images_q: np.ndarray, *,
                       num_probes: int, sample_examples: int, chunk: int, key) -> dict:
   """The general trace form 1/2 Tr{H (Sigma_q - Sigma_p)} with H the model's Hessian at x0.
 
@@ -98,7 +100,7 @@ def trace_predictions(model_config, params, images_p: np.ndarray, images_q: np.n
   n_bits = model_config.n_bits
   mean_p, var_p = model_scale_stats(images_p, n_bits)
   mean_q, var_q = model_scale_stats(images_q, n_bits)
-  fn = log_prob_fn(model_config, params)
+  fn = log_prob_fn(model_config, variables)
   x0 = jnp.asarray(mean_p, jnp.float32)
   hutchinson_key, _ = jax.random.split(key)
   estimate, stderr = analysis.trace_term_diagonal(
@@ -128,7 +130,7 @@ GRAYING_TARGETS = {
 }
 
 
-def graying(model_config, params, mesh, images: np.ndarray, alphas, key,
+def graying(model_config, variables, mesh, images: np.ndarray, alphas, key,
             target: str = 'grey') -> dict:
   """Mean log p(x) (discrete bound, nats) of images blended toward a target, per alpha.
 
@@ -147,7 +149,7 @@ def graying(model_config, params, mesh, images: np.ndarray, alphas, key,
 
   def score(batch_uint8):
     results = evaluate.evaluate_images(
-        model_config, mesh, params, batch_uint8, batch_size=model_config.eval.batch_size,
+        model_config, mesh, variables, batch_uint8, batch_size=model_config.eval.batch_size,
         dequantization=model_config.eval.dequantization, key=key)
     return results['log_p_discrete']
   curve = analysis.graying_curve(score, images, list(alphas), grey=grey,

@@ -20,6 +20,7 @@ from glow_ood import analysis
 from glow_ood.analysis import stress as stress_lib
 from glow_ood import evaluate
 from glow_ood import parallel
+from glow_ood import workdir_config
 from glow_ood.experiment import attack_section
 from glow_ood.experiment import eval_plan
 from glow_ood.experiment import figures
@@ -107,7 +108,7 @@ def analyse_model(config, model: str, run: dict, images: dict[str, np.ndarray], 
   result['curves'] = curves
 
   start = time.time()
-  params, _ = evaluate.load_state_for_eval(model_config, run['workdir'], mesh, run['step'])
+  variables, _ = evaluate.load_state_for_eval(model_config, run['workdir'], mesh, run['step'])
   key = jax.random.PRNGKey(model_config.seed)
   second_order = {}
   for index, label in enumerate(ood_labels):
@@ -120,28 +121,28 @@ def analyse_model(config, model: str, run: dict, images: dict[str, np.ndarray], 
             analysis.dataset_pixel_stats(images['test'], model_config.n_bits)[1]).tolist(),
     }
     entry.update(model_analysis.trace_predictions(
-        model_config, params, images['test'], images[label],
+        model_config, variables, images['test'], images[label],
         num_probes=exp.hutchinson_probes, sample_examples=exp.sample_trace_examples,
         chunk=exp.hvp_chunk, key=jax.random.fold_in(key, index)))
     if model_config.model.coupling == 'additive':
       _, var_p = model_analysis.model_scale_stats(images['test'], model_config.n_bits)
       _, var_q = model_analysis.model_scale_stats(images[label], model_config.n_bits)
       entry['closed_form'] = model_analysis.cv_glow_closed_form_prediction(
-          model_config, params, var_p, var_q)
+          model_config, variables, var_p, var_q)
     second_order[label] = entry
   result['second_order'] = second_order
 
   if exp.attacks.enabled:
     score_fns, extra_stats_fn, fixed_stats_fn = ood_section.attack_inputs(
-        config, model, params, fitted, chosen, run['members'], mesh)
+        config, model, variables, fitted, chosen, run['members'], mesh)
     result['attacks'] = attack_section.run(
-        model_config, params, mesh, images, ood_labels=ood_labels, attack_config=exp.attacks,
+        model_config, variables, mesh, images, ood_labels=ood_labels, attack_config=exp.attacks,
         key=jax.random.fold_in(key, 7919), fig_dir=fig_dir, model_name=model, title=title,
         score_fns=score_fns, extra_stats_fn=extra_stats_fn, fixed_stats_fn=fixed_stats_fn)
 
   gray_sets = ['test'] + ood_labels
   result['graying'] = {
-      target: {label: dict(model_analysis.graying(model_config, params, mesh,
+      target: {label: dict(model_analysis.graying(model_config, variables, mesh,
                                                   images[label][:exp.graying_examples],
                                                   exp.graying_alphas, key, target),
                            n=int(len(images[label][:exp.graying_examples])))
@@ -195,7 +196,7 @@ def run_pair(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains (or resumes) both models, evaluates, analyses; writes report.md. Returns the results."""
   start = time.time()
   models = eval_plan.models_of(config)
-  os.makedirs(workdir, exist_ok=True)
+  workdir_config.prepare(workdir)
   runs = {model: model_runs.run_model(config, model, workdir) for model in models}
 
   first = models[0]

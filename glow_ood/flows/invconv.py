@@ -20,12 +20,24 @@ def random_rotation(key: jax.Array, num_channels: int, dtype=jnp.float32) -> jax
   return q.astype(dtype)
 
 
-def invconv_matrix(params: dict) -> jax.Array:
-  """The [in, out] weight of either parametrisation, from its parameter dict."""
+# The LU layer's fixed parts live in this variable collection, apart from 'params',
+# so no optimizer transform (weight decay, noise, a user's own) can move them.
+CONSTANTS = 'constants'
+
+
+def invconv_matrix(params: dict, constants: dict | None = None) -> jax.Array:
+  """The [in, out] weight of either parametrisation.
+
+  params: the layer's 'params' subtree; constants: its 'constants' subtree (LU only).
+  """
   if 'kernel' in params:
     return params['kernel']
   lu = params['lu']
-  return InvConv1x1LU.compose(lu['p'], lu['l'], lu['u'], lu['sign'], lu['log_s'])
+  if constants is None or 'lu' not in constants:
+    raise ValueError("The LU 1x1 conv's weight needs its fixed permutation and signs: pass "
+                     f"the layer's {CONSTANTS!r} subtree as well as its 'params'.")
+  fixed = constants['lu']
+  return InvConv1x1LU.compose(fixed['p'], lu['l'], lu['u'], fixed['sign'], lu['log_s'])
 
 
 def _apply_1x1(x: jax.Array, w: jax.Array) -> jax.Array:
@@ -50,24 +62,39 @@ class InvConv1x1(InvertibleLayer):
 class InvConv1x1LU(InvertibleLayer):
   """W = P L (U + diag(sign * exp(log_s))), log|det W| = sum(log_s).
 
-  P and sign are fixed at initialisation. They are stored with the parameters so
-  that a checkpoint is self-contained, but pass through stop_gradient: their
-  gradient is exactly zero, so Adam/Adamax/RMSprop leave them unchanged.
+  L, U and log_s are trainable ('params'). P and sign are fixed at initialisation
+  and kept in the 'constants' collection: saved with the model, but out of reach
+  of any optimizer, whose updates would otherwise make sum(log_s) stop being the
+  log-det of W.
   """
 
-  def _lu_init(self, key, c):
-    w0 = random_rotation(key, c, jnp.float32)
-    p, l, u = jax.scipy.linalg.lu(w0)
+  @staticmethod
+  def decompose(w: jax.Array) -> dict[str, jax.Array]:
+    """LU parts of an invertible [c, c] matrix, keyed as the layer stores them."""
+    p, l, u = jax.scipy.linalg.lu(w)
     s = jnp.diag(u)
-    return {'p': p, 'l': l, 'u': jnp.triu(u, 1), 'sign': jnp.sign(s), 'log_s': jnp.log(jnp.abs(s))}
+    return {'p': p, 'l': l, 'u': jnp.triu(u, 1), 'sign': jnp.sign(s),
+            'log_s': jnp.log(jnp.abs(s))}
 
   @nn.compact
   def __call__(self, x: jax.Array, inverse: bool = False):
     c = x.shape[-1]
-    # One parameter pytree, so P, L, U and s all come from the same rotation.
-    lu = self.param('lu', lambda key: self._lu_init(key, c))
-    p = jax.lax.stop_gradient(lu['p'])
-    sign = jax.lax.stop_gradient(lu['sign'])
+    if not self.is_initializing() and not self.has_variable(CONSTANTS, 'lu'):
+      raise ValueError(
+          f'InvConv1x1LU has no {CONSTANTS!r} collection (its fixed P and sign): apply the '
+          f"model with all the variables init returned, not only {{'params': ...}}.")
+    parts = {}
+
+    def initial(key=None):
+      # P, L, U and s all come from the same rotation, drawn with the params key.
+      if not parts:
+        parts.update(self.decompose(random_rotation(key, c, jnp.float32)))
+      return parts
+
+    lu = self.param('lu', lambda key: {k: initial(key)[k] for k in ('l', 'u', 'log_s')})
+    fixed = self.variable(CONSTANTS, 'lu', lambda: {k: initial()[k] for k in ('p', 'sign')})
+    p = jax.lax.stop_gradient(fixed.value['p'])
+    sign = jax.lax.stop_gradient(fixed.value['sign'])
     l, u, log_s = lu['l'], lu['u'], lu['log_s']
     w = self.compose(p, l, u, sign, log_s).astype(x.dtype)
     logdet = spatial_size(x) * jnp.sum(log_s)

@@ -57,19 +57,19 @@ def init_perturbed(case: FlowCase, seed: int = 0, scale: float = 0.1):
   """Init from data, then move every trainable parameter off its (often trivial) init.
 
   Zero-initialised last layers make a fresh coupling the identity; the checks must
-  see non-trivial maps. LU's fixed permutation and signs stay as they are.
+  see non-trivial maps. Every leaf of 'params' moves, as any optimizer may move it;
+  the 'constants' collection (LU's permutation and signs) is left as it is.
   """
   module = case.make()
   x = sample_input(case, seed)
   variables = module.init(jax.random.key(seed + 1), x, method=_forward_method(case))
-  leaves, treedef = jax.tree_util.tree_flatten_with_path(variables)
+  leaves, treedef = jax.tree_util.tree_flatten(variables.get('params', {}))
   keys = jax.random.split(jax.random.key(seed + 2), len(leaves))
-  new = []
-  for (path, leaf), key in zip(leaves, keys):
-    name = str(path[-1])
-    fixed = name in ("['p']", "['sign']")
-    new.append(leaf if fixed else leaf + scale * jax.random.normal(key, leaf.shape, leaf.dtype))
-  return module, jax.tree_util.tree_unflatten(treedef, new)
+  moved = [leaf + scale * jax.random.normal(key, leaf.shape, leaf.dtype)
+           for leaf, key in zip(leaves, keys)]
+  if not leaves:  # Squeeze: nothing to move
+    return module, variables
+  return module, dict(variables, params=jax.tree_util.tree_unflatten(treedef, moved))
 
 
 def _forward_method(case):

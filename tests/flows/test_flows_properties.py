@@ -59,7 +59,7 @@ def test_lu_invconv_starts_as_a_rotation_and_matches_plain_parametrisation():
   x = _batch((2, 3, 3, 4))
   lu = flows.InvConv1x1LU()
   variables = lu.init(jax.random.key(3), x, method='forward')
-  w = flows.invconv_matrix(variables['params'])
+  w = flows.invconv_matrix(variables['params'], variables['constants'])
   np.testing.assert_allclose(w @ w.T, np.eye(4), atol=1e-5)
   # The same matrix through the plain layer gives the same map and log-det.
   y_lu, ld_lu = lu.apply(variables, x, method='forward')
@@ -68,15 +68,19 @@ def test_lu_invconv_starts_as_a_rotation_and_matches_plain_parametrisation():
   np.testing.assert_allclose(ld_lu, ld_plain, atol=1e-5)
 
 
-def test_lu_fixed_parts_get_no_gradient():
+def test_lu_fixed_parts_are_constants_not_params():
   x = _batch((2, 3, 3, 4))
   lu = flows.InvConv1x1LU()
   variables = lu.init(jax.random.key(3), x, method='forward')
+  assert set(variables['params']['lu']) == {'l', 'u', 'log_s'}
+  assert set(variables['constants']['lu']) == {'p', 'sign'}
   loss = lambda v: jnp.sum(lu.apply(v, x, method='forward')[0] ** 2)
-  grads = jax.grad(loss)(variables)['params']['lu']
-  assert float(jnp.abs(grads['p']).max()) == 0.0
-  assert float(jnp.abs(grads['sign']).max()) == 0.0
-  assert float(jnp.abs(grads['l']).max()) > 0.0
+  grads = jax.grad(loss)(variables)
+  assert float(jnp.abs(grads['params']['lu']['l']).max()) > 0.0
+  assert float(jnp.abs(grads['constants']['lu']['p']).max()) == 0.0
+  # Without its constants the layer refuses to run rather than invent them.
+  with pytest.raises(ValueError, match='constants'):
+    lu.apply({'params': variables['params']}, x, method='forward')
 
 
 def test_squeeze_layout():

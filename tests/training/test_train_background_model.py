@@ -9,15 +9,14 @@ from glow_ood import train
 from glow_ood import train_state as train_state_lib
 
 
-def test_l2_gradient_skips_the_fixed_lu_leaves():
-  params = {'step': {'lu': {'p': jnp.eye(2), 'sign': jnp.ones(2), 'l': jnp.full((2, 2), 3.0)},
+def test_l2_gradient_is_the_gradient_of_the_penalty():
+  params = {'step': {'lu': {'l': jnp.full((2, 2), 3.0), 'log_s': jnp.array([0.5, -1.0])},
                      'bias': jnp.array([1.0, -2.0])}}
-  grads = jax.tree.map(jnp.zeros_like, params)
+  grads = jax.tree.map(jnp.ones_like, params)
   out = train_state_lib.add_l2_gradient(grads, params, 0.5)
-  np.testing.assert_array_equal(out['step']['lu']['p'], 0.0)
-  np.testing.assert_array_equal(out['step']['lu']['sign'], 0.0)
-  np.testing.assert_array_equal(out['step']['lu']['l'], 1.5)
-  np.testing.assert_array_equal(out['step']['bias'], [0.5, -1.0])
+  penalty = jax.grad(lambda p: 0.25 * sum(jnp.sum(x**2) for x in jax.tree.leaves(p)))(params)
+  for got, g, pen in zip(jax.tree.leaves(out), jax.tree.leaves(grads), jax.tree.leaves(penalty)):
+    np.testing.assert_allclose(got, g + pen)
   assert train_state_lib.add_l2_gradient(grads, params, 0.0) is grads
 
 
@@ -27,9 +26,9 @@ def _one_step(config, images):
   batch = parallel.global_batch(mesh, images)
   state = train_state_lib.create_train_state(config, mesh, keys['init'], batch)
   step = train.make_train_step(config, mesh)
-  before = jax.device_get(state.params)
+  before = jax.device_get((state.params, state.constants))
   state, metrics = step(state, batch, keys['train'])
-  return before, jax.device_get(state.params), jax.device_get(metrics)
+  return before, jax.device_get((state.params, state.constants)), jax.device_get(metrics)
 
 
 def test_background_training_mutates_inputs_and_decays_only_trainable_weights(tiny_config):
@@ -46,11 +45,12 @@ def test_background_training_mutates_inputs_and_decays_only_trainable_weights(ti
   tiny_config.train.mutation_rate = 0.0
   tiny_config.train.weight_decay = 10.0
   decayed = _one_step(tiny_config, images)
-  lu_before = decayed[0]['level0_step0']['conv']['lu']
-  lu_after = decayed[1]['level0_step0']['conv']['lu']
+  # P and sign are constants, outside params: the decay cannot reach them.
+  lu_before = decayed[0][1]['level0_step0']['conv']['lu']
+  lu_after = decayed[1][1]['level0_step0']['conv']['lu']
   np.testing.assert_array_equal(lu_after['p'], lu_before['p'])
   np.testing.assert_array_equal(lu_after['sign'], lu_before['sign'])
   # The penalty's gradient dominates: trainable weights move differently than without it.
-  assert not np.allclose(decayed[1]['level0_step0']['conv']['lu']['l'],
-                         plain[1]['level0_step0']['conv']['lu']['l'])
+  assert not np.allclose(decayed[1][0]['level0_step0']['conv']['lu']['l'],
+                         plain[1][0]['level0_step0']['conv']['lu']['l'])
   assert decayed[2]['grad_norm'] > plain[2]['grad_norm']

@@ -1,0 +1,401 @@
+"""Every expected failure through the real entry points: one short message naming what
+was wrong, a non-zero exit status, no traceback, and nothing already saved changed.
+
+Most cases run the launcher in this process (glow_ood.main.run, flags reset each
+time); those that need a process of their own (SIGKILL, orbax's shutdown at exit,
+the experiment command) run as subprocesses. Each case starts from a copy of one
+tiny trained workdir: checkpoints at steps 4 and 8, one evaluation file.
+"""
+
+import dataclasses
+import errno
+import gzip
+import hashlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from typing import Callable
+
+from absl import flags
+import jax
+import numpy as np
+import pytest
+
+from glow_ood import evaluate
+from glow_ood import main as main_lib
+from glow_ood import metrics as metrics_lib
+from glow_ood import train
+from glow_ood import user_errors
+from tests.training.conftest import REPO_ROOT, TINY_CONFIG, subprocess_env
+
+NOISE = ('Traceback', 'Event loop is closed')
+
+
+@pytest.fixture(scope='module')
+def base_workdir(tmp_path_factory, idx_dir):
+  """A finished tiny run (checkpoints 4 and 8, config recorded) with one evaluation file."""
+  sys.path.insert(0, REPO_ROOT)
+  from tests.training import tiny_config  # pylint: disable=g-import-not-at-top
+  jax.config.update('jax_disable_most_optimizations', True)
+  config = tiny_config.get_config()
+  config.data.path = idx_dir
+  workdir = str(tmp_path_factory.mktemp('base') / 'run')
+  train.train_and_evaluate(config, workdir)
+  evaluate.evaluate_checkpoint(config, workdir)
+  return workdir
+
+
+@dataclasses.dataclass
+class Env:
+  """What a case's setup may use: its own copy of the base run, a scratch dir, the data."""
+  workdir: str
+  scratch: str
+  idx_dir: str
+  monkeypatch: pytest.MonkeyPatch
+
+  def train_args(self, *overrides):
+    return [f'--config={TINY_CONFIG}', f'--workdir={self.workdir}',
+            f'--config.data.path={self.idx_dir}', *overrides]
+
+  def eval_args(self, *overrides):
+    return self.train_args('--mode=evaluate', *overrides)
+
+
+@dataclasses.dataclass
+class Case:
+  name: str
+  setup: Callable[[Env], list]   # returns the command line after the program name
+  status: int
+  message: str                   # a substring the output must contain (the bad key/file/value)
+  how: str = 'launcher'          # 'launcher' in process; 'subprocess'; 'experiment'
+  check: Callable[[Env, str], None] | None = None  # further checks after the run
+
+
+def _ckpt(env, step):
+  return os.path.join(env.workdir, 'checkpoints', str(step))
+
+
+def _files_under(directory):
+  for root, _, files in os.walk(directory):
+    for name in files:
+      yield os.path.join(root, name)
+
+
+def _delete_a_file_of_newest(env):
+  os.remove(max(_files_under(os.path.join(_ckpt(env, 8), 'state')), key=os.path.getsize))
+
+
+def _truncate_a_file_of_newest(env):
+  biggest = max(_files_under(os.path.join(_ckpt(env, 8), 'state')), key=os.path.getsize)
+  with open(biggest, 'r+b') as f:
+    f.truncate(os.path.getsize(biggest) // 2)
+
+
+def _half_written_save(env):
+  """What a save killed midway leaves: a partial copy under orbax's temporary name."""
+  partial = _ckpt(env, 12) + '.orbax-checkpoint-tmp-1764000000000000'
+  shutil.copytree(_ckpt(env, 8), partial)
+  for path in list(_files_under(partial))[::2]:
+    os.remove(path)
+
+
+def _write_npz(path, array):
+  np.savez(path, test=array)
+  return path
+
+
+def _interrupt_at_first_progress(env):
+  update = metrics_lib.ProgressLine.update
+
+  def update_then_interrupt(self, *args, **kwargs):
+    os.kill(os.getpid(), signal.SIGINT)
+    return update(self, *args, **kwargs)
+  env.monkeypatch.setattr(metrics_lib.ProgressLine, 'update', update_then_interrupt)
+
+
+def _disk_full_on_checkpoint_write(env):
+  from orbax.checkpoint._src.handlers import json_checkpoint_handler  # pylint: disable=g-import-not-at-top
+
+  async def no_space(self, x, directory):
+    del self, x
+    raise OSError(errno.ENOSPC, 'No space left on device', str(directory))
+  env.monkeypatch.setattr(json_checkpoint_handler.JsonCheckpointHandler, '_save_fn', no_space)
+
+
+def _disk_full_on_eval_write(env):
+  def no_space(*args, **kwargs):
+    raise OSError(errno.ENOSPC, 'No space left on device')
+  env.monkeypatch.setattr(evaluate.np, 'savez', no_space)
+
+
+def _assert_resumable_from(step):
+  def check(env, output):
+    del output
+    assert os.path.isdir(_ckpt(env, step)), os.listdir(os.path.dirname(_ckpt(env, step)))
+  return check
+
+
+def _assert_complete_steps(env, steps):
+  """No step directory but `steps` looks complete (a failed save left none behind)."""
+  directory = os.path.join(env.workdir, 'checkpoints')
+  assert sorted(int(n) for n in os.listdir(directory) if n.isdigit()) == steps
+
+
+def _assert_eval_records_resize(env, output):
+  path = os.path.join(env.workdir, 'eval', 'digits20_test_step8.npz')
+  with np.load(path) as f:
+    assert f['bits_per_dim'].shape == (6,)
+    assert 'resized' in str(f['preprocessing']) and '20x20' in str(f['preprocessing'])
+  assert 'resized' in output
+
+
+def _assert_evaluated(env, output):
+  del output
+  assert os.path.exists(os.path.join(env.workdir, 'eval', 'fm_train_step8.npz'))
+
+
+CASES = [
+    # Workdir against config.
+    Case('resume-other-hidden-channels',
+         lambda e: e.train_args('--config.model.hidden_channels=16', '--config.train.num_steps=12'),
+         1, 'config.model.hidden_channels: recorded 8, requested 16'),
+    Case('resume-other-optimizer', lambda e: e.train_args('--config.train.optimizer=rmsprop'),
+         1, "config.train.optimizer: recorded 'adam', requested 'rmsprop'"),
+    Case('resume-other-n-bits', lambda e: e.train_args('--config.n_bits=5'),
+         1, 'config.n_bits: recorded 8, requested 5'),
+    Case('resume-other-batch-size', lambda e: e.train_args('--config.train.batch_size=4'),
+         1, 'config.train.batch_size: recorded 8, requested 4'),
+    Case('resume-other-ema', lambda e: e.train_args('--config.train.ema_decay=0.9'),
+         1, 'config.train.ema_decay: recorded 0.0, requested 0.9'),
+    Case('resume-other-image-size', lambda e: e.train_args('--config.data.image_size=32'),
+         1, 'config.data.image_size: recorded 16, requested 32'),
+    Case('evaluate-other-model',
+         lambda e: e.eval_args('--config.model.steps_per_level=3'),
+         1, 'config.model.steps_per_level: recorded 2, requested 3'),
+    Case('workdir-only-evaluate-other-model',
+         lambda e: ['--workdir=' + e.workdir, '--mode=evaluate', '--config.model.coupling=additive'],
+         1, "config.model.coupling: recorded 'affine', requested 'additive'"),
+    Case('no-recorded-config-other-model',
+         lambda e: (os.remove(os.path.join(e.workdir, 'config.json')),
+                    e.train_args('--config.model.hidden_channels=16', '--config.train.num_steps=12'))[1],
+         1, 'does not fit the model of this config', how='subprocess'),
+    Case('recorded-config-unreadable',
+         lambda e: (open(os.path.join(e.workdir, 'config.json'), 'w').write('{not json'),
+                    ['--workdir=' + e.workdir, '--mode=evaluate'])[1],
+         1, 'config.json cannot be read'),
+    Case('workdir-only-without-recorded-config',
+         lambda e: ['--workdir=' + e.scratch, '--mode=evaluate'],
+         1, f'--config is needed'),
+    # Workdir itself.
+    Case('workdir-is-a-file',
+         lambda e: (open(os.path.join(e.scratch, 'a_file'), 'w').close(),
+                    e.train_args()[:1] + [f'--workdir={os.path.join(e.scratch, "a_file")}'])[1],
+         1, 'a_file is a file, not a directory'),
+    Case('workdir-inside-a-file',
+         lambda e: (open(os.path.join(e.scratch, 'f'), 'w').close(),
+                    [f'--config={TINY_CONFIG}', f'--workdir={os.path.join(e.scratch, "f", "run")}',
+                     f'--config.data.path={e.idx_dir}'])[1],
+         1, 'cannot be created'),
+    # Checkpoints.
+    Case('evaluate-without-checkpoint',
+         lambda e: [f'--config={TINY_CONFIG}', f'--workdir={e.scratch}', '--mode=evaluate',
+                    f'--config.data.path={e.idx_dir}'],
+         1, 'No checkpoint in'),
+    Case('evaluate-missing-step', lambda e: e.eval_args('--config.eval.checkpoint_step=6'),
+         1, 'No checkpoint for step 6'),
+    Case('sample-missing-step',
+         lambda e: ['--workdir=' + e.workdir, '--mode=sample', '--config.eval.checkpoint_step=5'],
+         1, 'available steps: 4, 8'),
+    Case('newest-checkpoint-file-deleted',
+         lambda e: (_delete_a_file_of_newest(e), e.train_args('--config.train.num_steps=12'))[1],
+         1, 'Checkpoint step 8'),
+    Case('newest-checkpoint-file-truncated',
+         lambda e: (_truncate_a_file_of_newest(e), e.eval_args())[1],
+         1, 'go on from step 4'),
+    Case('half-written-checkpoint-directory',
+         lambda e: (_half_written_save(e), e.train_args('--config.train.num_steps=8'))[1],
+         0, '', check=_assert_resumable_from(8)),
+    # Config values.
+    Case('unknown-override-key', lambda e: e.train_args('--config.train.lerning_rate=0.1'),
+         1, "Unknown config key 'train.lerning_rate'"),
+    Case('unknown-block', lambda e: e.train_args('--config.optim.lr=1'),
+         1, 'no block config.optim'),
+    Case('n-bits-out-of-range', lambda e: e.train_args('--config.n_bits=9'), 1, 'config.n_bits=9'),
+    Case('unknown-eval-set', lambda e: e.eval_args('--config.eval.datasets=svhn:test'),
+         1, "config.eval.datasets[svhn:test].name='svhn'"),
+    Case('bad-eval-entry-option',
+         lambda e: e.eval_args('--config.eval.datasets=fashion_mnist:test[colour=red]'),
+         1, "'colour=red'"),
+    Case('npz-under-another-name',
+         lambda e: e.eval_args('--config.eval.datasets=mydigits:test[path=' + _write_npz(
+             os.path.join(e.scratch, 'd.npz'), np.zeros((4, 16, 16), np.uint8)) + ']'),
+         1, "'npz:test[path="),
+    Case('bad-mode', lambda e: e.train_args('--mode=tune'), 1, '--mode=tune'),
+    # Data.
+    Case('missing-data-dir',
+         lambda e: [f'--config={TINY_CONFIG}', f'--workdir={e.scratch}/run',
+                    f'--config.data.path={e.scratch}/no_such_dir'],
+         1, 'no_such_dir'),
+    Case('npz-of-floats',
+         lambda e: e.eval_args('--config.eval.datasets=npz:test[path=' + _write_npz(
+             os.path.join(e.scratch, 'floats.npz'), np.zeros((4, 16, 16), np.float32)) + ']'),
+         1, 'floats.npz:test has dtype float32'),
+    Case('truncated-gzip-idx',
+         lambda e: (shutil.copytree(e.idx_dir, os.path.join(e.scratch, 'idx')),
+                    open(os.path.join(e.scratch, 'idx', 'train-images-idx3-ubyte.gz'), 'r+b').truncate(40),
+                    [f'--config={TINY_CONFIG}', f'--workdir={e.scratch}/run',
+                     f'--config.data.path={e.scratch}/idx'])[2],
+         1, 'train-images-idx3-ubyte.gz'),
+    # Faults during a run.
+    Case('non-finite-loss',
+         lambda e: e.train_args('--config.train.num_steps=12', '--config.train.learning_rate=1e30',
+                                '--config.train.warmup_steps=0'),
+         1, 'last good checkpoint (step 8)'),
+    Case('sigint-during-training',
+         lambda e: (_interrupt_at_first_progress(e), e.train_args('--config.train.num_steps=14'))[1],
+         130, 'saved checkpoint step 10', check=_assert_resumable_from(10)),
+    Case('disk-full-during-checkpoint-save',
+         lambda e: (_disk_full_on_checkpoint_write(e),
+                    e.train_args('--config.train.num_steps=12'))[1],
+         1, 'No space left on device', check=lambda e, output: _assert_complete_steps(e, [4, 8])),
+    Case('disk-full-writing-evaluation',
+         lambda e: (_disk_full_on_eval_write(e),
+                    e.eval_args('--config.eval.datasets=fashion_mnist:train[tag=fm_train]'))[1],
+         1, 'No space left on device'),
+    # What works: evaluating from the workdir alone, and data fitted to the model, said so.
+    Case('workdir-only-evaluate',
+         lambda e: ['--workdir=' + e.workdir, '--mode=evaluate',
+                    '--config.eval.datasets=fashion_mnist:train[tag=fm;max_examples=8]'],
+         0, 'fm_train', check=_assert_evaluated),
+    Case('npz-20x20-resized-and-recorded',
+         lambda e: ['--workdir=' + e.workdir, '--mode=evaluate',
+                    '--config.eval.datasets=npz:test[tag=digits20;path=' + _write_npz(
+                        os.path.join(e.scratch, 'd.npz'),
+                        np.full((6, 20, 20), 7, np.uint8)) + ']'],
+         0, 'resized', check=_assert_eval_records_resize),
+    # The experiment command.
+    Case('experiment-unknown-key',
+         lambda e: ['--variant=tiny', f'--workdir={e.scratch}/pair', '--config.glow.train.lerning_rate=1'],
+         1, 'lerning_rate', how='experiment'),
+    Case('experiment-model-workdir-is-a-file',
+         lambda e: (os.makedirs(f'{e.scratch}/pair'), open(f'{e.scratch}/pair/glow', 'w').close(),
+                    ['--variant=tiny', f'--workdir={e.scratch}/pair'])[2],
+         1, 'glow is a file, not a directory', how='experiment'),
+    Case('experiment-workdir-is-a-file',
+         lambda e: (open(f'{e.scratch}/pair', 'w').close(),
+                    ['--variant=tiny', f'--workdir={e.scratch}/pair'])[1],
+         1, 'pair is a file, not a directory', how='experiment'),
+]
+
+
+def _snapshot(workdir):
+  """sha256 of every checkpoint, evaluation and recorded-config file."""
+  hashes = {}
+  for path in _files_under(workdir):
+    relative = os.path.relpath(path, workdir)
+    if 'orbax-checkpoint-tmp' in relative:
+      continue  # a half-written save: cleaning it up is fine
+    if relative.startswith(('checkpoints', 'eval')) or relative == 'config.json':
+      with open(path, 'rb') as f:
+        hashes[relative] = hashlib.sha256(f.read()).hexdigest()
+  return hashes
+
+
+def _reset_flags(monkeypatch):
+  """A fresh flag state for the next in-process launch."""
+  flags.FLAGS.unparse_flags()
+  for name in [n for n in flags.FLAGS if n.startswith('config.')]:
+    delattr(flags.FLAGS, name)  # config_flags defines one per override at each parse
+  monkeypatch.setattr(sys, 'argv', list(sys.argv))  # the launcher sets it
+
+
+def _run_launcher(argv, capfd, monkeypatch):
+  _reset_flags(monkeypatch)
+  with pytest.raises(SystemExit) as exited:
+    main_lib.run(['glow_ood.main', *argv])
+  captured = capfd.readouterr()
+  return exited.value.code or 0, captured.out + captured.err
+
+
+def _run_subprocess(program, argv):
+  result = subprocess.run([sys.executable, *program, *argv], cwd=REPO_ROOT, env=subprocess_env(),
+                          capture_output=True, text=True, timeout=240)
+  return result.returncode, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize('case', CASES, ids=[c.name for c in CASES])
+def test_expected_failure_gives_one_clear_message(case, base_workdir, idx_dir, tmp_path,
+                                                  monkeypatch, capfd):
+  workdir = str(tmp_path / 'run')
+  shutil.copytree(base_workdir, workdir)
+  scratch = str(tmp_path / 'scratch')
+  os.makedirs(scratch)
+  env = Env(workdir, scratch, idx_dir, monkeypatch)
+  argv = case.setup(env)
+  before = _snapshot(workdir)
+
+  if case.how == 'launcher':
+    status, output = _run_launcher(argv, capfd, monkeypatch)
+  elif case.how == 'subprocess':
+    status, output = _run_subprocess(['-m', 'glow_ood.main'], argv)
+  else:
+    status, output = _run_subprocess([os.path.join('experiments', 'reproduce.py')], argv)
+
+  assert status == case.status, output[-3000:]
+  assert case.message in output, output[-3000:]
+  for noise in NOISE:
+    assert noise not in output, output[-3000:]
+  after = _snapshot(workdir)
+  changed = [path for path, digest in before.items() if after.get(path) != digest]
+  assert not changed, changed
+  if case.check is not None:
+    case.check(env, output)
+
+
+def test_catalogue_is_long_enough():
+  assert len(CASES) >= 30
+
+
+def test_debug_flag_shows_the_traceback(tmp_path, monkeypatch):
+  workdir = tmp_path / 'a_file'
+  workdir.write_text('')
+  _reset_flags(monkeypatch)
+  with pytest.raises(user_errors.WorkdirError, match='is a file, not a directory'):
+    main_lib.run(['glow_ood.main', f'--config={TINY_CONFIG}', f'--workdir={workdir}', '--debug'])
+
+
+def test_sigkill_during_evaluation_leaves_no_file_looking_complete(base_workdir, idx_dir,
+                                                                    tmp_path):
+  workdir = str(tmp_path / 'run')
+  shutil.copytree(base_workdir, workdir)
+  before = _snapshot(workdir)
+  sets = ','.join(f'fashion_mnist:train[tag=t{i};batch_size=8]' for i in range(6))
+  command = [sys.executable, '-m', 'glow_ood.main', f'--workdir={workdir}', '--mode=evaluate',
+             f'--config.eval.datasets={sets}']
+  process = subprocess.Popen(command, cwd=REPO_ROOT, env=subprocess_env(),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  eval_dir = os.path.join(workdir, 'eval')
+  try:
+    deadline = time.time() + 180
+    while not any(name.startswith('t') for name in os.listdir(eval_dir)):
+      assert process.poll() is None, 'evaluation ended before it could be killed'
+      assert time.time() < deadline
+      time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+  finally:
+    if process.poll() is None:
+      process.kill()
+  after = _snapshot(workdir)
+  assert all(after[path] == digest for path, digest in before.items())
+  for name in os.listdir(eval_dir):
+    if name.startswith('.tmp_'):
+      continue  # a temporary name: never read as a result
+    with np.load(os.path.join(eval_dir, name)) as f:
+      num = f['log_px'].shape[0]
+      for key in evaluate.PER_EXAMPLE_KEYS:
+        assert f[key].shape[0] == num, (name, key)
+      assert int(f['step']) == 8
