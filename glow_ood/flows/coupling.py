@@ -87,10 +87,14 @@ class _Coupling(InvertibleLayer):
   net: str = 'glow'             # 'glow' | 'highway'
   hidden_channels: int = 512
   num_highway_blocks: int = 3
+  net_dtype: str = 'float32'    # the net's activations; its params stay float32
 
   def conditioner(self, x_a, out_channels):
-    return make_coupling_net(self.net, self.hidden_channels, self.num_highway_blocks)(
-        out_channels)(x_a)
+    # Mixed precision stops at the net's output: shift, scale and log-dets are
+    # formed in the flow's own dtype.
+    net = make_coupling_net(self.net, self.hidden_channels, self.num_highway_blocks)(
+        out_channels)
+    return net(x_a.astype(self.net_dtype)).astype(x_a.dtype)
 
 
 class AffineCoupling(_Coupling):
