@@ -28,7 +28,11 @@ def base_config():
   config.model.hidden_channels = 512   # channels in the coupling nets
   config.model.num_highway_blocks = 3
   config.model.learn_top_prior = True
-  config.model.remat = False           # recompute step activations in backprop (saves memory)
+  # Backward-pass activations: 'none' (kept), 'checkpoint' (jax.checkpoint per step;
+  # saves nothing on XLA's CPU backend) or 'invertible' (rebuilt from each level's
+  # output through the inverse: memory flat in K, ~1.5x the step time).
+  config.model.recompute = 'none'
+  config.model.dtype = 'float32'       # coupling nets' activations: 'float32' | 'bfloat16'
 
   config.train = ml_collections.ConfigDict()
   config.train.batch_size = 32         # images per step, global (all devices/hosts)

@@ -12,7 +12,8 @@ KNOWN_KEYS = {
     '': ('seed', 'n_bits', 'data', 'model', 'train', 'eval', 'scores', 'sample'),
     'data': ('name', 'source', 'path', 'data_dir', 'image_size', 'channels', 'augment'),
     'model': ('num_levels', 'steps_per_level', 'coupling', 'invconv', 'coupling_net',
-              'hidden_channels', 'num_highway_blocks', 'learn_top_prior', 'remat'),
+              'hidden_channels', 'num_highway_blocks', 'learn_top_prior', 'recompute',
+              'dtype'),
     'train': ('batch_size', 'num_steps', 'optimizer', 'learning_rate', 'warmup_steps',
               'grad_clip_norm', 'ema_decay', 'weight_decay', 'mutation_rate', 'log_every', 'eval_every', 'eval_examples',
               'checkpoint_every', 'keep_checkpoints'),
@@ -27,8 +28,16 @@ CHOICES = {
     'model.coupling': ('affine', 'additive'),
     'model.invconv': ('lu', 'plain'),
     'model.coupling_net': ('glow', 'highway'),
+    'model.recompute': ('none', 'checkpoint', 'invertible'),
+    'model.dtype': ('float32', 'bfloat16'),
     'train.optimizer': ('adam', 'adamax', 'rmsprop'),
     'eval.dequantization': ('uniform', 'midpoint'),
+}
+
+# Keys that were renamed: old key -> what to write instead.
+RENAMED_KEYS = {
+    'model.remat': "model.recompute ('none' | 'checkpoint' | 'invertible'; remat=True "
+                   "was 'checkpoint')",
 }
 
 # Per-data-set overrides accepted inside eval.datasets entries.
@@ -107,6 +116,10 @@ def _check_known_keys(config) -> None:
     unknown = sorted(set(node.keys()) - set(keys))
     if unknown:
       prefix = f'{block}.' if block else ''
+      for key in unknown:
+        if prefix + key in RENAMED_KEYS:
+          raise ConfigError(f'config.{prefix}{key} was replaced by '
+                            f'{RENAMED_KEYS[prefix + key]}.')
       raise ConfigError(f'Unknown config key(s) {", ".join(prefix + k for k in unknown)}; '
                         f'known keys in config.{block or "<top>"}: {", ".join(keys)}.')
     missing = sorted(set(keys) - set(node.keys()))
@@ -207,12 +220,11 @@ def validate_config(config: ml_collections.ConfigDict, *, device_count: int,
   _require_int(config, 'model.steps_per_level', 1)
   _require_int(config, 'model.hidden_channels', 1)
   _require_int(config, 'model.num_highway_blocks', 1)
-  for key in ('model.coupling', 'model.invconv', 'model.coupling_net', 'train.optimizer',
-              'eval.dequantization'):
+  for key in ('model.coupling', 'model.invconv', 'model.coupling_net', 'model.recompute',
+              'model.dtype', 'train.optimizer', 'eval.dequantization'):
     _require_choice(config, key)
-  for flag in ('learn_top_prior', 'remat'):
-    if flag in config.model and not isinstance(config.model[flag], bool):
-      _fail(f'model.{flag}', config.model[flag], 'expected True or False')
+  if 'learn_top_prior' in config.model and not isinstance(config.model.learn_top_prior, bool):
+    _fail('model.learn_top_prior', config.model.learn_top_prior, 'expected True or False')
 
   image_size = _require_int(config, 'data.image_size', 1)
   channels = _require_int(config, 'data.channels', 1)

@@ -59,6 +59,9 @@ def unknown_override_message(argv) -> str | None:
     if known is None:
       return (f'Unknown config key {".".join(path)!r} in {arg}: there is no block '
               f'config.{block}; blocks: {", ".join(b for b in config_validation.KNOWN_KEYS if b)}.')
+    renamed = config_validation.RENAMED_KEYS.get('.'.join(path))
+    if renamed:
+      return f'config.{".".join(path)} in {arg} has been replaced: use config.{renamed}.'
     if len(path) > 2 or key not in known:
       return (f'Unknown config key {".".join(path)!r} in {arg}; known keys in '
               f'config.{block or "<top>"}: {", ".join(known)}.')

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from glow_ood.flows.base import InvertibleLayer
+from glow_ood.flows.conv import MatmulConv
 
 COUPLING_NETS = ('glow', 'highway')
 
@@ -28,8 +29,9 @@ class ZeroInitConv(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    y = nn.Conv(self.features, (3, 3), padding='SAME', kernel_init=nn.initializers.zeros,
-                bias_init=nn.initializers.zeros, dtype=x.dtype, param_dtype=jnp.float32)(x)
+    # Named as nn.Conv would be, so parameter trees match across formulations.
+    y = MatmulConv(self.features, 3, kernel_init=nn.initializers.zeros,
+                   bias_init=nn.initializers.zeros, name='Conv_0')(x)
     log_gain = self.param('log_gain', nn.initializers.zeros, (self.features,))
     return y * jnp.exp(log_gain * self.gain_scale).astype(x.dtype)
 
@@ -41,9 +43,8 @@ class GlowCouplingNet(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    conv = lambda f, k: nn.Conv(f, k, padding='SAME', dtype=x.dtype, param_dtype=jnp.float32)
-    h = nn.relu(conv(self.hidden_channels, (3, 3))(x))
-    h = nn.relu(conv(self.hidden_channels, (1, 1))(h))
+    h = nn.relu(MatmulConv(self.hidden_channels, 3, name='Conv_0')(x))
+    h = nn.relu(MatmulConv(self.hidden_channels, 1, name='Conv_1')(h))
     return ZeroInitConv(self.out_channels)(h)
 
 
@@ -87,10 +88,16 @@ class _Coupling(InvertibleLayer):
   net: str = 'glow'             # 'glow' | 'highway'
   hidden_channels: int = 512
   num_highway_blocks: int = 3
+  net_dtype: str = 'float32'    # the net's activations; its params stay float32
 
   def conditioner(self, x_a, out_channels):
-    return make_coupling_net(self.net, self.hidden_channels, self.num_highway_blocks)(
-        out_channels)(x_a)
+    # Mixed precision stops at the net's output: shift, scale and log-dets are
+    # formed in the flow's own dtype.
+    net = make_coupling_net(self.net, self.hidden_channels, self.num_highway_blocks)(
+        out_channels)
+    # 'float32' keeps the flow's own precision (float64 in the exactness tests).
+    net_in = x_a if self.net_dtype == 'float32' else x_a.astype(self.net_dtype)
+    return net(net_in).astype(x_a.dtype)
 
 
 class AffineCoupling(_Coupling):

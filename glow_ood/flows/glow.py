@@ -26,11 +26,14 @@ from glow_ood.flows.actnorm import ActNorm
 from glow_ood.flows.coupling import COUPLING_NETS, AdditiveCoupling, AffineCoupling
 from glow_ood.flows.invconv import InvConv1x1, InvConv1x1LU
 from glow_ood.flows.priors import SplitPrior, TopPrior
+from glow_ood.flows.recompute import invertible_chain
 from glow_ood.flows.squeeze import squeeze, unsqueeze
 
 LOGDET_KINDS = ('actnorm', 'invconv', 'coupling')
 COUPLINGS = ('affine', 'additive')
 INVCONVS = ('lu', 'plain')
+RECOMPUTES = ('none', 'checkpoint', 'invertible')
+DTYPES = ('float32', 'bfloat16')
 
 
 @flax.struct.dataclass
@@ -53,12 +56,14 @@ class FlowStep(nn.Module):
   coupling_net: str = 'glow'
   hidden_channels: int = 512
   num_highway_blocks: int = 3
+  dtype: str = 'float32'        # the coupling nets' activations
 
   def setup(self):
     self.actnorm = ActNorm()
     self.conv = InvConv1x1LU() if self.invconv == 'lu' else InvConv1x1()
     coupling_cls = AffineCoupling if self.coupling == 'affine' else AdditiveCoupling
-    self.couple = coupling_cls(self.coupling_net, self.hidden_channels, self.num_highway_blocks)
+    self.couple = coupling_cls(self.coupling_net, self.hidden_channels, self.num_highway_blocks,
+                               net_dtype=self.dtype)
 
   def forward_terms(self, x):
     """x -> (y, {kind: logdet [B]})."""
@@ -109,27 +114,54 @@ class Glow(nn.Module):
   hidden_channels: int = 512
   num_highway_blocks: int = 3
   learn_top_prior: bool = True
-  remat: bool = False           # recompute each step's activations in the backward pass
+  # How the backward pass gets each step's activations: 'none' keeps them all;
+  # 'checkpoint' recomputes them per step from kept inputs (jax.checkpoint, which
+  # XLA's CPU backend may undo); 'invertible' rebuilds them from each level's
+  # output through the inverse, so memory stays flat in K on every backend.
+  recompute: str = 'none'
+  dtype: str = 'float32'        # coupling nets' activations; params, log-dets, priors stay fp32
 
   def setup(self):
     _check_choice('coupling', self.coupling, COUPLINGS)
     _check_choice('invconv', self.invconv, INVCONVS)
     _check_choice('coupling_net', self.coupling_net, COUPLING_NETS)
+    _check_choice('recompute', self.recompute, RECOMPUTES)
+    _check_choice('dtype', self.dtype, DTYPES)
     if self.num_levels < 1 or self.steps_per_level < 1:
       raise ValueError(f'num_levels and steps_per_level must be >= 1, got '
                        f'{self.num_levels} and {self.steps_per_level}.')
-    # Glow is memory-bound: rematerialising steps trades ~1/3 more compute for
-    # activation memory that no longer grows with K.
     step_cls = (nn.remat(FlowStep, methods=['forward_terms', 'inverse_terms'])
-                if self.remat else FlowStep)
+                if self.recompute == 'checkpoint' else FlowStep)
     self.steps = [
-        [step_cls(self.coupling, self.invconv, self.coupling_net, self.hidden_channels,
-                  self.num_highway_blocks, name=f'level{l}_step{k}')
+        [step_cls(*self._step_fields(), name=f'level{l}_step{k}')
          for k in range(self.steps_per_level)]
         for l in range(self.num_levels)]
     self.split_priors = [SplitPrior(name=f'level{l}_split_prior')
                          for l in range(self.num_levels - 1)]
     self.top_prior = TopPrior(learned=self.learn_top_prior, name='top_prior')
+
+  def _step_fields(self):
+    return (self.coupling, self.invconv, self.coupling_net, self.hidden_channels,
+            self.num_highway_blocks, self.dtype)
+
+  def _level_steps(self, level: int, x: jax.Array):
+    """x -> (y, {kind: log-det [B]} summed over the level's steps)."""
+    steps = self.steps[level]
+    if self.recompute != 'invertible' or self.is_initializing():
+      level_ld = {kind: jnp.zeros(x.shape[:1], x.dtype) for kind in LOGDET_KINDS}
+      for step in steps:
+        x, ld = step.forward_terms(x)
+        level_ld = {kind: level_ld[kind] + ld[kind] for kind in LOGDET_KINDS}
+      return x, level_ld
+    # The steps as pure functions of their variables, so a custom VJP can run
+    # them backwards; every collection a step owns goes along.
+    template = FlowStep(*self._step_fields(), parent=None)
+    forward = lambda v, x: template.apply(v, x, method=FlowStep.forward_terms)
+    inverse = lambda v, y: template.apply(v, y, method=FlowStep.inverse_terms)[0]
+    step_variables = [
+        {col: tree[step.name] for col, tree in self.variables.items() if step.name in tree}
+        for step in steps]
+    return invertible_chain(forward, inverse, step_variables, x)
 
   def __call__(self, y):
     return self.forward(y)
@@ -141,11 +173,7 @@ class Glow(nn.Module):
     log_pz, latents = [], []
     logdet = {kind: [] for kind in LOGDET_KINDS}
     for level in range(self.num_levels):
-      x = squeeze(x)
-      level_ld = {kind: jnp.zeros(x.shape[:1], x.dtype) for kind in LOGDET_KINDS}
-      for step in self.steps[level]:
-        x, ld = step.forward_terms(x)
-        level_ld = {kind: level_ld[kind] + ld[kind] for kind in LOGDET_KINDS}
+      x, level_ld = self._level_steps(level, squeeze(x))
       for kind in LOGDET_KINDS:
         logdet[kind].append(level_ld[kind])
       if level < self.num_levels - 1:
@@ -207,6 +235,9 @@ def _check_image(y, num_levels):
 def glow_from_config(model_cfg: ml_collections.ConfigDict) -> Glow:
   """Builds Glow from a config block whose fields are Glow's fields."""
   fields = {f for f in Glow.__dataclass_fields__ if f not in ('parent', 'name')}
+  if 'remat' in model_cfg:
+    raise ValueError("model.remat was replaced by model.recompute: 'none' | 'checkpoint' "
+                     "(was remat=True) | 'invertible' (memory flat in depth on every backend).")
   unknown = set(model_cfg.keys()) - fields
   if unknown:
     raise ValueError(f'Unknown model config keys {sorted(unknown)}; allowed: {sorted(fields)}.')

@@ -221,6 +221,8 @@ CASES = [
     # Config values.
     Case('unknown-override-key', lambda e: e.train_args('--config.train.lerning_rate=0.1'),
          1, "Unknown config key 'train.lerning_rate'"),
+    Case('renamed-remat-key', lambda e: e.train_args('--config.model.remat=True'),
+         1, 'use config.model.recompute'),
     Case('unknown-block', lambda e: e.train_args('--config.optim.lr=1'),
          1, 'no block config.optim'),
     Case('n-bits-out-of-range', lambda e: e.train_args('--config.n_bits=9'), 1, 'config.n_bits=9'),

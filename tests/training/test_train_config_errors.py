@@ -32,6 +32,8 @@ def _set(config, dotted, value):
     ('model.coupling', 'spline', r"config\.model\.coupling='spline' .*'affine', 'additive'"),
     ('model.invconv', 'qr', r"config\.model\.invconv='qr' .*'lu', 'plain'"),
     ('model.coupling_net', 'resnet', r"config\.model\.coupling_net='resnet' .*'glow'"),
+    ('model.recompute', 'always', r"config\.model\.recompute='always' .*'checkpoint', 'invertible'"),
+    ('model.dtype', 'float16', r"config\.model\.dtype='float16' .*'float32', 'bfloat16'"),
     ('model.num_levels', 5, r'config\.data\.image_size=16 .*2\*\*model\.num_levels = 32'),
     ('data.name', 'imagenet_full', r"config\.data\.name='imagenet_full' .*fashion_mnist"),
     ('data.image_size', 24, r'config\.data\.image_size=24'),
@@ -70,6 +72,13 @@ def test_unknown_key_in_config_file(tiny_config):
   tiny_config.unlock()
   tiny_config.train.lerning_rate = 0.1
   with pytest.raises(ValueError, match=r'Unknown config key\(s\) train\.lerning_rate'):
+    config_validation.validate_config(tiny_config, device_count=1)
+
+
+def test_old_remat_key_names_recompute(tiny_config):
+  tiny_config.unlock()
+  tiny_config.model.remat = True
+  with pytest.raises(ValueError, match=r"config\.model\.remat was replaced by model\.recompute"):
     config_validation.validate_config(tiny_config, device_count=1)
 
 

@@ -1,0 +1,279 @@
+"""Throughput of the real train step and evaluation pass, beside normflows' Glow.
+
+    python benchmarks/train_step.py                    # all sizes, peer if installed
+    python benchmarks/train_step.py --sizes=quick --rounds=3
+    python benchmarks/train_step.py --memory_only
+
+Times `glow_ood.train.make_train_step` (the jitted step the trainer runs: dequantization,
+loss, gradient, clipping, Adam, metrics) and the evaluation forward pass of
+`glow_ood.evaluate`, in images per second. With the `bench` extra installed
+(`pip install -e '.[bench]'`: torch, normflows) it builds normflows' Glow with the same
+architecture (L levels of K steps of ActNorm, LU 1x1 conv, affine coupling with a
+conv3x3-ReLU-conv1x1-ReLU-conv3x3 net, learned priors), the same batch and Adam, and
+times both in alternating rounds in one process; each ratio (ours / peer) is the median
+over rounds. Torch gets as many threads as XLA's CPU client uses (the cores this process
+may run on), so both run on the same cores.
+
+The split priors differ slightly: ours conditions each on the kept half through a 3x3
+conv; normflows' are learned per channel. Both are a small share of the step.
+
+Finally prints the compiled temporary memory of one train step (L=2, width 128, batch 32,
+32x32x1) at K=8 and K=32 for each `model.recompute` strategy.
+"""
+
+import argparse
+import dataclasses
+import os
+import statistics
+import sys
+import time
+
+import jax
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))  # configs/
+from configs import common  # pylint: disable=g-import-not-at-top
+from glow_ood import evaluate
+from glow_ood import parallel
+from glow_ood import train
+from glow_ood import train_state as train_state_lib
+
+
+@dataclasses.dataclass(frozen=True)
+class Size:
+  name: str
+  levels: int
+  steps: int
+  width: int
+  batch: int
+  image: tuple[int, int, int]  # H, W, C
+
+
+SIZES = (
+    Size('quick', 2, 8, 64, 64, (32, 32, 1)),
+    Size('w128', 2, 8, 128, 64, (32, 32, 1)),
+    Size('w512', 2, 8, 512, 32, (32, 32, 1)),
+    Size('L3_rgb', 3, 8, 128, 32, (32, 32, 3)),
+)
+
+
+def make_config(size: Size, **model_overrides):
+  config = common.base_config()
+  config.model.num_levels = size.levels
+  config.model.steps_per_level = size.steps
+  config.model.hidden_channels = size.width
+  config.model.coupling = 'affine'
+  config.model.invconv = 'lu'
+  config.model.coupling_net = 'glow'
+  config.model.learn_top_prior = True
+  for key, value in model_overrides.items():
+    config.model[key] = value
+  config.train.batch_size = size.batch
+  config.train.optimizer = 'adam'
+  config.data.image_size = size.image[0]
+  config.data.channels = size.image[2]
+  return config
+
+
+def random_batch(size: Size, seed: int = 0) -> np.ndarray:
+  rng = np.random.default_rng(seed)
+  return rng.integers(0, 256, (size.batch,) + size.image, dtype=np.uint8)
+
+
+class OursRunner:
+  """The project's train step and evaluation pass at one size."""
+
+  def __init__(self, size: Size, **model_overrides):
+    self.size = size
+    config = make_config(size, **model_overrides)
+    mesh = parallel.make_mesh()
+    self.batch = parallel.global_batch(mesh, random_batch(size))
+    keys = train_state_lib.run_keys(0)
+    self.key = keys['train']
+    self.state = train_state_lib.create_train_state(config, mesh, keys['init'], self.batch)
+    self.step = train.make_train_step(config, mesh)
+    # The evaluation pass exactly as evaluate.evaluate_images jits it.
+    self.eval_fn = evaluate._eval_fn(config, mesh, 'uniform')  # pylint: disable=protected-access
+    self.train_rate(1)  # compile + warm-up
+    self.eval_rate(1)
+
+  def train_rate(self, num_steps: int) -> float:
+    start = time.perf_counter()
+    for _ in range(num_steps):
+      self.state, metrics = self.step(self.state, self.batch, self.key)
+    jax.block_until_ready((self.state, metrics))
+    return num_steps * self.size.batch / (time.perf_counter() - start)
+
+  def eval_rate(self, num_steps: int) -> float:
+    start = time.perf_counter()
+    for _ in range(num_steps):
+      out = self.eval_fn(self.state.params, self.batch, self.key)
+    jax.block_until_ready(out)
+    return num_steps * self.size.batch / (time.perf_counter() - start)
+
+
+class PeerRunner:
+  """normflows' Glow at the same size, Adam, clipping at the same global norm."""
+
+  def __init__(self, size: Size, grad_clip_norm: float = 100.0):
+    import normflows as nf  # pylint: disable=g-import-not-at-top
+    import torch  # pylint: disable=g-import-not-at-top
+    self.torch = torch
+    self.size = size
+    self.grad_clip_norm = grad_clip_norm
+    torch.manual_seed(0)
+    h, w, c = size.image
+    levels = size.levels
+    priors, flows, merges = [], [], []
+    # normflows orders levels from the top (coarsest) one down.
+    for i in range(levels):
+      channels = c * 2 ** (levels + 1 - i)
+      flows.append([nf.flows.GlowBlock(channels, size.width, split_mode='channel', scale=True)
+                    for _ in range(size.steps)] + [nf.flows.Squeeze()])
+      if i == 0:
+        latent = (c * 2 ** (levels + 1), h // 2 ** levels, w // 2 ** levels)
+      else:
+        merges.append(nf.flows.Merge())
+        latent = (c * 2 ** (levels - i), h // 2 ** (levels - i), w // 2 ** (levels - i))
+      priors.append(nf.distributions.GlowBase(latent))
+    self.model = nf.MultiscaleFlow(priors, flows, merges, class_cond=False)
+    self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-3)
+    batch = torch.from_numpy(random_batch(size)).permute(0, 3, 1, 2).float()
+    self.batch = batch
+    self.train_rate(1)  # ActNorm's data-dependent init + warm-up
+    self.eval_rate(1)
+
+  def _dequantized(self):
+    return (self.batch + self.torch.rand_like(self.batch)) / 256.0
+
+  def train_rate(self, num_steps: int) -> float:
+    torch = self.torch
+    start = time.perf_counter()
+    for _ in range(num_steps):
+      loss = self.model.forward_kld(self._dequantized())
+      self.optimizer.zero_grad(set_to_none=True)
+      loss.backward()
+      torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip_norm)
+      self.optimizer.step()
+    float(loss)
+    return num_steps * self.size.batch / (time.perf_counter() - start)
+
+  def eval_rate(self, num_steps: int) -> float:
+    start = time.perf_counter()
+    with self.torch.no_grad():
+      for _ in range(num_steps):
+        log_p = self.model.log_prob(self._dequantized(), None)
+    float(log_p.sum())
+    return num_steps * self.size.batch / (time.perf_counter() - start)
+
+
+def peer_available() -> bool:
+  try:
+    import normflows  # pylint: disable=g-import-not-at-top,unused-import
+    import torch  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    return False
+  # As many threads as XLA's CPU client: one per core this process may run on.
+  torch.set_num_threads(len(os.sched_getaffinity(0)))
+  return True
+
+
+def benchmark_size(size: Size, rounds: int, num_steps: int, with_peer: bool) -> dict:
+  ours = OursRunner(size)
+  peer = PeerRunner(size) if with_peer else None
+  rates = {'train': [], 'eval': [], 'peer_train': [], 'peer_eval': []}
+  for r in range(rounds):
+    # Alternate who goes first so slow drifts of a shared machine hit both.
+    order = [('', ours), ('peer_', peer)] if r % 2 == 0 else [('peer_', peer), ('', ours)]
+    for prefix, runner in order:
+      if runner is None:
+        continue
+      rates[prefix + 'train'].append(runner.train_rate(num_steps))
+      rates[prefix + 'eval'].append(runner.eval_rate(num_steps))
+  row = {name: statistics.median(v) for name, v in rates.items() if v}
+  if with_peer:
+    for kind in ('train', 'eval'):
+      ratios = [a / b for a, b in zip(rates[kind], rates['peer_' + kind])]
+      row[kind + '_ratio'] = statistics.median(ratios)
+      row[kind + '_ratio_range'] = (min(ratios), max(ratios))
+  return row
+
+
+def compiled_temp_mib(size: Size, **model_overrides) -> float:
+  """Temporary memory XLA reserves for one train step, MiB (no compute)."""
+  config = make_config(size, **model_overrides)
+  mesh = parallel.make_mesh()
+  state = train_state_lib.abstract_train_state(config, mesh)
+  batch = jax.ShapeDtypeStruct((size.batch,) + size.image, np.uint8,
+                               sharding=parallel.batch_sharding(mesh))
+  key = jax.ShapeDtypeStruct((2,), np.uint32, sharding=parallel.replicated(mesh))
+  compiled = train.make_train_step(config, mesh).lower(state, batch, key).compile()
+  return compiled.memory_analysis().temp_size_in_bytes / 2 ** 20
+
+
+def print_memory(strategies) -> None:
+  print('\nCompiled temporary memory of one train step (L=2, width 128, batch 32, 32x32x1):')
+  print('| model.recompute | K=8 MiB | K=32 MiB | K=32 / K=8 |')
+  print('|---|---|---|---|')
+  for strategy in strategies:
+    mib = [compiled_temp_mib(Size('mem', 2, k, 128, 32, (32, 32, 1)), recompute=strategy)
+           for k in (8, 32)]
+    print(f'| {strategy} | {mib[0]:.0f} | {mib[1]:.0f} | {mib[1] / mib[0]:.2f} |', flush=True)
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--sizes', default=','.join(s.name for s in SIZES),
+                      help='comma-separated names among ' + ', '.join(s.name for s in SIZES))
+  parser.add_argument('--rounds', type=int, default=5, help='alternating rounds per size')
+  parser.add_argument('--steps', type=int, default=10, help='timed steps per round')
+  parser.add_argument('--no_peer', action='store_true', help='time only glow_ood')
+  parser.add_argument('--memory_only', action='store_true')
+  parser.add_argument('--no_memory', action='store_true')
+  parser.add_argument('--strategies', default='none,checkpoint,invertible',
+                      help='model.recompute values for the memory table')
+  args = parser.parse_args()
+
+  with_peer = not args.no_peer and peer_available()
+  print(f'jax {jax.__version__} on {jax.devices()[0].platform}, {os.cpu_count()} cores '
+        f'({len(os.sched_getaffinity(0))} usable), load average '
+        f'{", ".join(f"{v:.2f}" for v in os.getloadavg())}')
+  if with_peer:
+    import normflows  # pylint: disable=g-import-not-at-top
+    import torch  # pylint: disable=g-import-not-at-top
+    print(f'peer: normflows {normflows.__version__}, torch {torch.__version__}, '
+          f'{torch.get_num_threads()} threads')
+  elif not args.no_peer:
+    print("peer: not installed (pip install -e '.[bench]'); timing glow_ood alone")
+
+  if not args.memory_only:
+    wanted = args.sizes.split(',')
+    header = '| size | glow_ood train img/s | glow_ood eval img/s |'
+    rule = '|---|---|---|'
+    if with_peer:
+      header += (' normflows train img/s | normflows eval img/s | train ratio (range) |'
+                 ' eval ratio (range) |')
+      rule += '---|---|---|---|'
+    print(f'\n{args.rounds} alternating rounds of {args.steps} steps, medians:')
+    print(header)
+    print(rule)
+    for size in SIZES:
+      if size.name not in wanted:
+        continue
+      row = benchmark_size(size, args.rounds, args.steps, with_peer)
+      label = (f'{size.name}: L={size.levels} K={size.steps} W={size.width} B={size.batch} '
+               f'{"x".join(map(str, size.image))}')
+      line = f'| {label} | {row["train"]:.0f} | {row["eval"]:.0f} |'
+      if with_peer:
+        line += (f' {row["peer_train"]:.0f} | {row["peer_eval"]:.0f} |'
+                 f' {row["train_ratio"]:.2f} ({row["train_ratio_range"][0]:.2f}-'
+                 f'{row["train_ratio_range"][1]:.2f}) |'
+                 f' {row["eval_ratio"]:.2f} ({row["eval_ratio_range"][0]:.2f}-'
+                 f'{row["eval_ratio_range"][1]:.2f}) |')
+      print(line, flush=True)
+  if not args.no_memory:
+    print_memory(args.strategies.split(','))
+
+
+if __name__ == '__main__':
+  main()
