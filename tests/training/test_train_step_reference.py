@@ -23,6 +23,7 @@ def test_step_loss_gradient_and_update_match_reference(tiny_config, recompute):
   batch = parallel.global_batch(mesh, x)
   state = train_state_lib.create_train_state(config, mesh, keys['init'], batch)
   params = jax.tree.map(np.asarray, state.params)
+  constants = jax.tree.map(np.asarray, state.constants)
   opt_state = jax.tree.map(np.asarray, state.opt_state)
   new_state, metrics = train.make_train_step(config, mesh)(state, batch, keys['train'])
 
@@ -33,7 +34,7 @@ def test_step_loss_gradient_and_update_match_reference(tiny_config, recompute):
                             likelihood.reduce_bits(x, config.n_bits), config.n_bits)
 
   def loss_fn(p):
-    out = model.apply({'params': p}, y)
+    out = model.apply({'params': p, 'constants': constants}, y)
     return likelihood.bits_per_dim(out.log_px, 16 * 16, config.n_bits).mean()
 
   loss, grads = jax.value_and_grad(loss_fn)(params)
