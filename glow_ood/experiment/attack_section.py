@@ -456,7 +456,7 @@ def render(attacks_result: dict, workdir: str, names: dict[str, str], title: str
                  f'{row["log_pz_shift"]:+.1f} / {row["logdet_shift"]:+.1f}',
                  f'{_f(row["flip_before"], 2)} → {_f(row["flip_after"], 2)} ({flip})'])
   out += _table(['set', 'objective', 'eps (levels)', 'bits/dim before', 'after', 'mean shift',
-                 'max |shift|', 'Δ log p(z) / Δ log-det (nats)',
+                 'max abs shift', 'Δ log p(z) / Δ log-det (nats)',
                  'fraction ranked past the other set'], rows)
   out += ['']
   rows = []

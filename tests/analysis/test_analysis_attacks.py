@@ -89,22 +89,22 @@ def _tiny_glow(coupling='affine', n_bits=8, size=16, num=6):
   images = images[..., None]
   model = train_state_lib.model_from_config(config)
   y = (images.astype(np.float32) + 0.5) / 256
-  params = model.init(jax.random.PRNGKey(0), jnp.asarray(y))['params']
+  variables = model.init(jax.random.PRNGKey(0), jnp.asarray(y))
   # A few random coupling weights, so the affine couplings depend on the input.
-  leaves, tree = jax.tree.flatten(params)
+  leaves, tree = jax.tree.flatten(variables['params'])
   keys = jax.random.split(jax.random.PRNGKey(5), len(leaves))
   leaves = [l + 0.02 * jax.random.normal(k, l.shape) if l.ndim == 4 else l
             for l, k in zip(leaves, keys)]
-  return config, model, jax.tree.unflatten(tree, leaves), images
+  return config, model, dict(variables, params=jax.tree.unflatten(tree, leaves)), images
 
 
 @pytest.mark.parametrize('dequantization, n_bits', [('uniform', 8), ('midpoint', 5)])
 def test_statistics_equal_the_evaluation_at_integer_pixels(dequantization, n_bits):
-  config, model, params, images = _tiny_glow(n_bits=n_bits)
+  config, model, variables, images = _tiny_glow(n_bits=n_bits)
   key = jax.random.PRNGKey(3)
-  stats_fn = attacks.statistics_fn(model, {'params': params}, n_bits, dequantization)
+  stats_fn = attacks.statistics_fn(model, variables, n_bits, dequantization)
   ours = jax.device_get(stats_fn(jnp.asarray(images, jnp.float32), jax.random.fold_in(key, 0)))
-  theirs = evaluate.evaluate_images(config, parallel.make_mesh(), params, images,
+  theirs = evaluate.evaluate_images(config, parallel.make_mesh(), variables, images,
                                     batch_size=len(images), dequantization=dequantization,
                                     key=key)
   assert set(ours) == set(attacks.STATISTICS_KEYS) == set(theirs)
@@ -116,9 +116,9 @@ def test_statistics_equal_the_evaluation_at_integer_pixels(dequantization, n_bit
 def test_attack_contract_on_a_tiny_glow(coupling):
   """Within epsilon, valid integer pixels, never worse, and the reported objective is a
   fresh evaluation's."""
-  config, model, params, images = _tiny_glow(coupling)
+  config, model, variables, images = _tiny_glow(coupling)
   key = jax.random.PRNGKey(7)
-  stats_fn = attacks.statistics_fn(model, {'params': params}, config.n_bits, 'uniform')
+  stats_fn = attacks.statistics_fn(model, variables, config.n_bits, 'uniform')
   objective = attacks.signed_log_density_objective(stats_fn)
   sign = np.array([1.0, -1.0] * (len(images) // 2), np.float32)
   result = attacks.pgd_attack(objective, images, epsilon=2, num_steps=6,
@@ -133,10 +133,10 @@ def test_attack_contract_on_a_tiny_glow(coupling):
   np.testing.assert_array_equal(result.best_trace[-1], result.objective_after)
 
   mesh = parallel.make_mesh()
-  fresh = evaluate.evaluate_images(config, mesh, params, result.images,
+  fresh = evaluate.evaluate_images(config, mesh, variables, result.images,
                                    batch_size=len(images), dequantization='uniform', key=key)
   np.testing.assert_allclose(sign * fresh['log_p_discrete'], result.objective_after, rtol=1e-5)
-  original = evaluate.evaluate_images(config, mesh, params, images, batch_size=len(images),
+  original = evaluate.evaluate_images(config, mesh, variables, images, batch_size=len(images),
                                       dequantization='uniform', key=key)
   np.testing.assert_allclose(sign * original['log_p_discrete'], result.objective_before,
                              rtol=1e-5)
@@ -144,8 +144,8 @@ def test_attack_contract_on_a_tiny_glow(coupling):
 
 def test_evasion_objective_moves_a_score():
   """A score defined here (bits/dim) evaded: OOD images (sign -1) end with lower scores."""
-  config, model, params, images = _tiny_glow()
-  stats_fn = attacks.statistics_fn(model, {'params': params}, config.n_bits, 'midpoint')
+  config, model, variables, images = _tiny_glow()
+  stats_fn = attacks.statistics_fn(model, variables, config.n_bits, 'midpoint')
   objective = attacks.evasion_objective(stats_fn, lambda stats: stats['bits_per_dim'])
   result = attacks.pgd_attack(objective, images, epsilon=1, num_steps=4,
                               key=jax.random.PRNGKey(0), objective_args=(-1.0,))
