@@ -11,18 +11,11 @@ shaped like the model's data (e.g. 28x28 zero-padded to 32x32). Writes, in --out
                 originals, changes and attacked images side by side
 Feed the attacked set back into the ordinary evaluation:
   python -m glow_ood.main --config=... --workdir=... --mode=evaluate \
-      --config.eval.datasets='npz:test[path=runs/attacked/attacked.npz;tag=attacked]'
+      --add_eval=attacked=runs/attacked/attacked.npz --evals_only_added
 which reproduces the bits/dim printed here (same noise key and batches).
 """
 
-import os
-import sys
-
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO_ROOT not in sys.path:
-  sys.path.insert(0, REPO_ROOT)  # the config files import configs.*
-
-from absl import app  # pylint: disable=g-import-not-at-top
+from absl import app
 from absl import flags
 from ml_collections import config_flags
 
@@ -61,7 +54,7 @@ def main(argv):
         f'{FLAGS.epsilon:g}: mean bits/dim {out["bits_per_dim_before"]:.4f} -> '
         f'{out["bits_per_dim_after"]:.4f}')
   print(f'Wrote {out["npz"]} and {out["panels"]}; evaluate the attacked set with\n'
-        f"  --mode=evaluate --config.eval.datasets='npz:test[path={out['npz']};tag=attacked]'",
+        f"  --mode=evaluate --add_eval=attacked={out['npz']} --evals_only_added",
         flush=True)
 
 

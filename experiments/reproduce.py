@@ -5,35 +5,28 @@
 
 or with the config file named directly (any variant after the colon):
 
-  python experiments/reproduce.py --config=configs/pairs/cifar10_to_svhn.py:paper \
+  python experiments/reproduce.py --config=glow_ood/configs/pairs/cifar10_to_svhn.py:paper \
       --workdir=runs/cifar_svhn
 
-Pairs: see configs/pairs/ (fashion_mnist_to_mnist, notmnist_to_mnist, cifar10_to_svhn,
+Pairs: see glow_ood/configs/pairs/ (fashion_mnist_to_mnist, notmnist_to_mnist, cifar10_to_svhn,
 celeb_a_to_svhn, imagenet32_to_cifar10_cifar100_svhn); variants: quick, paper, tiny.
 Glow trains in WORKDIR/glow, CV-Glow in WORKDIR/cv_glow; a rerun resumes training,
 reuses finished evaluations and rewrites WORKDIR/report.md.
 """
 
-import os
 import sys
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO_ROOT not in sys.path:
-  sys.path.insert(0, REPO_ROOT)  # the pair configs import configs.*
-
-from absl import app  # pylint: disable=g-import-not-at-top
+from absl import app
 from absl import flags
 from ml_collections import config_flags
 
-from glow_ood.experiment.command_line import with_default_config  # pylint: disable=g-import-not-at-top
-
-PAIRS_DIR = os.path.join(REPO_ROOT, 'configs', 'pairs')
+from glow_ood.experiment.command_line import PAIRS_DIR, with_default_config
 
 flags.DEFINE_string('pair', 'fashion_mnist_to_mnist',
-                    'Pair of data sets: the name of a file in configs/pairs/ (without .py).')
+                    'Pair of data sets: the name of a file in glow_ood/configs/pairs/ (without .py).')
 flags.DEFINE_string('variant', 'quick', 'quick | paper | tiny (passed to the pair config).')
 config_flags.DEFINE_config_file(
-    'config', None, 'Pair config file[:variant]; by default configs/pairs/<pair>.py:<variant>. '
+    'config', None, 'Pair config file[:variant]; by default glow_ood/configs/pairs/<pair>.py:<variant>. '
     'Override any field with --config.<key>=<value>.', lock_config=True)
 flags.DEFINE_string('workdir', None, 'Output directory: glow/, cv_glow/, figures/, report.md.')
 flags.DEFINE_bool('debug', False, 'Show the traceback of an expected failure (bad config, '

@@ -1,12 +1,15 @@
-"""Per-example likelihood decomposition of any (data set, split), written to .npz.
+"""Evaluation: the per-example terms of a model's log-likelihood on any set, written to .npz.
 
-workdir/eval/{tag}_{split}_step{step}.npz holds, for N images and L levels:
+workdir/eval/<key>_step<step>.npz holds, for N images, every per-example term
+the model kind reports (glow_ood.model_kinds), e.g. for Glow with L levels:
   log_px [N]          log density of the dequantized y, nats (continuous)
-  log_p_discrete [N]  log_px - D*n*log 2: a lower bound on log P(x), nats
-  bits_per_dim [N]
   log_pz [N, L]       prior term per level
   logdet_{actnorm,invconv,coupling} [N, L]
-and the scalars step, n_bits, num_dims, dataset, split, dequantization and
+and for every kind
+  log_p_discrete [N]  log_px - D*n*log 2: log P(x) of the n-bit image, nats (exact
+                      for PixelCNN++, a lower bound for Glow and the VAE)
+  bits_per_dim [N]
+with the scalars step, n_bits, num_dims, dataset, split, dequantization and
 preprocessing (each resize, pad, crop or channel conversion the images went
 through to fit the model, with the shapes before and after; 'none' if none).
 """
@@ -23,79 +26,114 @@ import ml_collections
 import numpy as np
 
 from glow_ood import checkpointing
-from glow_ood import config_validation
 from glow_ood import data
 from glow_ood import likelihood
+from glow_ood import model_kinds
 from glow_ood import parallel
 from glow_ood import train_state as train_state_lib
 from glow_ood import workdir_config
-from glow_ood.flows.glow import Glow, LOGDET_KINDS
+from glow_ood.eval_sets import EvalDataset
 
-PER_EXAMPLE_KEYS = ('log_px', 'log_p_discrete', 'bits_per_dim', 'log_pz') + tuple(
-    f'logdet_{kind}' for kind in LOGDET_KINDS)
-
-_EVAL_FNS = {}
+# Written beside the model's own terms in every evaluation file.
+DERIVED_KEYS = ('log_p_discrete', 'bits_per_dim')
 
 
-def _eval_fn(config: ml_collections.ConfigDict, mesh, dequantization: str):
-  """Jitted (variables, x_uint8 [B,H,W,C], key) -> per-example terms, replicated to every host."""
-  cache_key = (config.to_json(), mesh, dequantization)
-  if cache_key in _EVAL_FNS:
-    return _EVAL_FNS[cache_key]
-  model = train_state_lib.model_from_config(config)
-  n_bits = config.n_bits
+class Evaluator:
+  """Per-example log-likelihood terms of uint8 images under one config's model, on one mesh.
 
-  def fn(variables, x_uint8, key):
-    y = likelihood.dequantize(key, likelihood.reduce_bits(x_uint8, n_bits), n_bits,
-                              noise=dequantization)
-    out = model.apply(variables, y, method=Glow.forward)
-    terms = {'log_px': out.log_px, 'log_pz': out.log_pz}
-    terms.update({f'logdet_{kind}': out.logdet[kind] for kind in LOGDET_KINDS})
-    return terms
-
-  replicated = parallel.replicated(mesh)
-  jitted = jax.jit(fn, in_shardings=(replicated, parallel.batch_sharding(mesh), replicated),
-                   out_shardings=replicated)
-  _EVAL_FNS[cache_key] = jitted
-  return jitted
-
-
-def evaluate_images(config: ml_collections.ConfigDict, mesh, variables, images: np.ndarray, *,
-                    batch_size: int, dequantization: str, key: jax.Array) -> dict[str, np.ndarray]:
-  """Per-example terms for uint8 images [N,H,W,C] (every host passes the same images).
-
-  The last batch is zero-padded to batch_size and the padding dropped. Uniform
-  dequantization noise for batch i comes from fold_in(key, i).
+  Build one per model config and pass it around: it compiles its forward pass
+  once per dequantization mode and serves every caller (the train loop's
+  periodic evaluation, --mode=evaluate, the pair experiment, graying, the OOD
+  scores and the attacks).
   """
-  images = np.asarray(images)
-  expected = train_state_lib.image_shape(config)
-  if images.dtype != np.uint8 or images.shape[1:] != expected:
-    raise ValueError(f'Expected uint8 images of shape [N, {expected}], got {images.dtype} '
-                     f'{images.shape}.')
-  num = images.shape[0]
-  if num == 0:
-    raise ValueError('No images to evaluate.')
-  fn = _eval_fn(config, mesh, dequantization)
-  num_batches = -(-num // batch_size)
-  padded = np.zeros((num_batches * batch_size,) + images.shape[1:], np.uint8)
-  padded[:num] = images
-  chunks = []
-  for index in range(num_batches):
-    batch = padded[index * batch_size:(index + 1) * batch_size]
-    x = parallel.global_batch(mesh, parallel.host_slice(batch))
-    chunks.append(fn(variables, x, jax.random.fold_in(key, index)))
-  chunks = parallel.to_host(chunks)
-  results = {name: np.concatenate([c[name] for c in chunks])[:num] for name in chunks[0]}
-  num_dims = int(np.prod(expected))
-  results['log_p_discrete'] = np.asarray(
-      likelihood.discrete_log_prob(results['log_px'], num_dims, config.n_bits))
-  results['bits_per_dim'] = np.asarray(
-      likelihood.bits_per_dim(results['log_px'], num_dims, config.n_bits))
-  return results
+
+  def __init__(self, config: ml_collections.ConfigDict, mesh=None):
+    self.config = config
+    self.mesh = parallel.make_mesh() if mesh is None else mesh
+    self.model = model_kinds.build_model(config)
+    self.n_bits = config.n_bits
+    self.image_shape = train_state_lib.image_shape(config)
+    self.num_dims = train_state_lib.num_dims(config)
+    self._fns = {}
+
+  def terms_fn(self, dequantization: str):
+    """Jitted (variables, x_uint8 [B,H,W,C], key) -> per-example terms, replicated."""
+    if dequantization not in self._fns:
+      model, n_bits = self.model, self.n_bits
+
+      def fn(variables, x_uint8, key):
+        noise_key, model_key = jax.random.split(key)
+        y = likelihood.dequantize_uint8(noise_key, x_uint8, n_bits, noise=dequantization)
+        out = model.apply(variables, y, method='evaluate', rngs=model_kinds.rngs(model_key))
+        return out.terms()
+
+      replicated = parallel.replicated(self.mesh)
+      self._fns[dequantization] = jax.jit(
+          fn, in_shardings=(replicated, parallel.batch_sharding(self.mesh), replicated),
+          out_shardings=replicated)
+    return self._fns[dequantization]
+
+  def __call__(self, variables, images: np.ndarray, *, key: jax.Array,
+               batch_size: int | None = None,
+               dequantization: str | None = None) -> dict[str, np.ndarray]:
+    """Per-example terms for uint8 images [N,H,W,C] (every host passes the same images).
+
+    batch_size and dequantization default to config.eval's. The last batch is
+    zero-padded to batch_size and the padding dropped. The randomness of batch i
+    (dequantization noise, a VAE's latent samples) comes from fold_in(key, i).
+    """
+    batch_size = batch_size or self.config.eval.batch_size
+    dequantization = dequantization or self.config.eval.dequantization
+    images = np.asarray(images)
+    if images.dtype != np.uint8 or images.shape[1:] != self.image_shape:
+      raise ValueError(f'Expected uint8 images of shape [N, {self.image_shape}], got '
+                       f'{images.dtype} {images.shape}.')
+    num = images.shape[0]
+    if num == 0:
+      raise ValueError('No images to evaluate.')
+    fn = self.terms_fn(dequantization)
+    num_batches = -(-num // batch_size)
+    padded = np.zeros((num_batches * batch_size,) + images.shape[1:], np.uint8)
+    padded[:num] = images
+    chunks = []
+    for index in range(num_batches):
+      batch = padded[index * batch_size:(index + 1) * batch_size]
+      x = parallel.global_batch(self.mesh, parallel.host_slice(batch))
+      chunks.append(fn(variables, x, jax.random.fold_in(key, index)))
+    chunks = parallel.to_host(chunks)
+    results = {name: np.concatenate([c[name] for c in chunks])[:num] for name in chunks[0]}
+    results['log_p_discrete'] = np.asarray(
+        likelihood.discrete_log_prob(results['log_px'], self.num_dims, self.n_bits))
+    results['bits_per_dim'] = np.asarray(
+        likelihood.bits_per_dim(results['log_px'], self.num_dims, self.n_bits))
+    return results
+
+  def evaluate_set(self, variables, eval_set: EvalDataset, key: jax.Array):
+    """(results, images, preprocessing) of one evaluation set."""
+    report = []
+    images = data.load_array(eval_set.data, eval_set.split,
+                             max_examples=eval_set.max_examples or None, report=report)
+    # Distinct steps in order: TFDS sets with varying sizes report per image.
+    preprocessing = '; '.join(dict.fromkeys(report)) or 'none'
+    if report and parallel.is_main_process():
+      print(f'{eval_set.key}: images fitted to the model: {preprocessing}', flush=True)
+    results = self(variables, images, key=key, batch_size=eval_set.batch_size,
+                   dequantization=eval_set.dequantization)
+    return results, images, preprocessing
+
+  def write(self, path: str, results: dict[str, np.ndarray], step: int, *, dataset: str,
+            split: str, dequantization: str, preprocessing: str = 'none') -> None:
+    """The per-example file of one evaluated set (process 0 writes; atomic)."""
+    if not parallel.is_main_process():
+      return
+    write_npz_atomic(path, dict(
+        results, step=np.int64(step), n_bits=np.int64(self.n_bits),
+        num_dims=np.int64(self.num_dims), dataset=np.str_(dataset), split=np.str_(split),
+        dequantization=np.str_(dequantization), preprocessing=np.str_(preprocessing)))
 
 
-def eval_path(workdir: str, tag: str, split: str, step: int) -> str:
-  return os.path.join(workdir, 'eval', f'{tag}_{split}_step{step}.npz')
+def eval_path(workdir: str, key: str, step: int) -> str:
+  return os.path.join(workdir, 'eval', f'{key}_step{step}.npz')
 
 
 def write_npz_atomic(path: str, arrays: dict) -> None:
@@ -113,33 +151,17 @@ def write_npz_atomic(path: str, arrays: dict) -> None:
     raise
 
 
-def write_evaluation(path: str, results: dict[str, np.ndarray], config: ml_collections.ConfigDict,
-                     step: int, *, dataset: str, split: str, dequantization: str,
-                     preprocessing: str = 'none') -> None:
-  """The per-example file of one evaluated set (process 0 writes; atomic).
-
-  preprocessing: what was done to the images to fit the model ('none' if nothing).
-  """
-  if not parallel.is_main_process():
-    return
-  write_npz_atomic(path, dict(
-      {name: results[name] for name in PER_EXAMPLE_KEYS},
-      step=np.int64(step), n_bits=np.int64(config.n_bits),
-      num_dims=np.int64(train_state_lib.num_dims(config)), dataset=np.str_(dataset),
-      split=np.str_(split), dequantization=np.str_(dequantization),
-      preprocessing=np.str_(preprocessing)))
-
-
 def summary_table(rows: dict[str, dict[str, np.ndarray]]) -> str:
-  """Means per data set: bits/dim, log p(x), log p(z) and log-det per kind (nats/image)."""
-  columns = ['N', 'bits/dim', 'log p(x)', 'log p(z)'] + [f'logdet {k}' for k in LOGDET_KINDS]
+  """Means per data set of bits/dim and every log term (nats per image, summed over levels)."""
+  first = next(iter(rows.values()))
+  names = ['log_px'] + [k for k in first if k not in ('log_px', 'bits_per_dim') + DERIVED_KEYS]
+  columns = ['N', 'bits/dim'] + names
   width = max([len(name) for name in rows] + [12])
   lines = [f'{"data set":<{width}}' + ''.join(f'{c:>16}' for c in columns)]
   for name, res in rows.items():
-    values = [len(res['log_px']), res['bits_per_dim'].mean(), res['log_px'].mean(),
-              res['log_pz'].sum(-1).mean()]
-    values += [res[f'logdet_{k}'].sum(-1).mean() for k in LOGDET_KINDS]
-    cells = [f'{values[0]:>16d}'] + [f'{v:>16.4f}' for v in values[1:]]
+    values = [res['bits_per_dim'].mean()]
+    values += [res[k].reshape(len(res[k]), -1).sum(-1).mean() for k in names]
+    cells = [f'{len(res["log_px"]):>16d}'] + [f'{v:>16.4f}' for v in values]
     lines.append(f'{name:<{width}}' + ''.join(cells))
   return '\n'.join(lines)
 
@@ -156,43 +178,27 @@ def load_state_for_eval(config: ml_collections.ConfigDict, workdir: str, mesh,
 
 
 def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
-                        datasets: str | list[str] | None = None,
-                        step: int | None = None, *, with_scores: bool = False) -> dict[str, str]:
-  """Evaluates one checkpoint on every eval data set; returns {'{tag}_{split}': npz path}.
+                        eval_sets: list[EvalDataset], step: int | None = None, *,
+                        evaluator: Evaluator | None = None,
+                        with_scores: bool = False) -> dict[str, str]:
+  """Evaluates one checkpoint on every set; returns {set key: npz path}.
 
-  datasets: entries as in config.eval.datasets (default: that field).
+  eval_sets: resolved sets (config_validation.validate_config returns config.evals').
   step: checkpoint step (default: config.eval.checkpoint_step, -1 = latest).
+  evaluator: one built for this config, to reuse its compiled function.
   with_scores: also write every OOD score per image (glow_ood.scoring) when
   config.scores.enabled, as --mode=evaluate does.
   """
-  config_validation.validate_config(config, device_count=jax.device_count())
-  eval_sets = config_validation.parse_eval_datasets(config, datasets)
-  mesh = parallel.make_mesh()
-  for eval_set in eval_sets:
-    if eval_set.batch_size % jax.device_count():
-      raise config_validation.ConfigError(
-          f'config.eval.batch_size={eval_set.batch_size} is not valid: must be divisible by '
-          f'the number of devices ({jax.device_count()}) (data set {eval_set.key}).')
-  variables, ckpt_step = load_state_for_eval(config, workdir, mesh, step)
+  evaluator = evaluator or Evaluator(config)
+  variables, ckpt_step = load_state_for_eval(config, workdir, evaluator.mesh, step)
   key = train_state_lib.run_keys(config.seed)['eval']
 
   paths, rows, evaluated = {}, {}, {}
   for eval_set in eval_sets:
-    spec = data.DataSpec(**config_validation.data_fields_for(config, eval_set))
-    data.validate_spec(spec)
-    report = []
-    images = data.load_array(spec, eval_set.split, max_examples=eval_set.max_examples or None,
-                             report=report)
-    # Distinct steps in order: TFDS sets with varying sizes report per image.
-    preprocessing = '; '.join(dict.fromkeys(report)) or 'none'
-    if report and parallel.is_main_process():
-      print(f'{eval_set.key}: images fitted to the model: {preprocessing}', flush=True)
-    results = evaluate_images(config, mesh, variables, images, batch_size=eval_set.batch_size,
-                              dequantization=eval_set.dequantization, key=key)
-    path = eval_path(workdir, eval_set.tag, eval_set.split, ckpt_step)
-    write_evaluation(path, results, config, ckpt_step, dataset=eval_set.name,
-                     split=eval_set.split, dequantization=eval_set.dequantization,
-                     preprocessing=preprocessing)
+    results, images, preprocessing = evaluator.evaluate_set(variables, eval_set, key)
+    path = eval_path(workdir, eval_set.key, ckpt_step)
+    evaluator.write(path, results, ckpt_step, dataset=eval_set.name, split=eval_set.split,
+                    dequantization=eval_set.dequantization, preprocessing=preprocessing)
     paths[eval_set.key] = path
     rows[eval_set.key] = results
     if with_scores and config.scores.enabled:
@@ -204,5 +210,5 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
     print(summary_table(rows), flush=True)
   if evaluated:
     from glow_ood import scoring  # pylint: disable=g-import-not-at-top (it imports this module)
-    scoring.score_evaluated_sets(config, workdir, mesh, variables, ckpt_step, evaluated)
+    scoring.score_evaluated_sets(evaluator, workdir, variables, ckpt_step, evaluated)
   return paths

@@ -53,6 +53,12 @@ def dequantize(key: jax.Array | None, x_int: jax.Array, n_bits: int,
   return (x + u) / (2 ** n_bits)
 
 
+def dequantize_uint8(key: jax.Array | None, x_uint8: jax.Array, n_bits: int,
+                     noise: str = 'uniform') -> jax.Array:
+  """Raw 8-bit pixels -> the model's input y in [0, 1): reduce_bits, then dequantize."""
+  return dequantize(key, reduce_bits(x_uint8, n_bits), n_bits, noise=noise)
+
+
 def discretization_constant(num_dims: int, n_bits: int) -> float:
   """The per-image -D * n * log 2 term that turns log p(y) into a bound on log P(x)."""
   _check_n_bits(n_bits)

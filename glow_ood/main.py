@@ -2,7 +2,7 @@
 
   python -m glow_ood.main --config=configs/fashion_mnist_quick.py --workdir=/tmp/fm \
       [--config.train.num_steps=2000 ...] [--mode=train|evaluate|sample]
-  python -m glow_ood.main --workdir=/tmp/fm --mode=evaluate [--config.eval.datasets=...]
+  python -m glow_ood.main --workdir=/tmp/fm --mode=evaluate [--add_eval=mnist:test ...]
 
 Without --config, the config recorded in the workdir (config.json) is used.
 Expected failures (bad config, data, workdir or checkpoint, a non-finite loss, a
@@ -36,6 +36,12 @@ flags.DEFINE_string('workdir', None, 'Directory for checkpoints, TensorBoard eve
 flags.DEFINE_enum('mode', 'train', ['train', 'evaluate', 'sample'],
                   'train: train or resume to train.num_steps; evaluate: write per-example '
                   'eval files for eval.datasets; sample: write sample grids.')
+flags.DEFINE_multi_string(
+    'add_eval', [], "Adds an evaluation set to config.evals for --mode=evaluate: 'NAME:SPLIT' "
+    "(e.g. mnist:test) or the path of an .npz file ('PATH.npz[:SPLIT]'), optionally "
+    "'KEY=' in front to name its files eval/KEY_step<S>.npz. Repeat for more sets.")
+flags.DEFINE_bool('evals_only_added', False, 'With --add_eval: evaluate only the added sets, '
+                  'not those of config.evals.')
 flags.DEFINE_bool('multihost', None, 'Call jax.distributed.initialize() (one process per '
                   'host). Default: when the environment describes a multi-process job.')
 flags.DEFINE_string('coordinator_address', None, 'host:port of process 0, for --multihost '
@@ -47,21 +53,24 @@ flags.DEFINE_bool('debug', False, 'Show the traceback of an expected failure (ba
 flags.mark_flags_as_required(['workdir'])
 
 
-def unknown_override_message(argv) -> str | None:
+def unknown_override_message(argv, config=None) -> str | None:
   """Names the first --config.<key> override that is not in the config schema, if any."""
   for arg in argv[1:]:
     if not arg.startswith('--config.'):
       continue
     path = arg[len('--config.'):].split('=', 1)[0].split('.')
+    renamed = config_validation.RENAMED_KEYS.get('.'.join(path[:2]))
+    if renamed:
+      return f'config.{".".join(path)} in {arg} has been replaced: use {renamed}.'
+    if path[0] == 'evals':
+      continue  # blocks whose keys the config file decides; the config check names them
     block = path[0] if len(path) > 1 else ''
     key = path[-1]
-    known = config_validation.KNOWN_KEYS.get(block)
+    known = config_validation.known_keys(config, block)
     if known is None:
+      blocks = [b for b in config_validation.TOP_KEYS if b not in ('seed', 'n_bits')]
       return (f'Unknown config key {".".join(path)!r} in {arg}: there is no block '
-              f'config.{block}; blocks: {", ".join(b for b in config_validation.KNOWN_KEYS if b)}.')
-    renamed = config_validation.RENAMED_KEYS.get('.'.join(path))
-    if renamed:
-      return f'config.{".".join(path)} in {arg} has been replaced: use config.{renamed}.'
+              f'config.{block}; blocks: {", ".join(blocks)}.')
     if len(path) > 2 or key not in known:
       return (f'Unknown config key {".".join(path)!r} in {arg}; known keys in '
               f'config.{block or "<top>"}: {", ".join(known)}.')
@@ -95,6 +104,28 @@ def with_recorded_config(argv) -> list[str]:
   return [argv[0], f'--config={workdir_config.__file__}:{workdir}'] + list(argv[1:])
 
 
+def _loaded_config():
+  """The config file's config, if absl got as far as loading it."""
+  try:
+    return FLAGS['config'].value
+  except (KeyError, AttributeError):
+    return None
+
+
+def _with_added_evals(config):
+  """config with the --add_eval sets added to (or, with --evals_only_added, replacing) its evals."""
+  if not FLAGS.add_eval:
+    return config
+  from glow_ood import eval_sets  # pylint: disable=g-import-not-at-top
+  with config.unlocked():
+    if FLAGS.evals_only_added:
+      config.evals = type(config.evals)()
+    for text in FLAGS.add_eval:
+      key, block = eval_sets.parse_add_eval(text)
+      config.evals[key] = block
+  return config
+
+
 def parse_flags(argv):
   """absl flag parsing, with one clear message for a bad --config, override or workdir."""
   try:
@@ -103,7 +134,7 @@ def parse_flags(argv):
     try:
       return FLAGS(argv)
     except (AttributeError, KeyError):
-      message = unknown_override_message(argv)
+      message = unknown_override_message(argv, _loaded_config())
       if message is None:
         raise
       raise config_validation.ConfigError(message) from None
@@ -135,12 +166,15 @@ def main(argv):
                jax.devices())
 
   try:
+    config = _with_added_evals(FLAGS.config)
     if FLAGS.mode == 'train':
-      train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+      train.train_and_evaluate(config, FLAGS.workdir)
     elif FLAGS.mode == 'evaluate':
-      evaluate.evaluate_checkpoint(FLAGS.config, FLAGS.workdir, with_scores=True)
+      sets = config_validation.validate_config(config, device_count=jax.device_count())
+      evaluate.evaluate_checkpoint(config, FLAGS.workdir, sets, with_scores=True)
     else:
-      for path in sample.write_samples(FLAGS.config, FLAGS.workdir):
+      config_validation.validate_config(config, device_count=jax.device_count())
+      for path in sample.write_samples(config, FLAGS.workdir):
         logging.info('Wrote %s', path)
   except Exception as error:  # pylint: disable=broad-except
     if FLAGS.debug:

@@ -12,32 +12,11 @@ import ml_collections
 import numpy as np
 from PIL import Image
 
-from glow_ood import config_validation
 from glow_ood import evaluate
 from glow_ood import likelihood
+from glow_ood import model_kinds
 from glow_ood import parallel
 from glow_ood import train_state as train_state_lib
-from glow_ood.flows.glow import Glow
-
-_SAMPLE_FNS = {}
-
-
-def _sample_fn(config: ml_collections.ConfigDict, mesh):
-  """Jitted (variables, key, temperature) -> images y [num, H, W, C], replicated."""
-  cache_key = (config.to_json(), mesh)
-  if cache_key not in _SAMPLE_FNS:
-    model = train_state_lib.model_from_config(config)
-    shape = train_state_lib.image_shape(config)
-    num = config.sample.num
-
-    def fn(variables, key, temperature):
-      return model.apply(variables, key, shape, num, temperature, method=Glow.sample)
-
-    replicated = parallel.replicated(mesh)
-    _SAMPLE_FNS[cache_key] = jax.jit(fn, in_shardings=(replicated, replicated, replicated),
-                                     out_shardings=replicated)
-  return _SAMPLE_FNS[cache_key]
-
 
 def temperatures(config: ml_collections.ConfigDict) -> tuple[float, ...]:
   value = config.sample.temperatures
@@ -57,16 +36,31 @@ def tile(images_uint8: np.ndarray) -> np.ndarray:
   return grid
 
 
-def sample_grids(config: ml_collections.ConfigDict, mesh, variables,
-                 key: jax.Array) -> dict[float, np.ndarray]:
-  """{temperature: uint8 grid [H', W', C]}; the same key at every temperature."""
-  fn = _sample_fn(config, mesh)
-  grids = {}
-  for temperature in temperatures(config):
-    y = np.asarray(jax.device_get(fn(variables, key, np.float32(temperature))))
-    y = np.nan_to_num(y, nan=0.0, posinf=1.0, neginf=0.0)  # a diverged sample shows as black
-    grids[temperature] = tile(likelihood.to_uint8(y, config.n_bits))
-  return grids
+class Sampler:
+  """Sample grids of one config's model: compiled once, reused at every temperature and step."""
+
+  def __init__(self, config: ml_collections.ConfigDict, mesh=None):
+    self.config = config
+    self.mesh = parallel.make_mesh() if mesh is None else mesh
+    model = model_kinds.build_model(config)
+    shape = train_state_lib.image_shape(config)
+    num = config.sample.num
+
+    def fn(variables, key, temperature):
+      return model.apply(variables, key, shape, num, temperature, method='sample')
+
+    replicated = parallel.replicated(self.mesh)
+    self._fn = jax.jit(fn, in_shardings=(replicated, replicated, replicated),
+                       out_shardings=replicated)
+
+  def grids(self, variables, key: jax.Array) -> dict[float, np.ndarray]:
+    """{temperature: uint8 grid [H', W', C]}; the same key at every temperature."""
+    grids = {}
+    for temperature in temperatures(self.config):
+      y = np.asarray(jax.device_get(self._fn(variables, key, np.float32(temperature))))
+      y = np.nan_to_num(y, nan=0.0, posinf=1.0, neginf=0.0)  # a diverged sample shows as black
+      grids[temperature] = tile(likelihood.to_uint8(y, self.config.n_bits))
+    return grids
 
 
 def sample_path(workdir: str, step: int, temperature: float) -> str:
@@ -87,11 +81,10 @@ def save_png(grid: np.ndarray, path: str) -> None:
 def write_samples(config: ml_collections.ConfigDict, workdir: str,
                   step: int | None = None) -> list[str]:
   """Sample grids from a checkpoint (default config.eval.checkpoint_step, -1 = latest)."""
-  config_validation.validate_config(config, device_count=jax.device_count(), check_data=False)
-  mesh = parallel.make_mesh()
-  variables, ckpt_step = evaluate.load_state_for_eval(config, workdir, mesh, step)
+  sampler = Sampler(config)
+  variables, ckpt_step = evaluate.load_state_for_eval(config, workdir, sampler.mesh, step)
   keys = train_state_lib.run_keys(config.seed)
-  grids = sample_grids(config, mesh, variables, jax.random.fold_in(keys['sample'], ckpt_step))
+  grids = sampler.grids(variables, jax.random.fold_in(keys['sample'], ckpt_step))
   paths = []
   for temperature, grid in grids.items():
     path = sample_path(workdir, ckpt_step, temperature)

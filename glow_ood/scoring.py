@@ -44,9 +44,11 @@ def file_key(score_name: str) -> str:
 
 
 def model_scores(config: ml_collections.ConfigDict, compressors) -> list[scores_lib.Score]:
-  """Every score for the model of `config`."""
+  """Every score for the model of `config` (the per-level ones only for a multi-scale flow)."""
   shape = train_state_lib.image_shape(config)
-  dims = [int(np.prod(s)) for s in latent_shapes(shape, config.model.num_levels)]
+  dims = []
+  if config.model.kind == 'glow':
+    dims = [int(np.prod(s)) for s in latent_shapes(shape, config.model.num_levels)]
   return scores_lib.default_scores(dims, int(np.prod(shape)), compressors)
 
 
@@ -55,18 +57,18 @@ def _csv(value) -> list[str]:
 
 
 def _own_split(config, split: str, max_examples: int) -> np.ndarray:
-  fields = dict(config.data)
-  fields['augment'] = 'none'
-  return data.load_array(data.DataSpec(**fields), split, max_examples=max_examples or None)
+  spec = data.DataSpec(**dict(config.data, augment='none'))
+  return data.load_array(spec, split, max_examples=max_examples or None)
 
 
-def score_evaluated_sets(config: ml_collections.ConfigDict, workdir: str, mesh, params,
-                         step: int, evaluated: dict[str, tuple]) -> dict[str, str]:
+def score_evaluated_sets(evaluator: evaluate.Evaluator, workdir: str, params, step: int,
+                         evaluated: dict[str, tuple]) -> dict[str, str]:
   """Scores every evaluated set; evaluated = {key: (eval npz path, images, results)}.
 
   Returns {key: scores npz path}; prints each set's AUROC per score against the
   in-distribution test split.
   """
+  config, mesh = evaluator.config, evaluator.mesh
   cfg = config.scores
   key = train_state_lib.run_keys(config.seed)['eval']
   images = {FIT: _own_split(config, 'train', cfg.fit_examples),
@@ -77,9 +79,7 @@ def score_evaluated_sets(config: ml_collections.ConfigDict, workdir: str, mesh, 
     out = dict(known or {})
     for label, x in images.items():
       if label not in out:
-        out[label] = evaluate.evaluate_images(
-            config, mesh, model_params, x, batch_size=config.eval.batch_size,
-            dequantization=config.eval.dequantization, key=key)
+        out[label] = evaluator(model_params, x, key=key)
     return out
 
   own = evaluate_all(params, {k: v[2] for k, v in evaluated.items()})

@@ -16,60 +16,71 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import optax
+from clu import periodic_actions
 
 from glow_ood import checkpointing
 from glow_ood import config_validation
 from glow_ood import data
+from glow_ood import eval_sets
 from glow_ood import evaluate
 from glow_ood import interrupt
 from glow_ood import likelihood
 from glow_ood import metrics as metrics_lib
+from glow_ood import model_kinds
 from glow_ood import parallel
 from glow_ood import sample
 from glow_ood import train_state as train_state_lib
 from glow_ood import workdir_config
-from glow_ood.flows.glow import Glow, LOGDET_KINDS
 from glow_ood.scores.mutation import mutate_pixels
 from glow_ood.train_state import TrainState
 
 
-def step_metrics(out, loss, grad_norm, learning_rate) -> dict:
-  """Batch means of every term, nats per image, summed over levels and per level."""
-  metrics = {'bits_per_dim': loss, 'grad_norm': grad_norm, 'learning_rate': learning_rate,
-             'log_px': out.log_px.mean(), 'log_pz': out.log_pz.sum(-1).mean()}
-  num_levels = out.log_pz.shape[-1]
-  for kind in LOGDET_KINDS:
-    metrics[f'logdet/{kind}'] = out.logdet[kind].sum(-1).mean()
-  for level in range(num_levels):
-    metrics[f'level{level}/log_pz'] = out.log_pz[:, level].mean()
-    for kind in LOGDET_KINDS:
-      metrics[f'level{level}/logdet_{kind}'] = out.logdet[kind][:, level].mean()
+def step_metrics(terms: dict, loss, grad_norm, learning_rate) -> dict:
+  """Batch means of every per-example term, nats per image.
+
+  A [B] term gives one metric; a [B, L] term (per level) gives its sum over
+  levels under its own name and each level's under 'level<l>/<name>'.
+  """
+  metrics = {'bits_per_dim': loss, 'grad_norm': grad_norm, 'learning_rate': learning_rate}
+  for name, value in terms.items():
+    if value.ndim == 1:
+      metrics[name] = value.mean()
+      continue
+    metrics[name] = value.sum(-1).mean()
+    for level in range(value.shape[-1]):
+      metrics[f'level{level}/{name}'] = value[:, level].mean()
   return metrics
 
 
 def make_train_step(config: ml_collections.ConfigDict, mesh):
-  """Returns step(state, x_uint8 [B,H,W,C], key) -> (state, metrics); state is donated."""
-  model = train_state_lib.model_from_config(config)
+  """Returns step(state, x_uint8 [B,H,W,C], key) -> (state, metrics); state is donated.
+
+  The loss is the batch mean of bits/dim of the model's training objective
+  (for Glow and PixelCNN++ the exact log density; for the VAE its ELBO).
+  """
+  model = model_kinds.build_model(config)
   optimizer = train_state_lib.make_optimizer(config.train)
   schedule = train_state_lib.learning_rate_schedule(config.train)
   n_bits = config.n_bits
   num_dims = train_state_lib.num_dims(config)
   ema_decay = config.train.ema_decay
-  mutation_rate = config.train.get('mutation_rate', 0.0)
-  weight_decay = config.train.get('weight_decay', 0.0)
+  mutation_rate = config.train.mutation_rate
+  weight_decay = config.train.weight_decay
 
   def train_step(state: TrainState, x_uint8: jax.Array, base_key: jax.Array):
     noise_key = jax.random.fold_in(base_key, state.step)
     if mutation_rate > 0:  # a likelihood-ratio background model's training data
       x_uint8 = mutate_pixels(jax.random.fold_in(noise_key, 1), x_uint8, mutation_rate)
-    y = likelihood.dequantize(noise_key, likelihood.reduce_bits(x_uint8, n_bits), n_bits)
+    y = likelihood.dequantize_uint8(noise_key, x_uint8, n_bits)
+    model_rngs = model_kinds.rngs(jax.random.fold_in(noise_key, 2))
 
     def loss_fn(params):
       out = model.apply(train_state_lib.model_variables(params, state.constants), y,
-                        method=Glow.forward)
-      return likelihood.bits_per_dim(out.log_px, num_dims, n_bits).mean(), out
+                        train=True, rngs=model_rngs)
+      terms = out.terms()
+      return likelihood.bits_per_dim(terms['log_px'], num_dims, n_bits).mean(), terms
 
-    (loss, out), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     grads = train_state_lib.add_l2_gradient(grads, state.params, weight_decay)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
@@ -78,7 +89,7 @@ def make_train_step(config: ml_collections.ConfigDict, mesh):
       ema_params = optax.incremental_update(params, ema_params, 1.0 - ema_decay)
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
                               ema_params=ema_params)
-    metrics = step_metrics(out, loss, optax.tree.norm(grads), schedule(state.step))
+    metrics = step_metrics(terms, loss, optax.tree.norm(grads), schedule(state.step))
     return new_state, metrics
 
   replicated = parallel.replicated(mesh)
@@ -119,11 +130,10 @@ def _check_finite(step: int, host_metrics: dict, manager) -> None:
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
   """Trains (or resumes) to config.train.num_steps; returns the final state."""
-  eval_sets = config_validation.validate_config(config, device_count=jax.device_count())
-  del eval_sets  # the evaluate mode uses them; training evaluates the training set's test split
+  config_validation.validate_config(config, device_count=jax.device_count())
   mesh = parallel.make_mesh()
   train_cfg = config.train
-  spec = data.DataSpec.from_config(config.data)
+  spec = data.DataSpec(**dict(config.data))
   workdir_config.check_resume(config, workdir)
   if parallel.is_main_process():
     workdir_config.prepare(workdir)
@@ -181,65 +191,92 @@ def _save(manager, state: TrainState, done: int, train_bits_per_dim: float | Non
                                       'train_bits_per_dim': train_bits_per_dim})
 
 
+class _PeriodicEvaluation:
+  """The train loop's test bits/dim and sample grids, with their evaluator built once."""
+
+  def __init__(self, config, workdir, mesh, keys):
+    self.config, self.workdir, self.keys = config, workdir, keys
+    self.evaluator = evaluate.Evaluator(config, mesh)
+    self.sampler = sample.Sampler(config, mesh)
+    spec = data.DataSpec(**dict(config.data, augment='none'))
+    self.test_set = eval_sets.EvalDataset(
+        key='periodic_test', data=spec, split='test',
+        max_examples=config.train.eval_examples, batch_size=config.eval.batch_size,
+        dequantization=config.eval.dequantization)
+    self.test_images = None
+
+  def __call__(self, state: TrainState, done: int, writer) -> None:
+    if self.test_images is None:
+      self.test_images = data.load_array(self.test_set.data, 'test',
+                                         max_examples=self.test_set.max_examples or None)
+    variables = train_state_lib.eval_variables(state, self.config)
+    results = self.evaluator(variables, self.test_images, key=self.keys['eval'])
+    test_bpd = float(results['bits_per_dim'].mean())
+    writer.write_scalars(done, {'test/bits_per_dim': test_bpd})
+    logging.info('step %d: test bits/dim %.4f', done, test_bpd)
+    if parallel.is_main_process():
+      print(f'step {done}: test bits/dim {test_bpd:.4f} '
+            f'({len(self.test_images)} {self.test_set.name} test images)', flush=True)
+    grids = self.sampler.grids(variables, jax.random.fold_in(self.keys['sample'], done))
+    writer.write_images(done, {f'samples/T{t}': g[None] for t, g in grids.items()})
+    if parallel.is_main_process():
+      for temperature, grid in grids.items():
+        sample.save_png(grid, sample.sample_path(self.workdir, done, temperature))
+
+
+def _host_metrics(step: int, device_metrics, manager) -> dict[str, float]:
+  """A step's metrics on the host, checked finite (a non-finite loss stops the run)."""
+  host = metrics_lib.flatten_metrics(parallel.to_host(device_metrics))
+  _check_finite(step, host, manager)
+  return host
+
+
 def _train_loop(config, workdir, mesh, state, start_step, batches, keys, manager, writer,
                 stop) -> tuple[TrainState, int]:
-  """Steps from start_step to train.num_steps (or to a stop request); returns (state, steps done)."""
+  """Steps from start_step to train.num_steps (or to a stop request); returns (state, steps done).
+
+  Each step's metrics come to the host once: at a log or checkpoint step right
+  away, otherwise one step later, so that the check overlaps the next step's compute.
+  """
   train_cfg = config.train
-  spec = data.DataSpec.from_config(config.data)
   train_step = make_train_step(config, mesh)
   progress = metrics_lib.ProgressLine(train_cfg.num_steps, train_cfg.batch_size)
-  test_images = None
-  pending = None  # (step, metrics) of the step whose result is not yet checked
+  report = periodic_actions.ReportProgress(num_train_steps=train_cfg.num_steps, writer=writer,
+                                           every_steps=train_cfg.log_every)
+  periodic_eval = _PeriodicEvaluation(config, workdir, mesh, keys) if train_cfg.eval_every else None
+  pending = None  # (step, device metrics) not yet brought to the host
   done = start_step
   for step in range(start_step, train_cfg.num_steps):
     if stop.requested:
       break
     state, step_out = train_step(state, parallel.global_batch(mesh, next(batches)), keys['train'])
-    # Checking the previous step lets this one run while we wait for that result.
     if pending is not None:
-      _check_finite(pending[0], parallel.to_host(pending[1]), manager)
-    pending = (step, step_out)
+      _host_metrics(*pending, manager)
+      pending = None
     done = step + 1
+    report(done)  # steps/s and time per phase to TensorBoard, every log_every steps
     is_last = done == train_cfg.num_steps
+    log_now = done % train_cfg.log_every == 0 or is_last
+    save_now = done % train_cfg.checkpoint_every == 0 or is_last
+    if not (log_now or save_now):
+      pending = (step, step_out)
+      continue
 
-    if done % train_cfg.log_every == 0 or is_last:
-      host = metrics_lib.flatten_metrics(parallel.to_host(step_out))
-      _check_finite(step, host, manager)
-      rates = progress.update(done, bits_per_dim=host['bits_per_dim'])
-      scalars = {f'train/{name}': value for name, value in host.items()}
-      scalars.update({f'throughput/{name}': value for name, value in rates.items()})
-      writer.write_scalars(done, scalars)
-
-    if done % train_cfg.checkpoint_every == 0 or is_last:
-      host = parallel.to_host(step_out)
-      _check_finite(step, host, manager)
-      if not bool(_all_finite(state.params)):
-        _raise_non_finite(step, 'parameters', 'after the update', manager)
-      _save(manager, state, done, float(host['bits_per_dim']))
-
-    if train_cfg.eval_every and (done % train_cfg.eval_every == 0 or is_last):
-      if test_images is None:
-        test_images = data.load_array(spec, 'test',
-                                      max_examples=train_cfg.eval_examples or None)
-      variables = train_state_lib.eval_variables(state, config)
-      results = evaluate.evaluate_images(
-          config, mesh, variables, test_images, batch_size=config.eval.batch_size,
-          dequantization=config.eval.dequantization, key=keys['eval'])
-      test_bpd = float(results['bits_per_dim'].mean())
-      writer.write_scalars(done, {'test/bits_per_dim': test_bpd,
-                                  'test/log_pz': float(results['log_pz'].sum(-1).mean())})
-      logging.info('step %d: test bits/dim %.4f', done, test_bpd)
-      if parallel.is_main_process():
-        print(f'step {done}: test bits/dim {test_bpd:.4f} '
-              f'({len(test_images)} {spec.name} test images)', flush=True)
-      grids = sample.sample_grids(config, mesh, variables, jax.random.fold_in(keys['sample'], done))
-      writer.write_images(done, {f'samples/T{t}': g[None] for t, g in grids.items()})
-      if parallel.is_main_process():
-        for temperature, grid in grids.items():
-          sample.save_png(grid, sample.sample_path(workdir, done, temperature))
+    host = _host_metrics(step, step_out, manager)
+    if log_now:
+      progress.update(done, bits_per_dim=host['bits_per_dim'])
+      writer.write_scalars(done, {f'train/{name}': value for name, value in host.items()})
+    if save_now:
+      with report.timed('checkpoint', wait_jax_async_dispatch=False):
+        if not bool(_all_finite(state.params)):
+          _raise_non_finite(step, 'parameters', 'after the update', manager)
+        _save(manager, state, done, host['bits_per_dim'])
+    if periodic_eval and (done % train_cfg.eval_every == 0 or is_last):
+      with report.timed('evaluate'):
+        periodic_eval(state, done, writer)
     writer.flush()
   if pending is not None:
-    _check_finite(pending[0], parallel.to_host(pending[1]), manager)
+    _host_metrics(*pending, manager)
     if stop.requested and not bool(_all_finite(state.params)):
       _raise_non_finite(pending[0], 'parameters', 'after the update', manager)
   return state, done

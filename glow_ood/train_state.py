@@ -14,7 +14,7 @@ import optax
 
 from glow_ood import likelihood
 from glow_ood import parallel
-from glow_ood.flows.glow import Glow, glow_from_config
+from glow_ood import model_kinds
 from glow_ood.flows.invconv import CONSTANTS
 
 
@@ -66,18 +66,14 @@ def add_l2_gradient(grads, params, weight_decay: float):
 
 def make_optimizer(train_cfg: ml_collections.ConfigDict) -> optax.GradientTransformation:
   schedule = learning_rate_schedule(train_cfg)
-  optimizers = {
-      'adam': lambda: optax.adam(schedule),
-      'adamax': lambda: optax.adamax(schedule),
-      'rmsprop': lambda: optax.rmsprop(schedule),
-  }
+  optimizers = {'adam': optax.adam, 'adamax': optax.adamax, 'rmsprop': optax.rmsprop}
   if train_cfg.optimizer not in optimizers:
     raise ValueError(f'config.train.optimizer={train_cfg.optimizer!r} is not valid: '
                      f'choose one of {", ".join(optimizers)}.')
   transforms = []
   if train_cfg.grad_clip_norm > 0:
     transforms.append(optax.clip_by_global_norm(train_cfg.grad_clip_norm))
-  transforms.append(optimizers[train_cfg.optimizer]())
+  transforms.append(optimizers[train_cfg.optimizer](schedule))
   return optax.chain(*transforms)
 
 
@@ -90,8 +86,8 @@ def num_dims(config: ml_collections.ConfigDict) -> int:
   return h * w * c
 
 
-def model_from_config(config: ml_collections.ConfigDict) -> Glow:
-  return glow_from_config(config.model)
+def model_from_config(config: ml_collections.ConfigDict):
+  return model_kinds.build_model(config)
 
 
 def _init_fn(config: ml_collections.ConfigDict):
@@ -100,12 +96,11 @@ def _init_fn(config: ml_collections.ConfigDict):
   use_ema = config.train.ema_decay > 0
 
   def init(key, x_uint8):
-    init_key, noise_key = jax.random.split(key)
-    x_int = likelihood.reduce_bits(x_uint8, config.n_bits)
-    y = likelihood.dequantize(noise_key, x_int, config.n_bits)
+    init_key, noise_key, model_key = jax.random.split(key, 3)
+    y = likelihood.dequantize_uint8(noise_key, x_uint8, config.n_bits)
     # ActNorm statistics come from this batch; under jit with the batch sharded over
     # the mesh, its mean/variance reductions run over the global batch.
-    variables = model.init(init_key, y)
+    variables = model.init({'params': init_key, **model_kinds.rngs(model_key)}, y)
     params = variables['params']
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                       opt_state=optimizer.init(params),

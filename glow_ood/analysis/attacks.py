@@ -35,6 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from glow_ood import likelihood
+from glow_ood import model_kinds
 
 PIXEL_MAX = 255.0
 # The per-image keys of glow_ood.evaluate's files; statistics_fn returns exactly these.
@@ -171,12 +172,13 @@ def statistics_fn(model, variables: Any, n_bits: int,
                   dequantization: str = 'uniform') -> Callable[[jax.Array, jax.Array], dict]:
   """(x [B,H,W,C] float pixels in [0, 255], key) -> the evaluation's per-image terms.
 
-  model: a flax module whose forward(y) returns a GlowOutput (log_px, log_pz, logdet);
-  variables: ready for model.apply (passed through untouched). The noise is drawn as
-  glow_ood.evaluate draws it (uniform over the whole batch from `key`, or the
-  midpoint), so at integer pixels and the same key this equals evaluate_images.
+  model: a module of a glow_ood.model_kinds kind (its evaluate(y) output has terms());
+  variables: ready for model.apply (passed through untouched). The noise and the
+  model's rngs are drawn as glow_ood.evaluate.Evaluator draws them from `key`, so at
+  integer pixels and the same key this equals the Evaluator's terms.
   """
   def fn(x_pixels, key):
+    key, model_key = jax.random.split(key)
     reduced = reduce_bits_float(x_pixels, n_bits)
     if dequantization == 'uniform':
       noise = jax.random.uniform(key, reduced.shape, dtype=jnp.float32)
@@ -186,12 +188,11 @@ def statistics_fn(model, variables: Any, n_bits: int,
       raise ValueError(f'dequantization must be one of {likelihood.DEQUANTIZATION_NOISE}, '
                        f'got {dequantization!r}.')
     y = (reduced + noise) / 2 ** n_bits
-    out = model.apply(variables, y, method=type(model).forward)
+    out = model.apply(variables, y, method='evaluate', rngs=model_kinds.rngs(model_key))
     num_dims = int(np.prod(x_pixels.shape[1:]))
-    stats = {'log_px': out.log_px, 'log_pz': out.log_pz,
-             'log_p_discrete': likelihood.discrete_log_prob(out.log_px, num_dims, n_bits),
-             'bits_per_dim': likelihood.bits_per_dim(out.log_px, num_dims, n_bits)}
-    stats.update({f'logdet_{kind}': value for kind, value in out.logdet.items()})
+    stats = dict(out.terms())
+    stats['log_p_discrete'] = likelihood.discrete_log_prob(stats['log_px'], num_dims, n_bits)
+    stats['bits_per_dim'] = likelihood.bits_per_dim(stats['log_px'], num_dims, n_bits)
     return stats
   return fn
 

@@ -22,12 +22,12 @@ def attack_file(config, workdir: str, images_path: str, output: str, *, objectiv
   spec = data.DataSpec(**{**dict(config.data), 'name': 'npz', 'source': 'auto',
                           'path': images_path, 'augment': 'none'})
   images = data.load_array(spec, split, max_examples=max_examples or None)
-  mesh = parallel.make_mesh()
-  state, ckpt_step = evaluate.load_state_for_eval(config, workdir, mesh,
-                                                   None if step < 0 else step)
+  evaluator = evaluate.Evaluator(config)
+  variables, ckpt_step = evaluate.load_state_for_eval(config, workdir, evaluator.mesh,
+                                                       None if step < 0 else step)
   key = train_state_lib.run_keys(config.seed)['eval']
   result = attack_section.attack_images(
-      config, state, mesh, images, objective=objective, epsilon=epsilon, num_steps=num_steps,
+      evaluator, variables, images, objective=objective, epsilon=epsilon, num_steps=num_steps,
       noise_draws=noise_draws, key=key, target=target_bits_per_dim)
 
   os.makedirs(os.path.join(output, 'png'), exist_ok=True)

@@ -1,6 +1,6 @@
 """Attacks on the likelihood of one trained model: numbers, figure and report markdown.
 
-    attacks = attack_section.run(model_config, model_state, mesh, images, ood_labels=['mnist'],
+    attacks = attack_section.run(evaluator, variables, images, ood_labels=['mnist'],
                                  attack_config=default_attack_config('quick'),
                                  score_fns={'log p(x)': lambda s: s['bits_per_dim']},
                                  key=key, fig_dir=fig_dir, model_name='glow', title='Glow')
@@ -8,7 +8,7 @@
                                   title='Glow')
 
 Every number is that of a real 8-bit image: attacked images are re-evaluated with
-glow_ood.evaluate.evaluate_images, and so are the originals, with the same noise key
+glow_ood.evaluate.Evaluator, and so are the originals, with the same noise key
 and batch layout, so before and after see the same dequantization noise. The best
 iterate of each attack is judged by exactly that evaluation (see _Attacker.attack), so no
 image is reported worse on its objective than it started.
@@ -30,7 +30,7 @@ from glow_ood import evaluate
 from glow_ood import train_state as train_state_lib
 from glow_ood.analysis import attacks
 from glow_ood.experiment import attack_figures
-from glow_ood.flows.glow import LOGDET_KINDS
+from glow_ood.flows.glow import total_logdet
 
 HEADING = '## Attacks on the likelihood'
 OBJECTIVES = {
@@ -75,29 +75,21 @@ def default_attack_config(variant: str = 'quick') -> ml_collections.ConfigDict:
   return cfg
 
 
-def as_variables(model_state) -> dict:
-  """What evaluate.load_state_for_eval returns (params today, a variables dict later) as
-  the variables of model.apply, without touching either."""
-  if isinstance(model_state, Mapping) and 'params' in model_state:
-    return model_state
-  return {'params': model_state}
-
-
 class _Attacker:
   """One model's statistics, its one combined objective and its evaluation."""
 
-  def __init__(self, model_config, model_state, mesh, attack_config, key,
+  def __init__(self, evaluator: evaluate.Evaluator, variables, attack_config, key,
                score_fns: dict[str, Callable], extra_stats_fn: Callable | None,
                fixed_stats_fn: Callable | None = None):
+    model_config = evaluator.config
     self.config = model_config
-    self.state = model_state
-    self.mesh = mesh
+    self.evaluator = evaluator
+    self.state = variables
     self.cfg = attack_config
     self.key = key  # the evaluation's noise key
     self.attack_key = jax.random.fold_in(key, 1_000_003)  # noise of the gradient steps
     self.dequantization = model_config.eval.dequantization
-    model = train_state_lib.model_from_config(model_config)
-    base = attacks.statistics_fn(model, as_variables(model_state), model_config.n_bits,
+    base = attacks.statistics_fn(evaluator.model, variables, model_config.n_bits,
                                  self.dequantization)
     self.extra_stats_fn = extra_stats_fn
     self.fixed_stats_fn = fixed_stats_fn
@@ -111,9 +103,8 @@ class _Attacker:
 
   def evaluate(self, images: np.ndarray) -> dict[str, np.ndarray]:
     """The ordinary evaluation: batches of cfg.batch_size, batch c's noise from fold_in(key, c)."""
-    stats = evaluate.evaluate_images(
-        self.config, self.mesh, self.state, images, batch_size=self.cfg.batch_size,
-        dequantization=self.dequantization, key=self.key)
+    stats = self.evaluator(self.state, images, batch_size=self.cfg.batch_size,
+                           dequantization=self.dequantization, key=self.key)
     if self.extra_stats_fn is not None:
       bs = self.cfg.batch_size
       extra = [jax.device_get(self.extra_stats_fn(
@@ -132,7 +123,7 @@ class _Attacker:
   def attack(self, images: np.ndarray, epsilon: np.ndarray, args: tuple) -> dict:
     """Attacks rows of images (each with its epsilon and objective args), batch by batch.
 
-    Batch c is judged with fold_in(key, c), the noise key evaluate_images gives its
+    Batch c is judged with fold_in(key, c), the key the Evaluator gives its
     batch c: under uniform noise the best iterate is picked by the very noise the
     reported evaluation (self.evaluate, same batches) uses.
     """
@@ -203,8 +194,7 @@ class _Rows:
              np.concatenate(self._target)))
 
 
-def run(model_config: ml_collections.ConfigDict, model_state, mesh,
-        images: dict[str, np.ndarray], *, ood_labels: list[str],
+def run(evaluator: evaluate.Evaluator, variables, images: dict[str, np.ndarray], *, ood_labels: list[str],
         attack_config: ml_collections.ConfigDict, key: jax.Array, fig_dir: str,
         model_name: str, title: str, in_label: str = 'test',
         score_fns: dict[str, Callable] | None = None,
@@ -213,7 +203,7 @@ def run(model_config: ml_collections.ConfigDict, model_state, mesh,
   """Attacks one model; returns the JSON-able entry for results['models'][model]['attacks'].
 
   images: label -> uint8 [N, H, W, C] (the first attack_config.examples of each are used).
-  model_state: what evaluate.load_state_for_eval returns, passed through unchanged.
+  evaluator: the model's Evaluator; variables: what evaluate.load_state_for_eval returns.
   score_fns: name -> score_fn(stats) -> [B], higher = more OOD, differentiable in jax;
     default: bits/dim alone ('log p(x)').
   extra_stats_fn: optional (x float pixels, key) -> dict of further per-image terms
@@ -224,10 +214,11 @@ def run(model_config: ml_collections.ConfigDict, model_state, mesh,
   """
   start = time.time()
   cfg = attack_config
+  model_config = evaluator.config
   if score_fns is None:
     score_fns = {'log p(x)': lambda stats: stats['bits_per_dim']}
   score_names = list(score_fns)
-  attacker = _Attacker(model_config, model_state, mesh, cfg, key, score_fns, extra_stats_fn,
+  attacker = _Attacker(evaluator, variables, cfg, key, score_fns, extra_stats_fn,
                        fixed_stats_fn)
   labels = [in_label] + list(ood_labels)
   sets = {l: np.asarray(images[l][:cfg.examples]) for l in labels}
@@ -285,11 +276,11 @@ def run(model_config: ml_collections.ConfigDict, model_state, mesh,
         'objective_never_worse': bool(np.all(result['objective_after'][part]
                                              >= result['objective_before'][part])),
     }
-    # Which term of log p(x) = log p(z) + log|det| the attack moved (nats per image).
-    row['log_pz_shift'] = float((after['log_pz'][part].sum(-1)
-                                 - before['log_pz'][part].sum(-1)).mean())
-    row['logdet_shift'] = float(sum((after[f'logdet_{k}'][part] - before[f'logdet_{k}'][part])
-                                    .sum(-1) for k in LOGDET_KINDS).mean())
+    if 'log_pz' in after:
+      # Which term of log p(x) = log p(z) + log|det| the attack moved (nats per image).
+      row['log_pz_shift'] = float((after['log_pz'][part].sum(-1)
+                                   - before['log_pz'][part].sum(-1)).mean())
+      row['logdet_shift'] = float((total_logdet(after)[part] - total_logdet(before)[part]).mean())
     if meta['objective'] in ('raise', 'lower'):
       # The gradient's first-order promise (nats of log p) against what 8-bit images gave.
       num_dims = train_state_lib.num_dims(model_config)
@@ -355,8 +346,7 @@ def run(model_config: ml_collections.ConfigDict, model_state, mesh,
 COMMAND_OBJECTIVES = ('raise', 'lower', 'target')
 
 
-def attack_images(model_config: ml_collections.ConfigDict, model_state, mesh,
-                  images: np.ndarray, *, objective: str, epsilon: float, num_steps: int,
+def attack_images(evaluator: evaluate.Evaluator, variables, images: np.ndarray, *, objective: str, epsilon: float, num_steps: int,
                   noise_draws: int, key: jax.Array, target: float | None = None) -> dict:
   """One attack on a user's images, evaluated as --mode=evaluate would evaluate them.
 
@@ -371,8 +361,8 @@ def attack_images(model_config: ml_collections.ConfigDict, model_state, mesh,
   if objective == 'target' and target is None:
     raise ValueError("objective='target' needs a target bits/dim.")
   cfg = ml_collections.ConfigDict(dict(num_steps=num_steps, noise_draws=noise_draws,
-                                       batch_size=model_config.eval.batch_size))
-  attacker = _Attacker(model_config, model_state, mesh, cfg, key, {}, None)
+                                       batch_size=evaluator.config.eval.batch_size))
+  attacker = _Attacker(evaluator, variables, cfg, key, {}, None)
   n = len(images)
   choice = np.zeros((n, 2), np.float32)
   choice[:, 1 if objective == 'target' else 0] = 1.0

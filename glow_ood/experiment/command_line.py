@@ -1,13 +1,16 @@
-"""The experiment command's default: --pair and --variant name a config file in configs/pairs/.
+"""The experiment command's default: --pair and --variant name a config file in glow_ood/configs/pairs/.
 
 Kept apart from experiments/reproduce.py so it can be tested without defining flags.
 """
 
 import os
 
+from glow_ood.configs import pairs
+
+PAIRS_DIR = os.path.dirname(os.path.abspath(pairs.__file__))
 
 def with_default_config(argv: list[str], pairs_dir: str) -> list[str]:
-  """Adds --config=configs/pairs/<pair>.py:<variant> unless --config is given."""
+  """Adds --config=<PAIRS_DIR>/<pair>.py:<variant> unless --config is given."""
   if any(a == '--config' or a.startswith('--config=') for a in argv[1:]):
     return argv
   values = {'pair': 'fashion_mnist_to_mnist', 'variant': 'quick'}

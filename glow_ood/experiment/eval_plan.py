@@ -1,8 +1,8 @@
 """Which data sets an experiment evaluates, on what subsets, and where the files are.
 
 Roles: 'train' and 'test' are the in-distribution splits, every other label is an
-OOD set (its eval tag, normally the data set name). Final evaluations write
-eval/{tag}_{split}_step{S}.npz; the checkpoint curves (Figure 5) use tags
+OOD set (its block's key in config.experiment.ood). Final evaluations write
+eval/<key>_step<S>.npz (key <name>_<split>, or <label>_<split>); the checkpoint curves (Figure 5) use keys
 prefixed with 'curve_' so their smaller subsets never overwrite the final ones.
 """
 
@@ -14,9 +14,10 @@ import os
 import ml_collections
 import numpy as np
 
-from glow_ood import config_validation
 from glow_ood import data
+from glow_ood import eval_sets as eval_sets_lib
 from glow_ood import evaluate
+from glow_ood.eval_sets import EvalDataset, eval_block
 
 CURVE_PREFIX = 'curve_'
 MODELS = ('glow', 'cv_glow')
@@ -25,23 +26,12 @@ MODEL_TITLES = {'glow': 'Glow', 'cv_glow': 'CV-Glow'}
 
 @dataclasses.dataclass(frozen=True)
 class EvalSet:
-  label: str                      # 'train', 'test' or the OOD tag
-  entry: config_validation.EvalDataset
+  label: str                      # 'train', 'test' or the OOD set's label
+  entry: EvalDataset
 
   @property
   def is_ood(self) -> bool:
     return self.label not in ('train', 'test')
-
-  def entry_string(self) -> str:
-    return entry_string(self.entry)
-
-
-def entry_string(entry: config_validation.EvalDataset) -> str:
-  """Back to the 'name:split[key=value;...]' syntax of config.eval.datasets."""
-  options = dict(entry.overrides)
-  options.update(max_examples=entry.max_examples, batch_size=entry.batch_size,
-                 dequantization=entry.dequantization, tag=entry.tag)
-  return f'{entry.name}:{entry.split}[' + ';'.join(f'{k}={v}' for k, v in options.items()) + ']'
 
 
 def csv(value) -> list[str]:
@@ -56,35 +46,45 @@ def models_of(config: ml_collections.ConfigDict) -> list[str]:
   return [m for m in MODELS if m in models]
 
 
+def ood_labels(config: ml_collections.ConfigDict) -> list[str]:
+  """The OOD sets' labels, the headline set first."""
+  exp = config.experiment
+  labels = sorted(exp.ood.keys())
+  if exp.headline_ood not in labels:
+    raise ValueError(f'config.experiment.headline_ood={exp.headline_ood!r} is not one of '
+                     f'config.experiment.ood: {labels}.')
+  return [exp.headline_ood] + [l for l in labels if l != exp.headline_ood]
+
+
 def eval_sets(config: ml_collections.ConfigDict, model: str, *, curve: bool = False) -> list[EvalSet]:
-  """The in-distribution train/test subsets and the OOD sets, for one model's config."""
+  """The in-distribution train/test subsets and the OOD sets, for one model's config.
+
+  Values are not checked here: pipeline.check_pair_config checks every block once.
+  """
   model_config = config[model]
   exp = config.experiment
   name = model_config.data.name
-  size = (lambda n: exp.curve_examples) if curve else (lambda n: n)
-  entries = [
-      ('train', f'{name}:train[max_examples={size(exp.train_examples)}]'),
-      ('test', f'{name}:test[max_examples={size(exp.test_examples)}]'),
-  ]
-  ood = config_validation.parse_eval_datasets(model_config, exp.ood)
-  for entry in ood:
-    max_examples = entry.max_examples or exp.ood_examples
-    entries.append((entry.tag, entry_string(dataclasses.replace(
-        entry, max_examples=size(max_examples)))))
-  parsed = config_validation.parse_eval_datasets(model_config, [e for _, e in entries])
+  blocks = [('train', f'{name}_train', eval_block(name, 'train', max_examples=exp.train_examples)),
+            ('test', f'{name}_test', eval_block(name, 'test', max_examples=exp.test_examples))]
+  for label in ood_labels(config):
+    block = exp.ood[label].copy_and_resolve_references()
+    if block.max_examples is None:
+      block.max_examples = exp.ood_examples
+    blocks.append((label, f'{label}_{block.split}', block))
   result = []
-  for (label, _), entry in zip(entries, parsed):
+  for label, key, block in blocks:
     if curve:
-      entry = dataclasses.replace(entry, tag=CURVE_PREFIX + entry.tag)
-    result.append(EvalSet(label, entry))
+      key, block.max_examples = CURVE_PREFIX + key, exp.curve_examples
+    result.append(EvalSet(label, eval_sets_lib.resolve_block(model_config, key, block)))
   labels = [s.label for s in result]
   if len(set(labels)) != len(labels):
-    raise ValueError(f'Two evaluation sets share a label in {labels}; give OOD entries [tag=...].')
+    raise ValueError(f'An OOD set is labelled like an in-distribution split in {labels}; '
+                     'rename its block in config.experiment.ood.')
   return result
 
 
 def npz_path(model_workdir: str, eval_set: EvalSet, step: int) -> str:
-  return evaluate.eval_path(model_workdir, eval_set.entry.tag, eval_set.entry.split, step)
+  return evaluate.eval_path(model_workdir, eval_set.entry.key, step)
 
 
 def load_npz(path: str) -> dict[str, np.ndarray]:
@@ -92,18 +92,12 @@ def load_npz(path: str) -> dict[str, np.ndarray]:
     return {k: f[k] for k in f.files}
 
 
-def data_spec(model_config: ml_collections.ConfigDict, eval_set: EvalSet) -> data.DataSpec:
-  return data.DataSpec(**config_validation.data_fields_for(model_config, eval_set.entry))
-
-
-def load_images(model_config: ml_collections.ConfigDict, eval_set: EvalSet,
-                max_examples: int | None = None) -> np.ndarray:
+def load_images(eval_set: EvalSet, max_examples: int | None = None) -> np.ndarray:
   """The same images the evaluation of eval_set scores (first max_examples of them)."""
   limit = eval_set.entry.max_examples or None
   if max_examples:
     limit = min(limit, max_examples) if limit else max_examples
-  return data.load_array(data_spec(model_config, eval_set), eval_set.entry.split,
-                         max_examples=limit)
+  return data.load_array(eval_set.entry.data, eval_set.entry.split, max_examples=limit)
 
 
 def display_name(eval_set: EvalSet, in_name: str) -> str:

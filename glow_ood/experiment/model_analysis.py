@@ -130,7 +130,7 @@ GRAYING_TARGETS = {
 }
 
 
-def graying(model_config, variables, mesh, images: np.ndarray, alphas, key,
+def graying(evaluator: evaluate.Evaluator, variables, images: np.ndarray, alphas, key,
             target: str = 'grey') -> dict:
   """Mean log p(x) (discrete bound, nats) of images blended toward a target, per alpha.
 
@@ -148,9 +148,7 @@ def graying(model_config, variables, mesh, images: np.ndarray, alphas, key,
     raise ValueError(f'Unknown graying target {target!r}; choose from {list(GRAYING_TARGETS)}.')
 
   def score(batch_uint8):
-    results = evaluate.evaluate_images(
-        model_config, mesh, variables, batch_uint8, batch_size=model_config.eval.batch_size,
-        dequantization=model_config.eval.dequantization, key=key)
+    results = evaluator(variables, batch_uint8, key=key)
     return results['log_p_discrete']
   curve = analysis.graying_curve(score, images, list(alphas), grey=grey,
                                  round_to_input_dtype=True)

@@ -17,7 +17,6 @@ import numpy as np
 
 from glow_ood import checkpointing
 from glow_ood import evaluate
-from glow_ood import parallel
 from glow_ood import sample
 from glow_ood import train
 from glow_ood import train_state as train_state_lib
@@ -62,7 +61,7 @@ def train_model(model_config: ml_collections.ConfigDict, model_workdir: str) -> 
   return checkpointing.available_steps(model_workdir)[-1]
 
 
-def evaluate_sets(model_config: ml_collections.ConfigDict, model_workdir: str,
+def evaluate_sets(evaluator: evaluate.Evaluator, model_workdir: str,
                   sets: list[eval_plan.EvalSet], step: int, reuse: bool) -> dict[str, str]:
   """{label: npz path} of every set at checkpoint `step`, evaluating only what is missing."""
   paths = {s.label: eval_plan.npz_path(model_workdir, s, step) for s in sets}
@@ -70,7 +69,8 @@ def evaluate_sets(model_config: ml_collections.ConfigDict, model_workdir: str,
   if missing:
     start = time.time()
     written = evaluate.evaluate_checkpoint(
-        model_config, model_workdir, datasets=[s.entry_string() for s in missing], step=step)
+        evaluator.config, model_workdir, [s.entry for s in missing], step=step,
+        evaluator=evaluator)
     _record_time(model_workdir, 'evaluate_s', time.time() - start)
     for s in missing:
       assert written[s.entry.key] == paths[s.label], (written, paths)
@@ -93,35 +93,32 @@ def run_model(config: ml_collections.ConfigDict, model: str, workdir: str) -> di
   step = train_model(model_config, model_workdir)
   samples = write_samples(model_config, model_workdir, step)
   reuse = config.experiment.reuse_evaluations
-  final = evaluate_sets(model_config, model_workdir, eval_plan.eval_sets(config, model), step,
-                        reuse)
+  evaluator = evaluate.Evaluator(model_config)
+  final = evaluate_sets(evaluator, model_workdir, eval_plan.eval_sets(config, model), step, reuse)
   curves = {}
   if model in eval_plan.csv(config.experiment.curve_models):
     curve_sets = eval_plan.eval_sets(config, model, curve=True)
     for ckpt_step in checkpointing.available_steps(model_workdir):
-      curves[ckpt_step] = evaluate_sets(model_config, model_workdir, curve_sets, ckpt_step, reuse)
+      curves[ckpt_step] = evaluate_sets(evaluator, model_workdir, curve_sets, ckpt_step, reuse)
   return {'workdir': model_workdir, 'step': step, 'final': final, 'curves': curves,
-          'samples': samples}
+          'samples': samples, 'evaluator': evaluator}
 
 
-def evaluate_arrays(model_config: ml_collections.ConfigDict, model_workdir: str,
+def evaluate_arrays(evaluator: evaluate.Evaluator, model_workdir: str,
                     arrays: dict[str, np.ndarray], step: int, reuse: bool) -> dict[str, str]:
   """{label: npz path} for image sets made in memory (eval/{label}_generated_step{S}.npz)."""
-  paths = {label: evaluate.eval_path(model_workdir, label, ARRAY_SET_SPLIT, step)
+  model_config = evaluator.config
+  paths = {label: evaluate.eval_path(model_workdir, f'{label}_{ARRAY_SET_SPLIT}', step)
            for label in arrays}
   missing = [l for l in arrays if not (reuse and _matches(paths[l], len(arrays[l])))]
   if missing:
     start = time.time()
-    mesh = parallel.make_mesh()
-    params, _ = evaluate.load_state_for_eval(model_config, model_workdir, mesh, step)
+    params, _ = evaluate.load_state_for_eval(model_config, model_workdir, evaluator.mesh, step)
     key = train_state_lib.run_keys(model_config.seed)['eval']
     for label in missing:
-      results = evaluate.evaluate_images(
-          model_config, mesh, params, arrays[label], batch_size=model_config.eval.batch_size,
-          dequantization=model_config.eval.dequantization, key=key)
-      evaluate.write_evaluation(paths[label], results, model_config, step, dataset=label,
-                                split=ARRAY_SET_SPLIT,
-                                dequantization=model_config.eval.dequantization)
+      results = evaluator(params, arrays[label], key=key)
+      evaluator.write(paths[label], results, step, dataset=label, split=ARRAY_SET_SPLIT,
+                      dequantization=model_config.eval.dequantization)
     _record_time(model_workdir, 'evaluate_s', time.time() - start)
   return paths
 
@@ -162,6 +159,7 @@ def run_member(member_config: ml_collections.ConfigDict, member_workdir: str,
                reuse: bool) -> dict:
   """Trains (or resumes) a background or ensemble model; evaluates it on every set."""
   step = train_model(member_config, member_workdir)
-  final = evaluate_sets(member_config, member_workdir, sets, step, reuse)
-  final.update(evaluate_arrays(member_config, member_workdir, arrays, step, reuse))
+  evaluator = evaluate.Evaluator(member_config)
+  final = evaluate_sets(evaluator, member_workdir, sets, step, reuse)
+  final.update(evaluate_arrays(evaluator, member_workdir, arrays, step, reuse))
   return {'workdir': member_workdir, 'step': step, 'final': final}

@@ -111,8 +111,7 @@ def attack_inputs(config, model: str, own_state, fitted: dict, chosen: list, mem
     variables, _ = evaluate.load_state_for_eval(member_config, member['workdir'], mesh,
                                                 member['step'])
     stats_fns[name] = attacks.statistics_fn(
-        train_state_lib.model_from_config(member_config), attack_section.as_variables(variables),
-        member_config.n_bits, member_config.eval.dequantization)
+        train_state_lib.model_from_config(member_config), variables, member_config.n_bits, member_config.eval.dequantization)
   ensemble = sorted(n for n in stats_fns if n.startswith(f'{model}_seed'))
 
   def extra_stats_fn(x, key):
@@ -121,7 +120,7 @@ def attack_inputs(config, model: str, own_state, fitted: dict, chosen: list, mem
       extra['background_log_px'] = stats_fns[f'{model}_background'](x, key)['log_px']
     if ensemble:
       own = attacks.statistics_fn(train_state_lib.model_from_config(model_config),
-                                  attack_section.as_variables(own_state), model_config.n_bits,
+                                  own_state, model_config.n_bits,
                                   model_config.eval.dequantization)(x, key)['log_px']
       extra['ensemble_log_px'] = jnp.stack(
           [own] + [stats_fns[n](x, key)['log_px'] for n in ensemble], axis=-1)

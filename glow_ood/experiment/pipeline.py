@@ -1,6 +1,6 @@
 """The whole experiment for one pair: train, evaluate, analyse, write the report.
 
-    results = run_pair(config, workdir)   # config from configs/pairs/<pair>.py
+    results = run_pair(config, workdir)   # config from glow_ood/configs/pairs/<pair>.py
 
 Files under workdir: glow/ and cv_glow/ (each a training workdir with
 checkpoints and eval/*.npz), figures/*.png, results.json and report.md.
@@ -17,10 +17,12 @@ import ml_collections
 import numpy as np
 
 from glow_ood import analysis
+from glow_ood import config_validation
 from glow_ood.analysis import stress as stress_lib
 from glow_ood import evaluate
 from glow_ood import parallel
 from glow_ood import workdir_config
+from glow_ood.flows.glow import LOGDET_KINDS, total_logdet
 from glow_ood.experiment import attack_section
 from glow_ood.experiment import eval_plan
 from glow_ood.experiment import figures
@@ -32,12 +34,11 @@ from glow_ood.experiment import report
 FIGURES_DIR = 'figures'
 RESULTS_FILE = 'results.json'
 REPORT_FILE = 'report.md'
-LOGDET_KINDS = ('actnorm', 'invconv', 'coupling')
 
 
 def set_summary(arrays: dict[str, np.ndarray], path: str) -> dict:
   """Means (and spreads) of one evaluation file, log terms in nats per image."""
-  logdet = sum(arrays[f'logdet_{k}'].sum(-1) for k in LOGDET_KINDS)
+  logdet = total_logdet(arrays)
   return {
       'npz': path,
       'n': int(arrays['bits_per_dim'].shape[0]),
@@ -61,7 +62,7 @@ def _model_figures(model: str, title: str, sets, final, curves, fig_dir, bins, i
   out['decomposition'] = figures.decomposition_histograms(
       os.path.join(fig_dir, f'{model}_decomposition_hist.png'),
       {names[l]: a['log_pz'].sum(-1) for l, a in final.items()},
-      {names[l]: sum(a[f'logdet_{k}'].sum(-1) for k in LOGDET_KINDS) for l, a in final.items()},
+      {names[l]: total_logdet(a) for l, a in final.items()},
       title, bins)
   if curves['steps']:
     out['curves'] = figures.training_curves(
@@ -136,13 +137,13 @@ def analyse_model(config, model: str, run: dict, images: dict[str, np.ndarray], 
     score_fns, extra_stats_fn, fixed_stats_fn = ood_section.attack_inputs(
         config, model, variables, fitted, chosen, run['members'], mesh)
     result['attacks'] = attack_section.run(
-        model_config, variables, mesh, images, ood_labels=ood_labels, attack_config=exp.attacks,
+        run['evaluator'], variables, images, ood_labels=ood_labels, attack_config=exp.attacks,
         key=jax.random.fold_in(key, 7919), fig_dir=fig_dir, model_name=model, title=title,
         score_fns=score_fns, extra_stats_fn=extra_stats_fn, fixed_stats_fn=fixed_stats_fn)
 
   gray_sets = ['test'] + ood_labels
   result['graying'] = {
-      target: {label: dict(model_analysis.graying(model_config, variables, mesh,
+      target: {label: dict(model_analysis.graying(run['evaluator'], variables,
                                                   images[label][:exp.graying_examples],
                                                   exp.graying_alphas, key, target),
                            n=int(len(images[label][:exp.graying_examples])))
@@ -192,22 +193,37 @@ def data_statistics(config, sets, images, fig_dir, in_name) -> dict:
   return {'sets': table, 'figure': path}
 
 
-def run_pair(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """Trains (or resumes) both models, evaluates, analyses; writes report.md. Returns the results."""
-  start = time.time()
+def check_pair_config(config: ml_collections.ConfigDict) -> list[str]:
+  """Checks every model's config and the OOD blocks once, before any compute; returns the models."""
   models = eval_plan.models_of(config)
+  for model in models:
+    try:
+      config_validation.validate_config(config[model], device_count=jax.device_count())
+    except config_validation.ConfigError as error:
+      raise config_validation.ConfigError(
+          str(error).replace('config.', f'config.{model}.', 1)) from None
+    config_validation.resolve_eval_sets(config[model], config.experiment.ood,
+                                        device_count=jax.device_count(), where='experiment.ood')
+  eval_plan.ood_labels(config)
+  return models
+
+
+def run_pair(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Trains (or resumes) every model, evaluates, analyses; writes report.md. Returns the results."""
+  start = time.time()
+  models = check_pair_config(config)
   workdir_config.prepare(workdir)
   runs = {model: model_runs.run_model(config, model, workdir) for model in models}
 
   first = models[0]
   in_name = config[first].data.name
   sets = eval_plan.eval_sets(config, first)
-  images = {s.label: eval_plan.load_images(config[first], s) for s in sets}
+  images = {s.label: eval_plan.load_images(s) for s in sets}
   stress = ood_section.stress_sets(config, images['test'])
   reuse = config.experiment.reuse_evaluations
   for model in models:
     run = runs[model]
-    run['stress'] = model_runs.evaluate_arrays(config[model], run['workdir'], stress,
+    run['stress'] = model_runs.evaluate_arrays(run['evaluator'], run['workdir'], stress,
                                                run['step'], reuse)
     run['members'] = {
         name: model_runs.run_member(member_config, os.path.join(workdir, name),

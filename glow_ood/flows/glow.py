@@ -36,6 +36,12 @@ RECOMPUTES = ('none', 'checkpoint', 'invertible')
 DTYPES = ('float32', 'bfloat16')
 
 
+def total_logdet(terms) -> jax.Array:
+  """Sum over kinds and levels of the 'logdet_<kind>' [B, L] entries of a terms mapping
+  (GlowOutput.terms(), or an evaluation file's arrays): the volume term of log p(x)."""
+  return sum(terms[f'logdet_{kind}'].sum(-1) for kind in LOGDET_KINDS)
+
+
 @flax.struct.dataclass
 class GlowOutput:
   """Per-example record of one forward pass (B = batch, L = levels)."""
@@ -46,7 +52,13 @@ class GlowOutput:
 
   @property
   def total_logdet(self) -> jax.Array:
-    return sum(v.sum(-1) for v in self.logdet.values())
+    return total_logdet(self.terms())
+
+  def terms(self) -> dict[str, jax.Array]:
+    """Per-example terms by name: log_px [B], log_pz [B, L], logdet_<kind> [B, L]."""
+    terms = {'log_px': self.log_px, 'log_pz': self.log_pz}
+    terms.update({f'logdet_{kind}': value for kind, value in self.logdet.items()})
+    return terms
 
 
 class FlowStep(nn.Module):
@@ -163,7 +175,12 @@ class Glow(nn.Module):
         for step in steps]
     return invertible_chain(forward, inverse, step_variables, x)
 
-  def __call__(self, y):
+  def __call__(self, y, train: bool = False):
+    del train  # Glow has no train-only behaviour (no dropout, no sampled latents)
+    return self.forward(y)
+
+  def evaluate(self, y: jax.Array) -> GlowOutput:
+    """The exact log density of y, term by term (the same pass as training)."""
     return self.forward(y)
 
   def forward(self, y: jax.Array) -> GlowOutput:
@@ -184,8 +201,8 @@ class Glow(nn.Module):
       log_pz.append(lp)
     log_pz = jnp.stack(log_pz, axis=-1)
     logdet = {kind: jnp.stack(v, axis=-1) for kind, v in logdet.items()}
-    log_px = log_pz.sum(-1) + sum(v.sum(-1) for v in logdet.values())
-    return GlowOutput(log_px=log_px, log_pz=log_pz, logdet=logdet, latents=tuple(latents))
+    out = GlowOutput(log_px=None, log_pz=log_pz, logdet=logdet, latents=tuple(latents))
+    return out.replace(log_px=log_pz.sum(-1) + out.total_logdet)
 
   def _decode(self, top: jax.Array, level_inputs):
     """Runs the levels backwards; level_inputs(level, x_kept) gives z for a split level."""

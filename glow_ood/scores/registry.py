@@ -22,9 +22,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from glow_ood.flows.glow import LOGDET_KINDS
 from glow_ood.scores import density
 
-LOGDET_KINDS = ('actnorm', 'invconv', 'coupling')
 COMPRESSOR_NAMES = {'png': 'PNG', 'jpeg2000': 'JPEG 2000', 'zlib': 'zlib'}
 
 Stats = Mapping[str, Any]

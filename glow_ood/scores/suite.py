@@ -17,9 +17,9 @@ import numpy as np
 from glow_ood.analysis import ood_metrics as metrics_lib
 from glow_ood.scores import registry
 
-# The per-image arrays of an evaluation file that the scores read.
-EVAL_KEYS = ('log_px', 'log_p_discrete', 'bits_per_dim', 'log_pz') + tuple(
-    f'logdet_{kind}' for kind in registry.LOGDET_KINDS)
+# Arrays of an evaluation file that are not per-image statistics.
+_FILE_METADATA = ('step', 'n_bits', 'num_dims', 'dataset', 'split', 'dequantization',
+                  'preprocessing')
 
 
 def set_statistics(eval_arrays: Mapping[str, np.ndarray], *,
@@ -31,7 +31,7 @@ def set_statistics(eval_arrays: Mapping[str, np.ndarray], *,
   log p(x) under a background model, under every ensemble member (the model
   itself first), and their lossless code lengths {compressor: bits [N]}.
   """
-  stats = {k: np.asarray(eval_arrays[k]) for k in EVAL_KEYS if k in eval_arrays}
+  stats = {k: np.asarray(v) for k, v in eval_arrays.items() if k not in _FILE_METADATA}
   num = len(stats['log_px'])
 
   def check(name, values):

@@ -2,6 +2,16 @@
 import ml_collections
 from ml_collections import config_dict
 
+from glow_ood import model_kinds
+from glow_ood.eval_sets import eval_block
+
+
+def model_block(kind: str) -> ml_collections.ConfigDict:
+  """config.model for a model kind: `kind` and every field of its module, at its default."""
+  block = ml_collections.ConfigDict({'kind': kind})
+  block.update(model_kinds.KINDS[kind].defaults())
+  return block
+
 
 def base_config():
   config = ml_collections.ConfigDict()
@@ -18,21 +28,11 @@ def base_config():
   config.data.channels = 1
   config.data.augment = 'none'         # training only; evaluation never augments
 
-  # glow_ood.flows.glow.Glow fields.
-  config.model = ml_collections.ConfigDict()
+  # The model: config.model.kind and that kind's module fields, with the module's
+  # defaults (glow_ood.model_kinds; Glow's fields are documented in glow_ood.flows.glow).
+  config.model = model_block('glow')
   config.model.num_levels = 2          # L
   config.model.steps_per_level = 16    # K
-  config.model.coupling = 'affine'     # 'affine' | 'additive' (CV-Glow)
-  config.model.invconv = 'lu'          # 'lu' | 'plain'
-  config.model.coupling_net = 'glow'   # 'glow' | 'highway'
-  config.model.hidden_channels = 512   # channels in the coupling nets
-  config.model.num_highway_blocks = 3
-  config.model.learn_top_prior = True
-  # Backward-pass activations: 'none' (kept), 'checkpoint' (jax.checkpoint per step;
-  # saves nothing on XLA's CPU backend) or 'invertible' (rebuilt from each level's
-  # output through the inverse: memory flat in K, ~1.5x the step time).
-  config.model.recompute = 'none'
-  config.model.dtype = 'float32'       # coupling nets' activations: 'float32' | 'bfloat16'
 
   config.train = ml_collections.ConfigDict()
   config.train.batch_size = 32         # images per step, global (all devices/hosts)
@@ -54,17 +54,19 @@ def base_config():
   config.train.checkpoint_every = 1_000  # steps
   config.train.keep_checkpoints = 3    # newest N kept
 
+  # Defaults of every evaluation set.
   config.eval = ml_collections.ConfigDict()
-  # Comma-separated 'name:split' entries, each optionally followed by
-  # [key=value;key=value] overriding source, path, data_dir, max_examples,
-  # batch_size, dequantization or tag (the output file prefix), e.g.
-  # 'fashion_mnist:test,mnist:test[source=opencv_digits]'.
-  config.eval.datasets = 'fashion_mnist:test'
   config.eval.batch_size = 256         # images per batch, global
   config.eval.max_examples = 0         # per data set; 0 = whole split
   config.eval.dequantization = 'uniform'  # 'uniform' (u~U[0,1)) | 'midpoint' (u=1/2)
   config.eval.checkpoint_step = -1     # -1 = latest
   config.eval.use_ema = True           # use EMA params when train.ema_decay > 0
+
+  # What --mode=evaluate evaluates: one block per set, keyed by its file name
+  # (eval/<key>_step<S>.npz); see glow_ood.eval_sets. From the command line,
+  # --add_eval=mnist:test or --add_eval=/data/mine.npz adds one.
+  config.evals = ml_collections.ConfigDict()
+  config.evals.fashion_mnist_test = eval_block('fashion_mnist', 'test')
 
   # OOD scores of --mode=evaluate (glow_ood.scoring): one file per set beside its
   # evaluation, eval/{tag}_{split}_step{S}_scores.npz.

@@ -6,24 +6,33 @@ couplings, constant volume), which train in workdir/glow and workdir/cv_glow,
 plus an `experiment` block saying what to evaluate and analyse. Every key can
 be overridden from the command line, e.g. --config.cv_glow.train.num_steps=500.
 
-Evaluation never augments (glow_ood.config_validation.data_fields_for sets
+Evaluation never augments (glow_ood.eval_sets sets
 augment='none'), and every evaluation set is shaped like the training data
 (image size and channels), so a grey set paired with an RGB model would be
 repeated to RGB and an RGB set paired with a grey model converted to luma.
 """
 import ml_collections
 
+from glow_ood.configs import tiny
+from glow_ood.eval_sets import eval_block
 from glow_ood.experiment import attack_section
 
 VARIANTS = ('tiny', 'quick', 'paper')
 
 
-def experiment_block(ood: str) -> ml_collections.ConfigDict:
-  """What the experiment evaluates and analyses; sizes are images per data set."""
+def experiment_block(ood) -> ml_collections.ConfigDict:
+  """What the experiment evaluates and analyses; sizes are images per data set.
+
+  ood: the OOD test sets, (data set name, split) pairs; the first is the report's
+  headline set.
+  """
   exp = ml_collections.ConfigDict()
-  # OOD test sets, 'name:split[key=value;...]' entries as in config.eval.datasets
-  # (the first one is the headline OOD set of the report).
-  exp.ood = ood
+  # OOD test sets: evaluation blocks (glow_ood.eval_sets) keyed by the set's label,
+  # e.g. --config.experiment.ood.mnist.data.path=/data/mnist.npz.
+  exp.ood = ml_collections.ConfigDict()
+  for name, split in ood:
+    exp.ood[name] = eval_block(name, split)
+  exp.headline_ood = ood[0][0]         # the OOD set the report's summary is about
   exp.models = 'glow,cv_glow'          # which of the two to train and report
   exp.train_examples = 0               # in-distribution train subset; 0 = whole split
   exp.test_examples = 0                # in-distribution test subset; 0 = whole split
@@ -57,7 +66,7 @@ def experiment_block(ood: str) -> ml_collections.ConfigDict:
 
 
 def make_pair_config(pair: str, variant: str, glow: ml_collections.ConfigDict,
-                     ood: str) -> ml_collections.ConfigDict:
+                     ood) -> ml_collections.ConfigDict:
   """The pair config; `glow` is a complete affine-Glow training config."""
   if variant not in VARIANTS:
     raise ValueError(f'Unknown variant {variant!r} for pair {pair!r}; choose one of {VARIANTS}.')
@@ -97,22 +106,10 @@ def background_block() -> ml_collections.ConfigDict:
 
 
 def tiny_model(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """Shrinks a training config to a seconds-long smoke run at 16x16 (tests, CI)."""
-  config.data.image_size = 16
-  config.model.num_levels = 2
-  config.model.steps_per_level = 2
-  config.model.coupling_net = 'glow'
-  config.model.hidden_channels = 8
-  config.train.batch_size = 8
+  """A training config shrunk to a seconds-long smoke run (tests, CI)."""
+  config = tiny.shrink(config)
   config.train.num_steps = 6
-  config.train.optimizer = 'adam'
-  config.train.learning_rate = 1e-3
-  config.train.warmup_steps = 2
-  config.train.log_every = 2
-  config.train.eval_every = 0
   config.train.checkpoint_every = 3
-  config.eval.batch_size = 16
-  config.sample.num = 4
   return config
 
 

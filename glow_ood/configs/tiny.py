@@ -1,0 +1,41 @@
+"""A tiny model (L=2, K=2, 8 channels, 16x16 grey) that trains in seconds: tests and smoke runs.
+
+  python -m glow_ood.main --config=glow_ood/configs/tiny.py --workdir=/tmp/tiny
+
+`shrink` makes any training config tiny in place (the pair experiments' tiny
+variant uses it); `get_config` is the FashionMNIST one.
+"""
+import ml_collections
+
+from glow_ood.configs import common
+
+
+def shrink(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Shrinks a training config to a seconds-long run at 16x16; returns it."""
+  config.data.image_size = 16
+  if config.model.kind == 'glow':
+    config.model.num_levels = 2
+    config.model.steps_per_level = 2
+    config.model.coupling_net = 'glow'
+    config.model.hidden_channels = 8
+    config.model.num_highway_blocks = 1
+  config.train.batch_size = 8
+  config.train.num_steps = 8
+  config.train.optimizer = 'adam'
+  config.train.learning_rate = 1e-3
+  config.train.warmup_steps = 2
+  config.train.log_every = 2
+  config.train.eval_every = 0
+  config.train.eval_examples = 16
+  config.train.checkpoint_every = 4
+  config.eval.batch_size = 16
+  config.sample.num = 4
+  return config
+
+
+def get_config():
+  config = shrink(common.base_config())
+  config.data.name = 'fashion_mnist'
+  config.data.channels = 1
+  config.train.keep_checkpoints = 20
+  return config
