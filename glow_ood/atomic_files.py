@@ -38,7 +38,8 @@ def _open_temp(path: str, mode: str, open_kwargs: dict) -> IO:
   """A new temporary file beside `path`, open for writing."""
   while True:
     try:
-      return open(temp_path_for(path), mode, opener=_exclusive, **open_kwargs)  # pylint: disable=unspecified-encoding
+      # pylint: disable-next=unspecified-encoding
+      return open(temp_path_for(path), mode, opener=_exclusive, **open_kwargs)
     except FileExistsError:
       continue
 

@@ -1,4 +1,4 @@
-"""atomic_files.atomic_write, and the writers built on it: all or nothing, never a stray temp file."""
+"""atomic_files.atomic_write and the writers built on it: all or nothing, no stray temp file."""
 
 import json
 import os

@@ -104,7 +104,8 @@ def test_make_mesh_spans_every_device():
 
 
 def _clear_multihost_env(monkeypatch):
-  for name in (*parallel._MULTIHOST_ENV, *parallel._PROCESS_COUNT_ENV,  # pylint: disable=protected-access
+  # pylint: disable-next=protected-access
+  for name in (*parallel._MULTIHOST_ENV, *parallel._PROCESS_COUNT_ENV,
                'TPU_WORKER_HOSTNAMES', 'JAX_PROCESS_ID'):
     monkeypatch.delenv(name, raising=False)
 
