@@ -109,12 +109,13 @@ def save(manager: ocp.CheckpointManager, state: TrainState, meta: dict) -> None:
 def restore(manager: ocp.CheckpointManager, abstract_state: TrainState,
             step: int | None = None) -> tuple[TrainState, dict]:
   """Restores `step` (default: latest) into the shardings of `abstract_state`."""
-  if step is None:
-    step = manager.latest_step()
-  if step is None:
+  # Checked before the step: asking an empty workdir for step k needs the same advice.
+  if not manager.all_steps():
     raise NoCheckpointError(
         f'No checkpoint in {manager.directory}. Train first: the same command with '
         '--mode=train (the default) writes one.')
+  if step is None:
+    step = manager.latest_step()
   if step not in manager.all_steps():
     raise NoCheckpointError(
         f'No checkpoint for step {step} in {manager.directory}; available steps: '
@@ -142,13 +143,18 @@ def restore(manager: ocp.CheckpointManager, abstract_state: TrainState,
 
 # Orbax's words for a checkpoint whose tree or arrays differ from the requested ones.
 _MISMATCH_WORDS = ('shape', 'tree structure', 'dtype')
+# TensorStore's status codes for files that are unreadable or gone: damage, whatever
+# else the message says.
+_DAMAGE_CODES = ('DATA_LOSS', 'NOT_FOUND')
 
 
 def _restore_failure(manager, step: int, error: Exception) -> str:
   lines = str(error).strip().splitlines()
-  detail = lines[0] if lines else type(error).__name__
+  # TensorStore appends its JSON spec, which names a "dtype" and hides the reason.
+  detail = lines[0].split(' [tensorstore_spec')[0] if lines else type(error).__name__
   where = os.path.join(str(manager.directory), str(step))
-  if any(word in detail.lower() for word in _MISMATCH_WORDS):
+  if (not detail.startswith(_DAMAGE_CODES)
+      and any(word in detail.lower() for word in _MISMATCH_WORDS)):
     return (f'Checkpoint step {step} ({where}) does not fit the model of this config: '
             f'{detail}. Use the config it was trained with (leave out --config to use the '
             'one recorded in the workdir), or a new --workdir for this config.')

@@ -18,13 +18,13 @@ from glow_ood import extras  # pylint: disable=g-bad-import-order
 extras.require('train', 'orbax.checkpoint')  # before the imports it checks
 
 import os
-import tempfile
 
 from absl import logging
 import jax
 import ml_collections
 import numpy as np
 
+from glow_ood import atomic_files
 from glow_ood import checkpointing
 from glow_ood import data
 from glow_ood import likelihood
@@ -138,17 +138,8 @@ def eval_path(workdir: str, key: str, step: int) -> str:
 
 def write_npz_atomic(path: str, arrays: dict) -> None:
   """Writes to a temporary file in the same directory, then renames it into place."""
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp_path = tempfile.mkstemp(prefix='.tmp_', suffix='.npz', dir=directory)
-  try:
-    with os.fdopen(fd, 'wb') as f:
-      np.savez(f, **arrays)
-    os.replace(tmp_path, path)
-  except BaseException:
-    if os.path.exists(tmp_path):
-      os.remove(tmp_path)
-    raise
+  with atomic_files.atomic_write(path, 'wb') as f:
+    np.savez(f, **arrays)
 
 
 def summary_table(rows: dict[str, dict[str, np.ndarray]]) -> str:

@@ -14,6 +14,9 @@ import jax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 import numpy as np
 
+# The per-process arithmetic lives with the data pipeline, which must import without jax.
+from glow_ood.data import sources
+
 DATA_AXIS = 'data'
 
 # Set by cluster launchers when a job spans several processes.
@@ -87,10 +90,14 @@ def host_batch_size(global_batch_size: int) -> int:
 
 
 def host_slice(global_batch: np.ndarray) -> np.ndarray:
-  """This process's contiguous rows of a batch every process holds in full."""
-  rows = host_batch_size(global_batch.shape[0])
-  start = jax.process_index() * rows
-  return global_batch[start:start + rows]
+  """This process's contiguous rows of a batch every process holds in full.
+
+  The same partition as the data pipeline's per-process split (sources.process_slice),
+  but a batch that does not divide evenly raises instead of dropping rows.
+  """
+  num_rows = global_batch.shape[0]
+  host_batch_size(num_rows)  # raises unless divisible
+  return global_batch[sources.process_slice(num_rows, jax.process_index(), jax.process_count())]
 
 
 def global_batch(mesh: Mesh, local_batch: np.ndarray) -> jax.Array:

@@ -5,18 +5,19 @@ extras.require('train', 'orbax.checkpoint', 'PIL')  # before the imports it chec
 
 import math
 import os
-import tempfile
 
 import jax
 import ml_collections
 import numpy as np
 from PIL import Image
 
+from glow_ood import atomic_files
 from glow_ood import evaluate
 from glow_ood import likelihood
 from glow_ood import model_kinds
 from glow_ood import parallel
 from glow_ood import train_state as train_state_lib
+
 
 def temperatures(config: ml_collections.ConfigDict) -> tuple[float, ...]:
   value = config.sample.temperatures
@@ -69,13 +70,9 @@ def sample_path(workdir: str, step: int, temperature: float) -> str:
 
 def save_png(grid: np.ndarray, path: str) -> None:
   """Writes atomically (temporary file, then rename)."""
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   image = Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid)
-  fd, tmp_path = tempfile.mkstemp(prefix='.tmp_', suffix='.png',
-                                  dir=os.path.dirname(os.path.abspath(path)))
-  with os.fdopen(fd, 'wb') as f:
+  with atomic_files.atomic_write(path, 'wb') as f:
     image.save(f, format='PNG')
-  os.replace(tmp_path, path)
 
 
 def write_samples(config: ml_collections.ConfigDict, workdir: str,

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 
 import ml_collections
 from ml_collections import config_dict
 
+from glow_ood import atomic_files
 from glow_ood.user_errors import WorkdirError
 
 CONFIG_FILE = 'config.json'
@@ -127,15 +127,8 @@ def record(config: ml_collections.ConfigDict, workdir: str) -> None:
   path = config_path(workdir)
   if os.path.exists(path):
     return
-  fd, tmp_path = tempfile.mkstemp(prefix='.tmp_', suffix='.json', dir=workdir)
-  try:
-    with os.fdopen(fd, 'w') as f:
-      f.write(to_json(config) + '\n')
-    os.replace(tmp_path, path)
-  except BaseException:
-    if os.path.exists(tmp_path):
-      os.remove(tmp_path)
-    raise
+  with atomic_files.atomic_write(path, 'w') as f:
+    f.write(to_json(config) + '\n')
 
 
 def _relevant(key: str, keys: tuple[str, ...]) -> bool:

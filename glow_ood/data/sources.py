@@ -78,7 +78,11 @@ def read_offline(spec: spec_lib.DataSpec, split: str) -> np.ndarray:
 
 
 def process_slice(num_examples: int, process_index: int, process_count: int) -> slice:
-  """This process's contiguous, equal-size part of a split (remainder dropped)."""
+  """This process's contiguous, equal-size part of a split (remainder dropped).
+
+  The one definition of per-process rows: the offline reader, TFDS's
+  split_for_jax_process(drop_remainder=True) and parallel.host_slice agree with it.
+  """
   per_process = num_examples // process_count
   return slice(process_index * per_process, (process_index + 1) * per_process)
 

@@ -1,0 +1,191 @@
+"""glow_ood.parallel: the mesh, shardings, per-process rows and host copies.
+
+Placement over several devices is checked on 4 forced CPU devices in a
+subprocess (the device count is fixed once JAX starts); the per-process
+arithmetic in-process, with the process index and count faked.
+"""
+
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from glow_ood import parallel
+from glow_ood.data import sources
+from tests.training.conftest import REPO_ROOT, subprocess_env
+
+
+def _fake_processes(monkeypatch, index, count):
+  monkeypatch.setattr(jax, 'process_index', lambda: index)
+  monkeypatch.setattr(jax, 'process_count', lambda: count)
+
+
+def _rows(num):
+  # Distinct values per row, so a wrong slice cannot pass for a right one.
+  return np.arange(num * 6, dtype=np.int32).reshape(num, 2, 3)
+
+
+@pytest.mark.parametrize('count', [1, 2, 3, 4, 8])
+def test_host_slice_partitions_the_batch_in_process_order(monkeypatch, count):
+  batch = _rows(24)
+  parts = []
+  for index in range(count):
+    _fake_processes(monkeypatch, index, count)
+    part = parallel.host_slice(batch)
+    assert part.shape == (24 // count, 2, 3)
+    np.testing.assert_array_equal(part, batch[index * (24 // count):(index + 1) * (24 // count)])
+    parts.append(part)
+  np.testing.assert_array_equal(np.concatenate(parts), batch)
+
+
+@pytest.mark.parametrize('num, count', [(10, 4), (7, 2), (3, 8)])
+def test_host_slice_refuses_a_batch_that_does_not_divide(monkeypatch, num, count):
+  _fake_processes(monkeypatch, 0, count)
+  with pytest.raises(ValueError, match=f'Batch size {num} is not divisible by the number '
+                                       fr'of processes \({count}\)'):
+    parallel.host_slice(_rows(num))
+  with pytest.raises(ValueError, match='not divisible'):
+    parallel.host_batch_size(num)
+
+
+def test_host_batch_size(monkeypatch):
+  _fake_processes(monkeypatch, 1, 4)
+  assert parallel.host_batch_size(32) == 8
+  _fake_processes(monkeypatch, 0, 1)
+  assert parallel.host_batch_size(5) == 5
+
+
+@pytest.mark.parametrize('num, count', [(10, 3), (7, 2), (12, 4), (5, 5), (3, 4)])
+def test_process_slice_is_contiguous_equal_and_drops_the_remainder(num, count):
+  slices = [sources.process_slice(num, index, count) for index in range(count)]
+  rows = [list(range(num))[s] for s in slices]
+  per_process = num // count
+  assert all(len(r) == per_process for r in rows)
+  covered = [i for r in rows for i in r]
+  # In order, no overlap, and only the last num % count rows are left out.
+  assert covered == list(range(per_process * count))
+
+
+def test_host_slice_and_the_data_pipeline_agree(monkeypatch):
+  batch = _rows(12)
+  for index in range(3):
+    _fake_processes(monkeypatch, index, 3)
+    np.testing.assert_array_equal(parallel.host_slice(batch),
+                                  batch[sources.process_slice(12, index, 3)])
+
+
+def test_is_main_process(monkeypatch):
+  _fake_processes(monkeypatch, 0, 2)
+  assert parallel.is_main_process()
+  _fake_processes(monkeypatch, 1, 2)
+  assert not parallel.is_main_process()
+
+
+def test_to_host_gives_numpy_with_the_same_tree_and_values():
+  tree = {'a': jnp.arange(3.0), 'b': (jnp.int32(7), np.ones((2, 2), np.float16)),
+          'c': {'d': jnp.zeros((0,))}, 'none': None}
+  host = parallel.to_host(tree)
+  assert jax.tree.structure(host) == jax.tree.structure(tree)
+  for got, want in zip(jax.tree.leaves(host), jax.tree.leaves(tree)):
+    assert isinstance(got, np.ndarray) and not isinstance(got, jax.Array)
+    assert got.dtype == want.dtype and got.shape == np.shape(want)
+    np.testing.assert_array_equal(got, np.asarray(want))
+
+
+def test_make_mesh_spans_every_device():
+  mesh = parallel.make_mesh()
+  assert mesh.axis_names == (parallel.DATA_AXIS,)
+  assert mesh.devices.size == jax.device_count()
+  assert set(mesh.devices.flat) == set(jax.devices())
+
+
+def _clear_multihost_env(monkeypatch):
+  # pylint: disable-next=protected-access
+  for name in (*parallel._MULTIHOST_ENV, *parallel._PROCESS_COUNT_ENV,
+               'TPU_WORKER_HOSTNAMES', 'JAX_PROCESS_ID'):
+    monkeypatch.delenv(name, raising=False)
+
+
+@pytest.mark.parametrize('env, expected', [
+    ({}, False),
+    ({'SLURM_NTASKS': '1'}, False),
+    ({'SLURM_NTASKS': 'many'}, False),      # unparsable: not evidence of several processes
+    ({'TPU_WORKER_HOSTNAMES': 'host-a'}, False),
+    ({'SLURM_NTASKS': '4'}, True),
+    ({'OMPI_COMM_WORLD_SIZE': '2'}, True),
+    ({'JAX_COORDINATOR_ADDRESS': '10.0.0.1:1234'}, True),
+    ({'TPU_WORKER_HOSTNAMES': 'host-a,host-b'}, True),
+])
+def test_multihost_requested_by_env(monkeypatch, env, expected):
+  _clear_multihost_env(monkeypatch)
+  for name, value in env.items():
+    monkeypatch.setenv(name, value)
+  assert parallel.multihost_requested_by_env() is expected
+
+
+def test_initialize_distributed_only_when_asked(monkeypatch):
+  calls = []
+  monkeypatch.setattr(jax.distributed, 'initialize', lambda **kwargs: calls.append(kwargs))
+  _clear_multihost_env(monkeypatch)
+  parallel.initialize_distributed(None)    # auto, single-process environment
+  parallel.initialize_distributed(False)
+  assert not calls
+  monkeypatch.setenv('JAX_NUM_PROCESSES', '2')
+  monkeypatch.setenv('JAX_PROCESS_ID', '1')
+  parallel.initialize_distributed(None, coordinator_address='localhost:1')
+  assert calls == [{'coordinator_address': 'localhost:1', 'num_processes': 2, 'process_id': 1}]
+  # Explicit arguments win over the environment.
+  parallel.initialize_distributed(True, num_processes=3, process_id=0)
+  assert calls[-1] == {'coordinator_address': None, 'num_processes': 3, 'process_id': 0}
+
+
+_FOUR_DEVICES = textwrap.dedent('''
+    import jax
+    import numpy as np
+    from jax.sharding import PartitionSpec as P
+    from glow_ood import parallel
+
+    assert jax.device_count() == 4, jax.devices()
+    mesh = parallel.make_mesh()
+    assert dict(mesh.shape) == {'data': 4}, mesh.shape
+    assert list(mesh.devices.flat) == jax.devices()
+
+    assert parallel.batch_sharding(mesh).spec == P('data')
+    assert parallel.replicated(mesh).spec == P()
+
+    local = np.arange(8 * 3 * 2, dtype=np.float32).reshape(8, 3, 2)
+    x = parallel.global_batch(mesh, local)
+    assert x.shape == (8, 3, 2) and x.dtype == np.float32
+    assert x.sharding.is_equivalent_to(parallel.batch_sharding(mesh), x.ndim)
+    shards = sorted(x.addressable_shards, key=lambda s: s.index[0].start)
+    assert [s.device for s in shards] == jax.devices()
+    for i, shard in enumerate(shards):
+      assert shard.index[0] == slice(2 * i, 2 * i + 2), shard.index
+      np.testing.assert_array_equal(np.asarray(shard.data), local[2 * i:2 * i + 2])
+    np.testing.assert_array_equal(parallel.to_host(x), local)
+
+    # Replicated: every device holds the whole array.
+    w = jax.device_put(np.arange(5.0), parallel.replicated(mesh))
+    assert len(w.addressable_shards) == 4
+    for shard in w.addressable_shards:
+      np.testing.assert_array_equal(np.asarray(shard.data), np.arange(5.0))
+
+    # A jitted reduction over the sharded batch sees the global batch.
+    total = jax.jit(lambda a: a.sum(axis=0), out_shardings=parallel.replicated(mesh))(x)
+    host = parallel.to_host({'x': x, 'total': total})
+    np.testing.assert_array_equal(host['total'], local.sum(axis=0))
+    assert isinstance(host['x'], np.ndarray) and isinstance(host['total'], np.ndarray)
+    print('four devices ok')
+''')
+
+
+def test_placement_on_four_devices():
+  env = subprocess_env(devices=4)
+  result = subprocess.run([sys.executable, '-c', _FOUR_DEVICES], cwd=REPO_ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert 'four devices ok' in result.stdout
