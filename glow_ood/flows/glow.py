@@ -14,7 +14,7 @@ keeps each of those terms per example, per level and per layer kind.
 do not depend on the input, so the volume term is the same for every image.
 """
 
-from typing import Sequence
+from typing import Literal, Sequence
 
 import flax
 import flax.linen as nn
@@ -117,12 +117,16 @@ def latent_shapes(image_shape: Sequence[int], num_levels: int) -> list[tuple[int
 
 
 class Glow(nn.Module):
-  """Glow (affine couplings) or CV-Glow (additive), L levels x K steps."""
+  """Glow (affine couplings) or CV-Glow (additive), L levels x K steps.
+
+  The fields are the config's model block (glow_ood.model_kinds reads names,
+  defaults and the Literal choices from here).
+  """
   num_levels: int = 3
   steps_per_level: int = 32
-  coupling: str = 'affine'      # 'affine' | 'additive' (CV-Glow)
-  invconv: str = 'lu'           # 'lu' | 'plain'
-  coupling_net: str = 'glow'    # 'glow' | 'highway'
+  coupling: Literal[COUPLINGS] = 'affine'      # 'additive' = CV-Glow, constant volume
+  invconv: Literal[INVCONVS] = 'lu'            # 'plain': an unconstrained 1x1 matrix
+  coupling_net: Literal[COUPLING_NETS] = 'glow'  # Glow's 3-conv net | gated highway blocks
   hidden_channels: int = 512
   num_highway_blocks: int = 3
   learn_top_prior: bool = True
@@ -130,8 +134,9 @@ class Glow(nn.Module):
   # 'checkpoint' recomputes them per step from kept inputs (jax.checkpoint, which
   # XLA's CPU backend may undo); 'invertible' rebuilds them from each level's
   # output through the inverse, so memory stays flat in K on every backend.
-  recompute: str = 'none'
-  dtype: str = 'float32'        # coupling nets' activations; params, log-dets, priors stay fp32
+  recompute: Literal[RECOMPUTES] = 'none'
+  # Coupling nets' activations; params, log-dets and priors stay float32.
+  dtype: Literal[DTYPES] = 'float32'
 
   def setup(self):
     _check_choice('coupling', self.coupling, COUPLINGS)

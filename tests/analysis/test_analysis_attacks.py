@@ -5,9 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import common
+from glow_ood.configs import common
 from glow_ood import evaluate
-from glow_ood import parallel
 from glow_ood import train_state as train_state_lib
 from glow_ood.analysis import attacks
 
@@ -104,9 +103,8 @@ def test_statistics_equal_the_evaluation_at_integer_pixels(dequantization, n_bit
   key = jax.random.PRNGKey(3)
   stats_fn = attacks.statistics_fn(model, variables, n_bits, dequantization)
   ours = jax.device_get(stats_fn(jnp.asarray(images, jnp.float32), jax.random.fold_in(key, 0)))
-  theirs = evaluate.evaluate_images(config, parallel.make_mesh(), variables, images,
-                                    batch_size=len(images), dequantization=dequantization,
-                                    key=key)
+  theirs = evaluate.Evaluator(config)(variables, images, batch_size=len(images),
+                                     dequantization=dequantization, key=key)
   assert set(ours) == set(attacks.STATISTICS_KEYS) == set(theirs)
   for name in attacks.STATISTICS_KEYS:
     np.testing.assert_allclose(ours[name], theirs[name], rtol=1e-4, atol=1e-2, err_msg=name)
@@ -132,12 +130,12 @@ def test_attack_contract_on_a_tiny_glow(coupling):
   assert np.all(result.objective_after[sign > 0] > result.objective_before[sign > 0])
   np.testing.assert_array_equal(result.best_trace[-1], result.objective_after)
 
-  mesh = parallel.make_mesh()
-  fresh = evaluate.evaluate_images(config, mesh, variables, result.images,
-                                   batch_size=len(images), dequantization='uniform', key=key)
+  evaluator = evaluate.Evaluator(config)
+  fresh = evaluator(variables, result.images, batch_size=len(images), dequantization='uniform',
+                    key=key)
   np.testing.assert_allclose(sign * fresh['log_p_discrete'], result.objective_after, rtol=1e-5)
-  original = evaluate.evaluate_images(config, mesh, variables, images, batch_size=len(images),
-                                      dequantization='uniform', key=key)
+  original = evaluator(variables, images, batch_size=len(images), dequantization='uniform',
+                       key=key)
   np.testing.assert_allclose(sign * original['log_p_discrete'], result.objective_before,
                              rtol=1e-5)
 

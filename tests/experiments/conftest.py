@@ -44,9 +44,9 @@ def offline_data(tmp_path_factory):
 
 
 def tiny_pair_config(pair: str, **train_overrides):
-  """configs/pairs/<pair>.py at its 'tiny' variant, with training fields overridden."""
+  """glow_ood/configs/pairs/<pair>.py at its 'tiny' variant, with training fields overridden."""
   import importlib  # pylint: disable=g-import-not-at-top
-  module = importlib.import_module(f'configs.pairs.{pair}')
+  module = importlib.import_module(f'glow_ood.configs.pairs.{pair}')
   config = module.get_config('tiny')
   for model in ('glow', 'cv_glow'):
     for key, value in train_overrides.items():

@@ -9,8 +9,8 @@ import jax
 import numpy as np
 import pytest
 
+from glow_ood import eval_sets
 from glow_ood import evaluate
-from glow_ood import parallel
 from glow_ood import train
 from glow_ood.experiment import attack_command
 from glow_ood.experiment import attack_section
@@ -24,19 +24,19 @@ def trained(offline_data, tmp_path_factory):
   """The tiny pair's Glow, trained for its few steps, with its test and OOD images."""
   config = tiny_pair_config('fashion_mnist_to_mnist')
   config.glow.data.path = offline_data['fashion_idx']
-  config.experiment.ood = f'mnist:test[path={offline_data["mnist_npz"]}]'
+  config.experiment.ood.mnist.data.path = offline_data['mnist_npz']
   model_config = config.glow
   workdir = str(tmp_path_factory.mktemp('attack_glow'))
   train.train_and_evaluate(model_config, workdir)
   sets = eval_plan.eval_sets(config, 'glow')
-  images = {s.label: eval_plan.load_images(model_config, s) for s in sets}
+  images = {s.label: eval_plan.load_images(s) for s in sets}
   return model_config, workdir, images
 
 
 def test_attack_section_table_figure_and_markdown(trained, tmp_path):
   model_config, workdir, images = trained
-  mesh = parallel.make_mesh()
-  state, _ = evaluate.load_state_for_eval(model_config, workdir, mesh)
+  evaluator = evaluate.Evaluator(model_config)
+  state, _ = evaluate.load_state_for_eval(model_config, workdir, evaluator.mesh)
   cfg = attack_section.default_attack_config('tiny')
   cfg.evasion_examples = 4
   # A score over a term the section does not compute itself (as a second model's log_px
@@ -52,7 +52,7 @@ def test_attack_section_table_figure_and_markdown(trained, tmp_path):
                'brightness': lambda s: s['brightness'],
                'lit pixels': lambda s: s['lit'] + 0.0 * s['bits_per_dim']}
   fig_dir = str(tmp_path / 'figures')
-  result = attack_section.run(model_config, state, mesh, images, ood_labels=['mnist'],
+  result = attack_section.run(evaluator, state, images, ood_labels=['mnist'],
                               attack_config=cfg, key=jax.random.PRNGKey(0), fig_dir=fig_dir,
                               model_name='glow', title='Glow', score_fns=score_fns,
                               extra_stats_fn=brightness, fixed_stats_fn=lit_pixels)
@@ -139,7 +139,8 @@ def test_attack_command_output_evaluates_as_reported(trained, tmp_path):
   assert np.abs(attacked.astype(int) - original.astype(int)).max() <= 3
   assert sorted(os.listdir(tmp_path / 'out' / 'png')) == ['00000.png', '00001.png']
   paths = evaluate.evaluate_checkpoint(
-      model_config, workdir, datasets=f'npz:test[path={out["npz"]};tag=attacked]')
+      model_config, workdir,
+      eval_sets.resolve(model_config, {'attacked': eval_sets.eval_block('npz', path=out['npz'])}))
   (path,) = paths.values()
   with np.load(path) as f:
     np.testing.assert_allclose(f['bits_per_dim'], after, rtol=1e-5)

@@ -1,13 +1,16 @@
 """Every pair config loads at every variant, validates, and names sensible evaluation sets."""
 
+import importlib
 import os
+import runpy
 
 import pytest
 
-from configs.pairs import pair_base
 from glow_ood import config_validation
+from glow_ood.configs.pairs import pair_base
 from glow_ood.experiment import eval_plan
-from glow_ood.experiment.command_line import with_default_config
+from glow_ood.experiment import pipeline
+from glow_ood.experiment.command_line import PAIRS_DIR, with_default_config
 from tests.experiments.conftest import REPO_ROOT
 
 PAIRS = ('fashion_mnist_to_mnist', 'notmnist_to_mnist', 'cifar10_to_svhn', 'celeb_a_to_svhn',
@@ -17,13 +20,18 @@ COLOUR_PAIRS = PAIRS[2:]
 
 def _load(pair, variant):
   import importlib  # pylint: disable=g-import-not-at-top
-  return importlib.import_module(f'configs.pairs.{pair}').get_config(variant)
+  return importlib.import_module(f'glow_ood.configs.pairs.{pair}').get_config(variant)
 
 
-def test_every_pair_config_file_is_listed():
-  files = sorted(f[:-3] for f in os.listdir(os.path.join(REPO_ROOT, 'configs', 'pairs'))
-                 if f.endswith('.py') and f not in ('__init__.py', 'pair_base.py'))
-  assert files == sorted(PAIRS)
+@pytest.mark.parametrize('path', sorted(
+    os.path.join(d, f) for d in ('configs', os.path.join('configs', 'pairs'))
+    for f in os.listdir(os.path.join(REPO_ROOT, d)) if f.endswith('.py')))
+def test_repository_config_paths_give_the_package_configs(path):
+  # --config=configs/<name>.py keeps working: the file gives the installed package's config.
+  module = runpy.run_path(os.path.join(REPO_ROOT, path))
+  package = importlib.import_module('glow_ood.' + path[:-3].replace(os.sep, '.'))
+  args = ('tiny',) if 'pairs' in path else ()
+  assert module['get_config'](*args).to_dict() == package.get_config(*args).to_dict()
 
 
 @pytest.mark.parametrize('variant', pair_base.VARIANTS)
@@ -38,26 +46,47 @@ def test_pair_config_validates(pair, variant):
   glow['model'].pop('coupling'), cv['model'].pop('coupling')
   assert glow == cv
   expected_channels = 3 if pair in COLOUR_PAIRS else 1
-  for model in eval_plan.MODELS:
+  assert pipeline.check_pair_config(config) == eval_plan.models_of(config)
+  for model in eval_plan.models_of(config):
     model_config = config[model]
     assert model_config.data.channels == expected_channels
     assert model_config.data.augment == 'none' or variant == 'paper'
-    config_validation.validate_config(model_config, device_count=1, check_data=False)
     sets = eval_plan.eval_sets(config, model)
     assert [s.label for s in sets[:2]] == ['train', 'test']
     assert all(s.entry.name == model_config.data.name for s in sets[:2])
     assert sets[2:] and all(s.is_ood for s in sets[2:])
     curve_sets = eval_plan.eval_sets(config, model, curve=True)
-    assert all(s.entry.tag.startswith(eval_plan.CURVE_PREFIX) for s in curve_sets)
-    # Evaluation never augments, whatever training does.
-    for s in sets:
-      assert config_validation.data_fields_for(model_config, s.entry)['augment'] == 'none'
+    assert all(s.entry.key.startswith(eval_plan.CURVE_PREFIX) for s in curve_sets)
+    # Evaluation never augments, whatever training does, and sees the model's image shape.
+    for s in sets + curve_sets:
+      assert s.entry.data.augment == 'none'
+      assert s.entry.data.image_size == model_config.data.image_size
 
 
-def test_quick_variant_uses_the_agreed_subsets():
-  exp = _load('fashion_mnist_to_mnist', 'quick').experiment
-  assert (exp.train_examples, exp.test_examples, exp.ood_examples) == (2000, 2000, 5000)
-  assert 'cv_glow' in exp.curve_models
+def test_experiment_sizes_reach_the_evaluation_sets():
+  config = _load('fashion_mnist_to_mnist', 'quick')
+  exp = config.experiment
+  sets = eval_plan.eval_sets(config, 'cv_glow')
+  assert [s.entry.max_examples for s in sets] == [
+      exp.train_examples, exp.test_examples, exp.ood_examples]
+  assert [s.entry.key for s in sets] == ['fashion_mnist_train', 'fashion_mnist_test', 'mnist_test']
+  # A block's own size wins over the experiment's default for OOD sets.
+  config.experiment.ood.mnist.max_examples = 17
+  assert eval_plan.eval_sets(config, 'cv_glow')[2].entry.max_examples == 17
+  curves = eval_plan.eval_sets(config, 'cv_glow', curve=True)
+  assert {s.entry.max_examples for s in curves} == {exp.curve_examples}
+
+
+def test_bad_ood_block_is_named_with_its_experiment_key():
+  config = _load('fashion_mnist_to_mnist', 'tiny')
+  config.experiment.ood.mnist.data.name = 'svhn'
+  with pytest.raises(config_validation.ConfigError,
+                     match=r"config\.experiment\.ood\.mnist\.data\.name='svhn'"):
+    pipeline.check_pair_config(config)
+  config.experiment.ood.mnist.data.name = 'mnist'
+  config.experiment.headline_ood = 'svhn'
+  with pytest.raises(ValueError, match='headline_ood'):
+    pipeline.check_pair_config(config)
 
 
 def test_imagenet_pair_has_three_ood_sets():
@@ -66,11 +95,10 @@ def test_imagenet_pair_has_three_ood_sets():
 
 
 def test_command_line_defaults_to_the_pair_file():
-  pairs_dir = os.path.join(REPO_ROOT, 'configs', 'pairs')
+  pairs_dir = PAIRS_DIR
   argv = with_default_config(
       ['reproduce.py', '--pair=cifar10_to_svhn', '--variant=paper', '--workdir=/tmp/x'], pairs_dir)
-  assert argv[1] == '--config=' + os.path.join(REPO_ROOT, 'configs', 'pairs',
-                                               'cifar10_to_svhn.py') + ':paper'
+  assert argv[1] == '--config=' + os.path.join(PAIRS_DIR, 'cifar10_to_svhn.py') + ':paper'
   given = ['reproduce.py', '--config=configs/pairs/celeb_a_to_svhn.py:tiny', '--workdir=/tmp/x']
   assert with_default_config(given, pairs_dir) == given
   with pytest.raises(SystemExit, match='known pairs'):

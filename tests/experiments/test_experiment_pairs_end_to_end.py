@@ -9,12 +9,14 @@ import json
 import os
 import re
 
+import ml_collections
 import numpy as np
 import pytest
 
 from glow_ood import analysis
 from glow_ood import checkpointing
 from glow_ood import data
+from glow_ood import eval_sets
 from glow_ood.experiment import attack_section
 from glow_ood.experiment import eval_plan
 from glow_ood.experiment import pipeline
@@ -118,7 +120,7 @@ def _offline_config(pair, data, **overrides):
       config[model].data.path = data['fashion_idx']
     else:
       config[model].data.path = data['glyphs_npz']
-  config.experiment.ood = f'mnist:test[path={data["mnist_npz"]}]'
+  config.experiment.ood.mnist.data.path = data['mnist_npz']
   return config
 
 
@@ -159,7 +161,9 @@ def test_fashion_mnist_to_mnist_end_to_end_and_resume(offline_data, tmp_path, mo
   monkeypatch.undo()
   before = {m: dict(np.load(os.path.join(workdir, 'scores', m, 'test.npz')))
             for m in results['models']}
-  config.experiment.ood = f'mnist:test[path={offline_data["glyphs_npz"]};tag=glyphs]'
+  config.experiment.ood = ml_collections.ConfigDict(
+      {'glyphs': eval_sets.eval_block('mnist', 'test', path=offline_data['glyphs_npz'])})
+  config.experiment.headline_ood = 'glyphs'
   swapped = pipeline.run_pair(config, workdir)
   for model in results['models']:
     assert set(swapped['models'][model]['ood_metrics']) == {'glyphs'}
@@ -195,11 +199,9 @@ def test_tfds_pair_end_to_end_under_mock_data(pair, ood_labels, tmp_path, tfds_r
   config.experiment.ensemble_size = 0
   config.experiment.attacks.enabled = False
   sets = eval_plan.eval_sets(config, 'glow')
-  assert all(data.resolve_source(eval_plan.data_spec(config.glow, s), s.entry.split) == 'tfds'
-             for s in sets)
+  assert all(data.resolve_source(s.entry.data, s.entry.split) == 'tfds' for s in sets)
   tfds_read_up_front([(data.DataSpec.from_config(config.glow.data), 'train')]
-                     + [(eval_plan.data_spec(config.glow, s), s.entry.split) for s in sets],
-                     num_examples=24)
+                     + [(s.entry.data, s.entry.split) for s in sets], num_examples=24)
   results = pipeline.run_pair(config, workdir)
   assert [s['label'] for s in results['sets'] if s['is_ood']] == ood_labels
   assert results['model_configs']['glow']['data']['channels'] == 3

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-TINY_CONFIG = os.path.join(REPO_ROOT, 'tests', 'training', 'tiny_config.py')
+TINY_CONFIG = os.path.join(REPO_ROOT, 'glow_ood', 'configs', 'tiny.py')
 
 # The reference run that the multi-device and kill-and-resume tests compare against.
 REFERENCE_STEPS = 200
@@ -51,8 +51,7 @@ def idx_dir(tmp_path_factory):
 
 @pytest.fixture
 def tiny_config(idx_dir):
-  sys.path.insert(0, REPO_ROOT)
-  from tests.training import tiny_config as tiny  # pylint: disable=g-import-not-at-top
+  from glow_ood.configs import tiny  # pylint: disable=g-import-not-at-top
   config = tiny.get_config()
   config.data.path = idx_dir
   return config

@@ -24,6 +24,7 @@ import jax
 import numpy as np
 import pytest
 
+from glow_ood import eval_sets
 from glow_ood import evaluate
 from glow_ood import main as main_lib
 from glow_ood import metrics as metrics_lib
@@ -37,14 +38,13 @@ NOISE = ('Traceback', 'Event loop is closed')
 @pytest.fixture(scope='module')
 def base_workdir(tmp_path_factory, idx_dir):
   """A finished tiny run (checkpoints 4 and 8, config recorded) with one evaluation file."""
-  sys.path.insert(0, REPO_ROOT)
-  from tests.training import tiny_config  # pylint: disable=g-import-not-at-top
+  from glow_ood.configs import tiny  # pylint: disable=g-import-not-at-top
   jax.config.update('jax_disable_most_optimizations', True)
-  config = tiny_config.get_config()
+  config = tiny.get_config()
   config.data.path = idx_dir
   workdir = str(tmp_path_factory.mktemp('base') / 'run')
   train.train_and_evaluate(config, workdir)
-  evaluate.evaluate_checkpoint(config, workdir)
+  evaluate.evaluate_checkpoint(config, workdir, eval_sets.resolve(config))
   return workdir
 
 
@@ -226,15 +226,18 @@ CASES = [
     Case('unknown-block', lambda e: e.train_args('--config.optim.lr=1'),
          1, 'no block config.optim'),
     Case('n-bits-out-of-range', lambda e: e.train_args('--config.n_bits=9'), 1, 'config.n_bits=9'),
-    Case('unknown-eval-set', lambda e: e.eval_args('--config.eval.datasets=svhn:test'),
-         1, "config.eval.datasets[svhn:test].name='svhn'"),
-    Case('bad-eval-entry-option',
-         lambda e: e.eval_args('--config.eval.datasets=fashion_mnist:test[colour=red]'),
-         1, "'colour=red'"),
+    Case('unknown-eval-set',
+         lambda e: e.eval_args('--config.evals.fashion_mnist_test.data.name=svhn'),
+         1, "config.evals.fashion_mnist_test.data.name='svhn'"),
+    Case('old-eval-datasets-key', lambda e: e.eval_args('--config.eval.datasets=mnist:test'),
+         1, 'use config.evals'),
+    Case('bad-add-eval-value', lambda e: e.eval_args('--add_eval=mnist'), 1, 'NAME:SPLIT'),
     Case('npz-under-another-name',
-         lambda e: e.eval_args('--config.eval.datasets=mydigits:test[path=' + _write_npz(
-             os.path.join(e.scratch, 'd.npz'), np.zeros((4, 16, 16), np.uint8)) + ']'),
-         1, "'npz:test[path="),
+         lambda e: e.eval_args('--config.evals.fashion_mnist_test.data.name=mydigits',
+                               '--config.evals.fashion_mnist_test.data.path=' + _write_npz(
+                                   os.path.join(e.scratch, 'd.npz'),
+                                   np.zeros((4, 16, 16), np.uint8))),
+         1, '--add_eval=PATH.npz'),
     Case('bad-mode', lambda e: e.train_args('--mode=tune'), 1, '--mode=tune'),
     # Data.
     Case('missing-data-dir',
@@ -242,8 +245,8 @@ CASES = [
                     f'--config.data.path={e.scratch}/no_such_dir'],
          1, 'no_such_dir'),
     Case('npz-of-floats',
-         lambda e: e.eval_args('--config.eval.datasets=npz:test[path=' + _write_npz(
-             os.path.join(e.scratch, 'floats.npz'), np.zeros((4, 16, 16), np.float32)) + ']'),
+         lambda e: e.eval_args('--add_eval=' + _write_npz(
+             os.path.join(e.scratch, 'floats.npz'), np.zeros((4, 16, 16), np.float32))),
          1, 'floats.npz:test has dtype float32'),
     Case('truncated-gzip-idx',
          lambda e: (shutil.copytree(e.idx_dir, os.path.join(e.scratch, 'idx')),
@@ -265,18 +268,18 @@ CASES = [
          1, 'No space left on device', check=lambda e, output: _assert_complete_steps(e, [4, 8])),
     Case('disk-full-writing-evaluation',
          lambda e: (_disk_full_on_eval_write(e),
-                    e.eval_args('--config.eval.datasets=fashion_mnist:train[tag=fm_train]'))[1],
+                    e.eval_args('--add_eval=fashion_mnist:train'))[1],
          1, 'No space left on device'),
     # What works: evaluating from the workdir alone, and data fitted to the model, said so.
     Case('workdir-only-evaluate',
          lambda e: ['--workdir=' + e.workdir, '--mode=evaluate',
-                    '--config.eval.datasets=fashion_mnist:train[tag=fm;max_examples=8]'],
+                    '--add_eval=fm_train=fashion_mnist:train', '--evals_only_added',
+                    '--config.eval.max_examples=8'],
          0, 'fm_train', check=_assert_evaluated),
     Case('npz-20x20-resized-and-recorded',
          lambda e: ['--workdir=' + e.workdir, '--mode=evaluate',
-                    '--config.eval.datasets=npz:test[tag=digits20;path=' + _write_npz(
-                        os.path.join(e.scratch, 'd.npz'),
-                        np.full((6, 20, 20), 7, np.uint8)) + ']'],
+                    '--add_eval=digits20_test=' + _write_npz(
+                        os.path.join(e.scratch, 'd.npz'), np.full((6, 20, 20), 7, np.uint8))],
          0, 'resized', check=_assert_eval_records_resize),
     # The experiment command.
     Case('experiment-unknown-key',
@@ -374,9 +377,9 @@ def test_sigkill_during_evaluation_leaves_no_file_looking_complete(base_workdir,
   workdir = str(tmp_path / 'run')
   shutil.copytree(base_workdir, workdir)
   before = _snapshot(workdir)
-  sets = ','.join(f'fashion_mnist:train[tag=t{i};batch_size=8]' for i in range(6))
+  sets = [f'--add_eval=t{i}_train=fashion_mnist:train' for i in range(6)]
   command = [sys.executable, '-m', 'glow_ood.main', f'--workdir={workdir}', '--mode=evaluate',
-             f'--config.eval.datasets={sets}']
+             '--config.eval.batch_size=8', '--evals_only_added', *sets]
   process = subprocess.Popen(command, cwd=REPO_ROOT, env=subprocess_env(),
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   eval_dir = os.path.join(workdir, 'eval')
@@ -398,6 +401,7 @@ def test_sigkill_during_evaluation_leaves_no_file_looking_complete(base_workdir,
       continue  # a temporary name: never read as a result
     with np.load(os.path.join(eval_dir, name)) as f:
       num = f['log_px'].shape[0]
-      for key in evaluate.PER_EXAMPLE_KEYS:
+      for key in ('log_px', 'log_p_discrete', 'bits_per_dim', 'log_pz', 'logdet_actnorm',
+                  'logdet_invconv', 'logdet_coupling'):
         assert f[key].shape[0] == num, (name, key)
       assert int(f['step']) == 8

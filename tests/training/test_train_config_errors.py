@@ -1,6 +1,7 @@
 """Bad configs fail before any compute with a message naming the key; missing data and a
 non-finite loss fail clearly too."""
 
+import dataclasses
 import importlib
 import os
 import subprocess
@@ -10,6 +11,9 @@ import pytest
 
 from glow_ood import checkpointing
 from glow_ood import config_validation
+from glow_ood import eval_sets
+from glow_ood import flows
+from glow_ood import model_kinds
 from glow_ood import main as main_lib
 from glow_ood import train
 from glow_ood.data import DataUnavailableError
@@ -40,21 +44,81 @@ def _set(config, dotted, value):
     ('train.learning_rate', -1.0, r'config\.train\.learning_rate=-1\.0'),
     ('train.ema_decay', 1.0, r'config\.train\.ema_decay=1\.0 .*\[0, 1\)'),
     ('eval.dequantization', 'gaussian', r"config\.eval\.dequantization='gaussian' .*'uniform'"),
-    ('eval.datasets', 'mnist', r"config\.eval\.datasets='mnist' .*'name:split'"),
-    ('eval.datasets', 'mnist:test[colour=red]', r'config\.eval\.datasets=.*key one of source'),
-    ('eval.datasets', 'svhn:test', r"config\.eval\.datasets\[svhn:test\]\.name='svhn'"),
+    ('evals.fashion_mnist_test.data.name', 'svhn',
+     r"config\.evals\.fashion_mnist_test\.data\.name='svhn' .*allowed values"),
+    ('evals.fashion_mnist_test.split', '', r"config\.evals\.fashion_mnist_test\.split='' "),
+    ('evals.fashion_mnist_test.batch_size', 3,
+     r'config\.evals\.fashion_mnist_test\.batch_size=3 .*number of devices'),
+    ('evals.fashion_mnist_test.dequantization', 'gauss',
+     r"config\.evals\.fashion_mnist_test\.dequantization='gauss' .*uniform"),
+    ('model.hidden_channels', 0, r'config\.model\.hidden_channels=0 .*1\.\.inf'),
+    ('model.learn_top_prior', 1, r'config\.model\.learn_top_prior=1 .*True or False'),
+    ('model.kind', 'gan', r"config\.model\.kind='gan' is not a model kind.*'glow'"),
     ('sample.temperatures', (0.7, -1.0), r'config\.sample\.temperatures=.*positive'),
 ])
 def test_bad_value_names_key_value_and_allowed(tiny_config, key, value, expected):
   _set(tiny_config, key, value)
   with pytest.raises(ValueError, match=expected):
+    config_validation.validate_config(tiny_config, device_count=2)
+
+
+def test_model_schema_is_the_modules_fields(tiny_config):
+  # Every Glow field is a config key (and nothing else is), its Literal choices are checked.
+  fields = [f.name for f in dataclasses.fields(flows.Glow) if f.name not in ('parent', 'name')]
+  assert set(config_validation.known_keys(tiny_config, 'model')) == {'kind', *fields}
+  assert set(tiny_config.model.keys()) == {'kind', *fields}
+  kind = model_kinds.KINDS['glow']
+  assert kind.choices('coupling') == ('affine', 'additive')
+  assert kind.defaults()['coupling'] == flows.Glow.coupling
+
+
+def test_eval_block_with_unknown_key_and_the_old_string_key(tiny_config):
+  with tiny_config.unlocked():
+    tiny_config.evals.fashion_mnist_test.tag = 'x'
+  with pytest.raises(ValueError, match=r'config\.evals\.fashion_mnist_test has unknown key.*tag'):
     config_validation.validate_config(tiny_config, device_count=1)
+  with tiny_config.unlocked():
+    del tiny_config.evals.fashion_mnist_test['tag']
+    tiny_config.eval.datasets = 'mnist:test'
+  with pytest.raises(ValueError, match=r'config\.eval\.datasets was replaced by config\.evals'):
+    config_validation.validate_config(tiny_config, device_count=1)
+
+
+def test_eval_sets_take_the_eval_defaults_and_the_training_data_source(tiny_config):
+  tiny_config.eval.max_examples = 7
+  tiny_config.evals.mine = eval_sets.eval_block('npz', 'train', path='/d/mine.npz', batch_size=4)
+  tiny_config.evals.digits = eval_sets.eval_block('mnist', 'test', max_examples=3)
+  sets = {s.key: s for s in config_validation.validate_config(tiny_config, device_count=1)}
+  own = sets['fashion_mnist_test']
+  # The training data's own set reads where training reads (an IDX dir here).
+  assert own.data.path == tiny_config.data.path and own.data.source == tiny_config.data.source
+  assert (own.max_examples, own.batch_size, own.dequantization) == (7, 16, 'uniform')
+  assert own.data.image_size == 16 and own.data.augment == 'none'
+  assert (sets['mine'].data.name, sets['mine'].split, sets['mine'].batch_size) == (
+      'npz', 'train', 4)
+  assert sets['digits'].data.path is None and sets['digits'].max_examples == 3
+
+
+@pytest.mark.parametrize('text, key, name, split, path', [
+    ('mnist:test', 'mnist_test', 'mnist', 'test', None),
+    ('digits=mnist:train', 'digits', 'mnist', 'train', None),
+    ('/d/attacked.npz', 'attacked', 'npz', 'test', '/d/attacked.npz'),
+    ('adv=/d/x.npz:train', 'adv', 'npz', 'train', '/d/x.npz'),
+])
+def test_add_eval_flag_values(text, key, name, split, path):
+  got_key, block = eval_sets.parse_add_eval(text)
+  assert (got_key, block.data.name, block.split, block.data.path) == (key, name, split, path)
+
+
+def test_add_eval_flag_rejects_what_it_cannot_read():
+  with pytest.raises(ValueError, match='NAME:SPLIT'):
+    eval_sets.parse_add_eval('mnist')
 
 
 @pytest.mark.parametrize('name', ['fashion_mnist_quick', 'fashion_mnist', 'cifar10',
                                   'cifar10_glow'])
 def test_shipped_configs_are_valid(name):
-  module = importlib.import_module(f'configs.{name}')
+  module = importlib.import_module(f'glow_ood.configs.{name}')
   config = module.get_config()
   config_validation.validate_config(config, device_count=1)
   for field in ('additive', 'affine'):

@@ -10,7 +10,9 @@ from PIL import Image
 import pytest
 
 from glow_ood import checkpointing
+from glow_ood import config_validation
 from glow_ood import data
+from glow_ood import eval_sets
 from glow_ood import evaluate
 from glow_ood import sample
 from glow_ood import train
@@ -64,10 +66,10 @@ def test_train_resume_evaluate_sample_on_idx_files(tiny_config, tmp_path, capsys
   assert resumed.ema_params is not None
 
   # 40 test images in batches of 16: the last batch is padded and the padding dropped.
-  paths = evaluate.evaluate_checkpoint(
-      config, workdir,
-      datasets='fashion_mnist:test,fashion_mnist:train[tag=fm_mid;dequantization=midpoint;'
-               'max_examples=20;batch_size=8]')
+  config.evals.fm_mid_train = eval_sets.eval_block(
+      'fashion_mnist', 'train', dequantization='midpoint', max_examples=20, batch_size=8)
+  sets = config_validation.validate_config(config, device_count=1)
+  paths = evaluate.evaluate_checkpoint(config, workdir, sets)
   assert set(paths) == {'fashion_mnist_test', 'fm_mid_train'}
   assert paths['fashion_mnist_test'].endswith('eval/fashion_mnist_test_step6.npz')
   common = dict(num_levels=2, step=6, n_bits=8, num_dims=256, dataset='fashion_mnist')
@@ -78,10 +80,10 @@ def test_train_resume_evaluate_sample_on_idx_files(tiny_config, tmp_path, capsys
   assert test_arrays['bits_per_dim'].mean() < 8.0
 
   # Any checkpoint can be evaluated; a missing one is a clear error.
-  older = evaluate.evaluate_checkpoint(config, workdir, step=2)
+  older = evaluate.evaluate_checkpoint(config, workdir, sets[:1], step=2)
   assert older['fashion_mnist_test'].endswith('fashion_mnist_test_step2.npz')
   with pytest.raises(FileNotFoundError, match='available steps'):
-    evaluate.evaluate_checkpoint(config, workdir, step=3)
+    evaluate.evaluate_checkpoint(config, workdir, sets, step=3)
 
   paths = sample.write_samples(config, workdir)
   assert [os.path.basename(p) for p in paths] == ['step_000006_T0.7.png',
@@ -97,13 +99,13 @@ def test_train_and_evaluate_under_mock_tfds(tiny_config, tmp_path, tfds_read_up_
   config.data.path = None
   config.train.num_steps = 2
   config.train.checkpoint_every = 2
-  config.eval.datasets = 'fashion_mnist:test,mnist:test[source=tfds]'
+  config.evals.mnist_test = eval_sets.eval_block('mnist', 'test', source='tfds')
   workdir = str(tmp_path / 'run')
   spec = data.DataSpec.from_config(config.data)
   tfds_read_up_front([(spec, 'train'), (spec, 'test'),
                       (dataclasses.replace(spec, name='mnist'), 'test')], num_examples=24)
   train.train_and_evaluate(config, workdir)
-  paths = evaluate.evaluate_checkpoint(config, workdir)
+  paths = evaluate.evaluate_checkpoint(config, workdir, eval_sets.resolve(config))
   with np.load(paths['mnist_test']) as f:
     assert f['log_pz'].shape == (24, 2)
     assert str(f['dataset']) == 'mnist'

@@ -9,6 +9,7 @@ import subprocess
 import numpy as np
 
 from glow_ood import checkpointing
+from glow_ood import eval_sets
 from glow_ood import evaluate
 from tests.training.conftest import REPO_ROOT, main_command, subprocess_env
 
@@ -51,7 +52,7 @@ def test_two_processes_train_and_evaluate(tmp_path, idx_dir, tiny_config):
   two_process_file = str(tmp_path / 'two_process.npz')
   shutil.copy(os.path.join(workdir, 'eval', 'fashion_mnist_test_step4.npz'), two_process_file)
   tiny_config.eval.dequantization = 'midpoint'
-  paths = evaluate.evaluate_checkpoint(tiny_config, workdir)
+  paths = evaluate.evaluate_checkpoint(tiny_config, workdir, eval_sets.resolve(tiny_config))
   with np.load(two_process_file) as two, np.load(paths['fashion_mnist_test']) as one:
     assert two['log_px'].shape == (40,)   # every test image once, padding dropped
     np.testing.assert_allclose(two['log_px'], one['log_px'], rtol=1e-5, atol=1e-3)

@@ -14,6 +14,5 @@ OOD = (('svhn_cropped', 'test'),)  # (data set, split): its label is the name
 def get_config(variant='paper'):
   glow = cifar10_to_svhn.colour_glow(variant)
   glow.data.name = 'celeb_a'
-  glow.eval.datasets = 'celeb_a:test'
   config = pair_base.make_pair_config(PAIR, variant, glow, OOD)
   return cifar10_to_svhn.finish(config, variant)

@@ -18,7 +18,6 @@ OOD = (('cifar10', 'test'), ('cifar100', 'test'), ('svhn_cropped', 'test'))
 def get_config(variant='paper'):
   glow = cifar10_to_svhn.colour_glow(variant)
   glow.data.name = 'imagenet32'
-  glow.eval.datasets = 'imagenet32:test'
   if variant == 'paper':
     glow.train.num_steps = 1_000_000   # ~25 epochs of 1.28M images at batch 32
   config = pair_base.make_pair_config(PAIR, variant, glow, OOD)

@@ -72,6 +72,9 @@ def make_pair_config(pair: str, variant: str, glow: ml_collections.ConfigDict,
     raise ValueError(f'Unknown variant {variant!r} for pair {pair!r}; choose one of {VARIANTS}.')
   glow = glow.copy_and_resolve_references()
   glow.train.keep_checkpoints = max(glow.train.keep_checkpoints, 100)  # Figure 5 needs them
+  # A model's own --mode=evaluate default: its test split (the experiment plans the rest).
+  name = glow.data.name
+  glow.evals = ml_collections.ConfigDict({f'{name}_test': eval_block(name, 'test')})
   cv_glow = glow.copy_and_resolve_references()
   cv_glow.model.coupling = 'additive'
 
