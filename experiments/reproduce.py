@@ -20,11 +20,12 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
-from glow_ood.experiment.command_line import PAIRS_DIR, with_default_config
+from glow_ood.experiment import command_line
 
-flags.DEFINE_string('pair', 'fashion_mnist_to_mnist',
+flags.DEFINE_string('pair', command_line.DEFAULT_PAIR,
                     'Pair of data sets: the name of a file in glow_ood/configs/pairs/ (without .py).')
-flags.DEFINE_string('variant', 'quick', 'quick | paper | tiny (passed to the pair config).')
+flags.DEFINE_string('variant', command_line.DEFAULT_VARIANT,
+                    'quick | paper | tiny (passed to the pair config).')
 config_flags.DEFINE_config_file(
     'config', None, 'Pair config file[:variant]; by default glow_ood/configs/pairs/<pair>.py:<variant>. '
     'Override any field with --config.<key>=<value>.', lock_config=True)
@@ -64,4 +65,5 @@ def parse_flags(argv):
 
 
 if __name__ == '__main__':
-  app.run(main, argv=with_default_config(sys.argv, PAIRS_DIR), flags_parser=parse_flags)
+  app.run(main, argv=command_line.with_default_config(sys.argv, command_line.PAIRS_DIR),
+          flags_parser=parse_flags)

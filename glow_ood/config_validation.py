@@ -165,7 +165,7 @@ def _check_model(config) -> None:
     elif field_type is int:
       _require_int(config, key, 1)  # model sizes and counts
     elif field_type is float:
-      _require_float(config, key, 0)
+      _require_float(config, key)  # ranges beyond finiteness: the module's own check
     elif field_type is str and not isinstance(_get(config, key), str):
       _fail(key, _get(config, key), 'expected a string')
 
@@ -224,11 +224,10 @@ def validate_config(config: ml_collections.ConfigDict, *,
 
   _check_model(config)
   image_size = _require_int(config, 'data.image_size', 1)
-  if config.model.kind == 'glow':
-    factor = 2 ** config.model.num_levels
-    if image_size % factor:
-      _fail('data.image_size', image_size, f'must be divisible by 2**model.num_levels = '
-            f'{factor} (model.num_levels={config.model.num_levels})')
+  factor, why = model_kinds.kind_of(config.model).size_multiple(dict(config.model))
+  if image_size % factor:
+    _fail('data.image_size', image_size, f'must be divisible by {factor} for this model '
+          f'({why}: {config.model.kind})')
   _check_data_spec('data', spec_lib.DataSpec(**dict(config.data)))
 
   batch_size = _require_int(config, 'train.batch_size', 1)

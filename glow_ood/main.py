@@ -21,6 +21,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from glow_ood import argv as argv_lib
 from glow_ood import config_validation
 from glow_ood import parallel
 from glow_ood import user_errors
@@ -77,22 +78,11 @@ def unknown_override_message(argv, config=None) -> str | None:
   return None
 
 
-def _flag_value(argv, name: str) -> str | None:
-  """The value of --name=value or --name value in argv, the last one winning."""
-  value = None
-  for index, arg in enumerate(argv[1:], start=1):
-    if arg.startswith(f'--{name}='):
-      value = arg.split('=', 1)[1]
-    elif arg == f'--{name}' and index + 1 < len(argv):
-      value = argv[index + 1]
-  return value
-
-
 def with_recorded_config(argv) -> list[str]:
   """argv, with --config pointing at the workdir's recorded config when it is left out."""
-  if _flag_value(argv, 'config') is not None:
+  if argv_lib.flag_value(argv, 'config') is not None:
     return list(argv)
-  workdir = _flag_value(argv, 'workdir')
+  workdir = argv_lib.flag_value(argv, 'workdir')
   if workdir is None:
     return list(argv)  # absl reports the missing --workdir
   if not os.path.isfile(workdir_config.config_path(workdir)):
@@ -101,7 +91,7 @@ def with_recorded_config(argv) -> list[str]:
         f'({workdir_config.CONFIG_FILE}, written when training starts). Pass '
         '--config=configs/<name>.py.')
   workdir_config.load(workdir)  # an unreadable record fails here, with its own message
-  return [argv[0], f'--config={workdir_config.__file__}:{workdir}'] + list(argv[1:])
+  return argv_lib.with_config(argv, f'{workdir_config.__file__}:{workdir}')
 
 
 def _loaded_config():

@@ -25,16 +25,16 @@ from __future__ import annotations
 
 import dataclasses
 import typing
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import flax.linen as nn
 import jax
 
 from glow_ood.flows.glow import Glow
 
-# Module fields the config does not set: flax's own, and those filled from
-# elsewhere in the config.
-_NOT_CONFIG_FIELDS = ('parent', 'name', 'n_bits')
+# Module fields the config's model block does not set: flax's own, and those filled
+# from elsewhere in the config (config.n_bits; the image shape from config.data).
+_NOT_CONFIG_FIELDS = ('parent', 'name', 'n_bits', 'image_shape')
 RNG_STREAMS = ('dropout', 'latent')
 
 
@@ -45,6 +45,13 @@ class ModelKind:
   module: type[nn.Module]
   title: str
   likelihood: str  # what its log p(x) is, for the README and report
+  # The image side must be a multiple of this (its downsamplings), given the fields:
+  size_multiple: Callable[[Mapping[str, Any]], tuple[int, str]] = lambda fields: (1, '')
+  # log p(x) = log p(z) + log|det|, each term reported per level (a normalising flow).
+  decomposes: bool = False
+  # log p is a smooth function of the pixel values, so gradients (the second-order
+  # analysis, the attacks) mean something; a discrete likelihood is piecewise constant.
+  smooth_in_pixels: bool = False
 
   def fields(self) -> dict[str, dataclasses.Field]:
     return {f.name: f for f in dataclasses.fields(self.module)
@@ -66,11 +73,15 @@ class ModelKind:
       return type(typing.get_args(annotation)[0])
     return annotation
 
-  def build(self, model_cfg: Mapping[str, Any], n_bits: int) -> nn.Module:
+  def build(self, model_cfg: Mapping[str, Any], n_bits: int,
+            image_shape: tuple[int, int, int]) -> nn.Module:
     """The module for a config block (its `kind` key and fields)."""
     fields = {k: v for k, v in dict(model_cfg).items() if k != 'kind'}
-    if 'n_bits' in {f.name for f in dataclasses.fields(self.module)}:
+    module_fields = {f.name for f in dataclasses.fields(self.module)}
+    if 'n_bits' in module_fields:
       fields['n_bits'] = n_bits
+    if 'image_shape' in module_fields:
+      fields['image_shape'] = tuple(image_shape)
     return self.module(**fields)
 
 
@@ -80,8 +91,10 @@ def _field_type(module: type, field: str):
 
 
 KINDS: dict[str, ModelKind] = {
-    'glow': ModelKind('glow', Glow, 'Glow',
-                      'density of the dequantized image; its bits/dim bound log P(x)'),
+    'glow': ModelKind(
+        'glow', Glow, 'Glow', 'density of the dequantized image; its bits/dim bound log P(x)',
+        size_multiple=lambda f: (2 ** f['num_levels'], 'model.num_levels squeezes'),
+        decomposes=True, smooth_in_pixels=True),
 }
 
 
@@ -94,8 +107,9 @@ def kind_of(model_cfg: Mapping[str, Any]) -> ModelKind:
 
 
 def build_model(config) -> nn.Module:
-  """The model module of a full config (config.model and config.n_bits)."""
-  return kind_of(config.model).build(config.model, config.n_bits)
+  """The model module of a full config (config.model, config.n_bits, config.data's shape)."""
+  image_shape = (config.data.image_size, config.data.image_size, config.data.channels)
+  return kind_of(config.model).build(config.model, config.n_bits, image_shape)
 
 
 def rngs(key: jax.Array) -> dict[str, jax.Array]:

@@ -178,7 +178,11 @@ def statistics_fn(model, variables: Any, n_bits: int,
   integer pixels and the same key this equals the Evaluator's terms.
   """
   def fn(x_pixels, key):
-    key, model_key = jax.random.split(key)
+    # No key: midpoint dequantization and a model that draws nothing.
+    model_rngs = {}
+    if key is not None:
+      key, model_key = jax.random.split(key)
+      model_rngs = model_kinds.rngs(model_key)
     reduced = reduce_bits_float(x_pixels, n_bits)
     if dequantization == 'uniform':
       noise = jax.random.uniform(key, reduced.shape, dtype=jnp.float32)
@@ -188,7 +192,7 @@ def statistics_fn(model, variables: Any, n_bits: int,
       raise ValueError(f'dequantization must be one of {likelihood.DEQUANTIZATION_NOISE}, '
                        f'got {dequantization!r}.')
     y = (reduced + noise) / 2 ** n_bits
-    out = model.apply(variables, y, method='evaluate', rngs=model_kinds.rngs(model_key))
+    out = model.apply(variables, y, method='evaluate', rngs=model_rngs)
     num_dims = int(np.prod(x_pixels.shape[1:]))
     stats = dict(out.terms())
     stats['log_p_discrete'] = likelihood.discrete_log_prob(stats['log_px'], num_dims, n_bits)

@@ -30,6 +30,7 @@ from glow_ood import evaluate
 from glow_ood import train_state as train_state_lib
 from glow_ood.analysis import attacks
 from glow_ood.experiment import attack_figures
+from glow_ood.experiment import eval_plan
 from glow_ood.flows.glow import total_logdet
 
 HEADING = '## Attacks on the likelihood'
@@ -477,11 +478,15 @@ def render_section(results: dict, workdir: str) -> list[str]:
   """The report's whole attack section from results.json's shape: HEADING, then every model
   with results['models'][model]['attacks'] (models without one are left out)."""
   names = {s['label']: s['display'] for s in results['sets']}
-  titles = {'glow': 'Glow', 'cv_glow': 'CV-Glow'}
   out = [HEADING, '']
   attacked = {m: r['attacks'] for m, r in results['models'].items() if r.get('attacks')}
   if not attacked:
-    return out + ['No attacks were run (experiment.attacks.enabled is False).', '']
+    return out + ['No attacks were run (experiment.attacks.enabled is False, or no model has '
+                  'a likelihood smooth in the pixels).', '']
   for model, entry in attacked.items():
-    out += render(entry, workdir, names, titles.get(model, model))
+    out += render(entry, workdir, names, eval_plan.MODEL_TITLES.get(model, model))
+  discrete = [eval_plan.MODEL_TITLES.get(m, m) for m in results['models'] if m not in attacked]
+  if discrete:
+    out += [', '.join(discrete) + ' not attacked: a discrete likelihood is piecewise constant '
+            'in the pixel values, so a gradient attack has nothing to follow.', '']
   return out

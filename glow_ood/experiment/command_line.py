@@ -5,24 +5,20 @@ Kept apart from experiments/reproduce.py so it can be tested without defining fl
 
 import os
 
+from glow_ood import argv as argv_lib
 from glow_ood.configs import pairs
 
 PAIRS_DIR = os.path.dirname(os.path.abspath(pairs.__file__))
+DEFAULT_PAIR = 'fashion_mnist_to_mnist'
+DEFAULT_VARIANT = 'quick'
 
 def with_default_config(argv: list[str], pairs_dir: str) -> list[str]:
-  """Adds --config=<PAIRS_DIR>/<pair>.py:<variant> unless --config is given."""
-  if any(a == '--config' or a.startswith('--config=') for a in argv[1:]):
-    return argv
-  values = {'pair': 'fashion_mnist_to_mnist', 'variant': 'quick'}
-  for index, arg in enumerate(argv[1:], start=1):
-    for name in values:
-      if arg.startswith(f'--{name}='):
-        values[name] = arg.split('=', 1)[1]
-      elif arg == f'--{name}' and index + 1 < len(argv):
-        values[name] = argv[index + 1]
-  path = os.path.join(pairs_dir, f'{values["pair"]}.py')
-  if not os.path.exists(path):
+  """Adds --config=<pairs_dir>/<--pair>.py:<--variant> unless --config is given."""
+  pair = argv_lib.flag_value(argv, 'pair') or DEFAULT_PAIR
+  variant = argv_lib.flag_value(argv, 'variant') or DEFAULT_VARIANT
+  path = os.path.join(pairs_dir, f'{pair}.py')
+  if argv_lib.flag_value(argv, 'config') is None and not os.path.exists(path):
     known = sorted(f[:-3] for f in os.listdir(pairs_dir)
                    if f.endswith('.py') and f not in ('__init__.py', 'pair_base.py'))
-    raise SystemExit(f'Unknown --pair={values["pair"]!r}; known pairs: {", ".join(known)}.')
-  return [argv[0], f'--config={path}:{values["variant"]}'] + argv[1:]
+    raise SystemExit(f'Unknown --pair={pair!r}; known pairs: {", ".join(known)}.')
+  return argv_lib.with_config(argv, f'{path}:{variant}')

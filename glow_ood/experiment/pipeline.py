@@ -20,6 +20,7 @@ from glow_ood import analysis
 from glow_ood import config_validation
 from glow_ood.analysis import stress as stress_lib
 from glow_ood import evaluate
+from glow_ood import model_kinds
 from glow_ood import parallel
 from glow_ood import workdir_config
 from glow_ood.flows.glow import LOGDET_KINDS, total_logdet
@@ -37,19 +38,33 @@ REPORT_FILE = 'report.md'
 
 
 def set_summary(arrays: dict[str, np.ndarray], path: str) -> dict:
-  """Means (and spreads) of one evaluation file, log terms in nats per image."""
-  logdet = total_logdet(arrays)
-  return {
-      'npz': path,
-      'n': int(arrays['bits_per_dim'].shape[0]),
+  """Means (and spreads) of one evaluation file, log terms in nats per image.
+
+  log_px is the discrete log-likelihood (bound); every other per-image term the model
+  kind reports (a flow's log_pz and log-dets, a VAE's elbo, kl...) is averaged too.
+  """
+  n = int(arrays['bits_per_dim'].shape[0])
+  summary = {
+      'npz': path, 'n': n,
       'bits_per_dim': float(arrays['bits_per_dim'].mean()),
       'bits_per_dim_std': float(arrays['bits_per_dim'].std()),
       'log_px': float(arrays['log_p_discrete'].mean()),
-      'log_px_var': float(arrays['log_p_discrete'].var(ddof=1)) if len(logdet) > 1 else 0.0,
-      'log_pz': float(arrays['log_pz'].sum(-1).mean()),
-      'logdet': float(logdet.mean()),
-      **{f'logdet_{k}': float(arrays[f'logdet_{k}'].sum(-1).mean()) for k in LOGDET_KINDS},
+      'log_px_var': float(arrays['log_p_discrete'].var(ddof=1)) if n > 1 else 0.0,
   }
+  if 'log_pz' in arrays:
+    summary['log_pz'] = float(arrays['log_pz'].sum(-1).mean())
+    summary['logdet'] = float(total_logdet(arrays).mean())
+    summary.update({f'logdet_{k}': float(arrays[f'logdet_{k}'].sum(-1).mean())
+                    for k in LOGDET_KINDS})
+  for key, value in arrays.items():
+    if key not in summary and key not in SUMMARY_SKIPPED and np.ndim(value) >= 1:
+      summary[key] = float(np.asarray(value).reshape(n, -1).sum(-1).mean())
+  return summary
+
+
+# Evaluation-file arrays the summary does not average (metadata, or averaged above).
+SUMMARY_SKIPPED = ('log_px', 'log_p_discrete', 'bits_per_dim', 'log_pz') + tuple(
+    f'logdet_{k}' for k in LOGDET_KINDS)
 
 
 def _model_figures(model: str, title: str, sets, final, curves, fig_dir, bins, in_name):
@@ -59,11 +74,12 @@ def _model_figures(model: str, title: str, sets, final, curves, fig_dir, bins, i
       os.path.join(fig_dir, f'{model}_log_px_hist.png'),
       {names[l]: a['log_p_discrete'] for l, a in final.items()},
       f'{title}: log p(x)', bins)
-  out['decomposition'] = figures.decomposition_histograms(
-      os.path.join(fig_dir, f'{model}_decomposition_hist.png'),
-      {names[l]: a['log_pz'].sum(-1) for l, a in final.items()},
-      {names[l]: total_logdet(a) for l, a in final.items()},
-      title, bins)
+  if 'log_pz' in final['test']:
+    out['decomposition'] = figures.decomposition_histograms(
+        os.path.join(fig_dir, f'{model}_decomposition_hist.png'),
+        {names[l]: a['log_pz'].sum(-1) for l, a in final.items()},
+        {names[l]: total_logdet(a) for l, a in final.items()},
+        title, bins)
   if curves['steps']:
     out['curves'] = figures.training_curves(
         os.path.join(fig_dir, f'{model}_training_curves.png'), curves['steps'],
@@ -83,7 +99,7 @@ def analyse_model(config, model: str, run: dict, images: dict[str, np.ndarray], 
   stress_labels = sorted(run['stress'])
   final = {l: eval_plan.load_npz(p) for l, p in run['final'].items()}
   stressed = {l: eval_plan.load_npz(p) for l, p in run['stress'].items()}
-  result = {'step': run['step'], 'workdir': run['workdir'],
+  result = {'step': run['step'], 'workdir': run['workdir'], 'kind': model_config.model.kind,
             'sets': {l: set_summary(final[l], run['final'][l]) for l in final}}
 
   members = {name: {l: eval_plan.load_npz(p) for l, p in member['final'].items()}
@@ -109,10 +125,12 @@ def analyse_model(config, model: str, run: dict, images: dict[str, np.ndarray], 
   result['curves'] = curves
 
   start = time.time()
+  kind = model_kinds.kind_of(model_config.model)
   variables, _ = evaluate.load_state_for_eval(model_config, run['workdir'], mesh, run['step'])
   key = jax.random.PRNGKey(model_config.seed)
   second_order = {}
-  for index, label in enumerate(ood_labels):
+  # A discrete likelihood is piecewise constant in the pixels: no Hessian, no gradient.
+  for index, label in enumerate(ood_labels if kind.smooth_in_pixels else []):
     q, p = final[label]['log_p_discrete'], final['test']['log_p_discrete']
     entry = {
         'measured': float(q.mean() - p.mean()),
@@ -133,7 +151,7 @@ def analyse_model(config, model: str, run: dict, images: dict[str, np.ndarray], 
     second_order[label] = entry
   result['second_order'] = second_order
 
-  if exp.attacks.enabled:
+  if exp.attacks.enabled and kind.smooth_in_pixels:
     score_fns, extra_stats_fn, fixed_stats_fn = ood_section.attack_inputs(
         config, model, variables, fitted, chosen, run['members'], mesh)
     result['attacks'] = attack_section.run(

@@ -16,8 +16,8 @@ GRAYING_SHORT = {'grey': 'toward grey 128', 'mean_image': 'toward the mean image
 
 # Section headings; tests check that each is present.
 HEADINGS = (
-    '## 1. Bits/dim on train, test and OOD test (paper, Figure 1)',
-    '## 2. Histograms of log p(x) (paper, Figure 2)',
+    '## 1. Bits/dim on train, test and OOD test (paper, Figures 1 and 3)',
+    '## 2. Histograms of log p(x) (paper, Figures 2 and 3)',
     '## 3. The two terms: log p(z) and log |det| (paper, Figure 4)',
     '## 4. Bits/dim across training (paper, Figure 5)',
     '## 5. Section 5: data statistics, second-order prediction, graying',
@@ -58,6 +58,22 @@ p* = in-distribution test images, q = OOD images):
   second order around the shared mean x0."""
 
 
+MODEL_DESCRIPTIONS = {
+    'glow': 'Glow (affine couplings)',
+    'cv_glow': 'CV-Glow (additive couplings, constant volume)',
+    'pixelcnn': 'PixelCNN++ (autoregressive, exact discrete likelihood)',
+    'vae': 'a VAE (importance-weighted bound)',
+}
+
+
+def model_summary(model_cfg: dict) -> str:
+  """One cell describing a model block."""
+  if model_cfg['kind'] == 'glow':
+    return (f'L={model_cfg["num_levels"]}, K={model_cfg["steps_per_level"]}, '
+            f'{model_cfg["coupling_net"]} nets of {model_cfg["hidden_channels"]}')
+  return ', '.join(f'{k}={v}' for k, v in model_cfg.items() if k != 'kind')
+
+
 def _f(value, digits=3) -> str:
   return f'{value:.{digits}f}'
 
@@ -95,9 +111,11 @@ def conclusions(results: dict) -> list[str]:
       lines.append(
           f'- {title}: {names[label]} gets lower bits/dim than {in_name} test: **{_yes(lower)}** '
           f'({_f(ood["bits_per_dim"])} vs {_f(test["bits_per_dim"])}).')
-      dz = ood['log_pz'] - test['log_pz']
-      dd = ood['logdet'] - test['logdet']
-      if model == 'glow':
+      dz = ood.get('log_pz', 0.0) - test.get('log_pz', 0.0)
+      dd = ood.get('logdet', 0.0) - test.get('logdet', 0.0)
+      if 'log_pz' not in test:
+        pass  # not a flow: no latent/volume split
+      elif model == 'glow':
         lines.append(
             f'  - Of the log-likelihood gap ({_f(ood["log_px"] - test["log_px"], 1)} nats), '
             f'log p(z) contributes {_f(dz, 1)} and the log-det {_f(dd, 1)}; the larger share comes '
@@ -116,12 +134,15 @@ def conclusions(results: dict) -> list[str]:
       lines.append(
           f'  - AUROC of bits/dim as an OOD score: {_f(auroc)} '
           f'({"below 0.5: the OOD set is ranked as *more* in-distribution" if auroc < 0.5 else "above 0.5"}).')
-      so = res['second_order'][label]
-      measured = so['measured']
-      preds = {'Hutchinson trace': (so['hutchinson'], so['hutchinson_stderr'])}
-      if 'sample_form' in so:
+      so = res['second_order'].get(label)
+      if so is None:
+        lines.append('  - No second-order prediction: this likelihood is discrete, piecewise '
+                     'constant in the pixel values, so it has no Hessian in them.')
+      measured = so['measured'] if so else 0.0
+      preds = {'Hutchinson trace': (so['hutchinson'], so['hutchinson_stderr'])} if so else {}
+      if so and 'sample_form' in so:
         preds['sample-covariance trace'] = (so['sample_form'], so['sample_form_stderr'])
-      if 'closed_form' in so:
+      if so and 'closed_form' in so:
         preds['closed form (exact-for-linear)'] = (so['closed_form']['exact_for_linear'], 0.0)
         preds['closed form (paper alpha)'] = (so['closed_form']['paper_alpha'], 0.0)
 
@@ -131,9 +152,10 @@ def conclusions(results: dict) -> list[str]:
         return (f'{name} {_f(value, 1)} (x{ratio}): '
                 f'**{_yes((value > 0) == (measured > 0))}**{noisy}')
       signs = ', '.join(sign_check(k, v, e) for k, (v, e) in preds.items())
-      lines.append(f'  - The second-order prediction has the sign of the measured difference '
-                   f'({_f(measured, 1)} nats; each prediction\'s ratio to it in brackets): '
-                   f'{signs}.')
+      if so:
+        lines.append(f'  - The second-order prediction has the sign of the measured difference '
+                     f'({_f(measured, 1)} nats; each prediction\'s ratio to it in brackets): '
+                     f'{signs}.')
       for target, gray in res['graying'].items():
         rises = {l: gray[l]['mean_log_prob'][-1] > gray[l]['mean_log_prob'][0] for l in gray}
         lines.append(f'  - Graying {GRAYING_SHORT[target]} raises mean log p(x) (last blend vs '
@@ -239,8 +261,8 @@ def render(results: dict, workdir: str) -> str:
   models = results['models']
   out = [f'# {results["pair"]} ({results["variant"]}): do deep generative models know what '
          "they don't know?", '',
-         f'Glow (affine couplings) and CV-Glow (additive couplings, constant volume) trained on '
-         f'**{in_name}**, evaluated on its train and test splits and on '
+         + ', '.join(MODEL_DESCRIPTIONS.get(m, eval_plan.MODEL_TITLES[m]) for m in models)
+         + f' trained on **{in_name}**, evaluated on its train and test splits and on '
          + ', '.join(f'**{names[l]}**' for l in ood_labels) + '. '
          'Bits/dim are the discrete bound with uniform dequantization (lower = more likely); '
          'log terms are nats per image. Paper: Nalisnick et al., ICLR 2019.', '']
@@ -255,7 +277,9 @@ def render(results: dict, workdir: str) -> str:
       rows.append([eval_plan.MODEL_TITLES[model], s['display'], summary['n'],
                    _f(summary['bits_per_dim']), _f(summary['bits_per_dim_std']), paper])
   out += _table(['model', 'data set', 'N', 'bits/dim (ours)', 'std', 'paper (Glow)'], rows)
-  out += ['', 'The paper reports Glow only; its CV-Glow numbers are curves (Figure 5). Ours are '
+  out += ['', 'The paper reports Glow\'s numbers only; CV-Glow it shows as curves (Figure 5), '
+          'PixelCNN++ and the VAE as histograms (Figure 3). PixelCNN++\'s bits/dim are exact, '
+          'the VAE\'s an importance-weighted bound, Glow\'s a dequantization bound. Ours are '
           'at checkpoint step ' + ', '.join(
               f'{eval_plan.MODEL_TITLES[m]} {r["step"]}' for m, r in models.items()) + '.', '']
 
@@ -265,7 +289,8 @@ def render(results: dict, workdir: str) -> str:
 
   out += [HEADINGS[2], '']
   rows = []
-  for model, res in models.items():
+  flows = {m: r for m, r in models.items() if 'log_pz' in r['sets']['test']}
+  for model, res in flows.items():
     for s in sets:
       m = res['sets'][s['label']]
       rows.append([eval_plan.MODEL_TITLES[model], s['display'], _f(m['log_px'], 1),
@@ -275,8 +300,11 @@ def render(results: dict, workdir: str) -> str:
                  'coupling'], rows)
   out += ['', 'log p(x) here is the discrete bound log p(y) - D·n·log 2; log p(z) sums the '
           'priors of all levels; log-det sums all layers (split per kind on the right).', '']
-  for model, res in models.items():
+  for model, res in flows.items():
     out += [_img(res['figures']['decomposition'], workdir, f'{model} decomposition'), '']
+  others = [eval_plan.MODEL_TITLES[m] for m in models if m not in flows]
+  if others:
+    out += [', '.join(others) + ' are not flows: no latent/volume split.', '']
 
   out += [HEADINGS[3], '']
   any_curves = False
@@ -308,7 +336,8 @@ def render(results: dict, workdir: str) -> str:
 
   out += [HEADINGS[6], '', APPROXIMATIONS, '']
   rows = []
-  for model, res in models.items():
+  smooth = {m: r for m, r in models.items() if r['second_order']}
+  for model, res in smooth.items():
     for label in ood_labels:
       so = res['second_order'][label]
       cf = so.get('closed_form')
@@ -324,7 +353,11 @@ def render(results: dict, workdir: str) -> str:
                  'closed form paper alpha', 'trace Hutchinson', 'trace samples',
                  'first-order term (ignored)'], rows)
   out += ['']
-  for model, res in models.items():
+  discrete = [eval_plan.MODEL_TITLES[m] for m in models if m not in smooth]
+  if discrete:
+    out += [', '.join(discrete) + ': no prediction; a discrete likelihood is piecewise constant '
+            'in the pixel values, so its Hessian in them is zero almost everywhere.', '']
+  for model, res in smooth.items():
     for label in ood_labels:
       so = res['second_order'][label]
       detail = (f'{eval_plan.MODEL_TITLES[model]} vs {names[label]}: '
@@ -373,9 +406,7 @@ def render(results: dict, workdir: str) -> str:
   for model, res in models.items():
     t = res.get('timings', {})
     cfg = results['model_configs'][model]
-    rows.append([eval_plan.MODEL_TITLES[model], res['step'],
-                 f'L={cfg["model"]["num_levels"]}, K={cfg["model"]["steps_per_level"]}, '
-                 f'{cfg["model"]["coupling_net"]} nets of {cfg["model"]["hidden_channels"]}',
+    rows.append([eval_plan.MODEL_TITLES[model], res['step'], model_summary(cfg['model']),
                  f'{cfg["train"]["optimizer"]} lr {cfg["train"]["learning_rate"]:g}, '
                  f'batch {cfg["train"]["batch_size"]}',
                  _f(t.get('train_s', 0.0), 0), _f(t.get('evaluate_s', 0.0), 0),

@@ -38,7 +38,7 @@ def _set(config, dotted, value):
     ('model.coupling_net', 'resnet', r"config\.model\.coupling_net='resnet' .*'glow'"),
     ('model.recompute', 'always', r"config\.model\.recompute='always' .*'checkpoint', 'invertible'"),
     ('model.dtype', 'float16', r"config\.model\.dtype='float16' .*'float32', 'bfloat16'"),
-    ('model.num_levels', 5, r'config\.data\.image_size=16 .*2\*\*model\.num_levels = 32'),
+    ('model.num_levels', 5, r'config\.data\.image_size=16 .*divisible by 32 .*model\.num_levels'),
     ('data.name', 'imagenet_full', r"config\.data\.name='imagenet_full' .*fashion_mnist"),
     ('data.image_size', 24, r'config\.data\.image_size=24'),
     ('train.learning_rate', -1.0, r'config\.train\.learning_rate=-1\.0'),

@@ -48,3 +48,17 @@ def test_step_loss_gradient_and_update_match_reference(tiny_config, recompute):
   for (path, a), b in zip(jax.tree_util.tree_flatten_with_path(new_state.params)[0],
                           jax.tree.leaves(expected)):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6, err_msg=jax.tree_util.keystr(path))
+
+
+def test_step_metrics_averages_every_term_and_splits_levels():
+  terms = {'log_px': np.array([-10.0, -20.0]),
+           'log_pz': np.array([[1.0, 2.0], [3.0, 6.0]]),          # [B, L]
+           'kl': np.array([4.0, 8.0])}
+  metrics = train.step_metrics(terms, loss=3.5, grad_norm=2.0, learning_rate=1e-3)
+  assert metrics['bits_per_dim'] == 3.5 and metrics['grad_norm'] == 2.0
+  assert metrics['learning_rate'] == 1e-3
+  assert metrics['log_px'] == -15.0 and metrics['kl'] == 6.0
+  assert metrics['log_pz'] == 6.0                       # summed over levels, batch mean
+  assert (metrics['level0/log_pz'], metrics['level1/log_pz']) == (2.0, 4.0)
+  assert set(metrics) == {'bits_per_dim', 'grad_norm', 'learning_rate', 'log_px', 'kl',
+                          'log_pz', 'level0/log_pz', 'level1/log_pz'}
