@@ -21,7 +21,16 @@ residual block starts small instead, so that the deep residual stack starts
 near the identity.
 
 Sizes: the paper's CIFAR-10 model has num_resnets=5, num_filters=160,
-num_logistic_mix=10 and dropout_rate=0.5 (2.92 bits/dim on CIFAR-10).
+num_logistic_mix=10 and dropout_rate=0.5 (2.92 bits/dim on CIFAR-10). The
+module's cost grows with num_filters**2 and linearly with num_resnets; sampling
+runs the whole network once per pixel (H * W times).
+
+Usage:
+
+  model = PixelCNNPP(num_resnets=1, num_filters=32, num_logistic_mix=5)
+  variables = model.init(key, y)                        # y: [B, H, W, C] in [0, 1)
+  log_px = model.apply(variables, y).log_px             # [B]
+  images = model.apply(variables, key, (H, W, C), 16, method=PixelCNNPP.sample)
 """
 
 import math
@@ -36,7 +45,7 @@ from glow_ood.models.logistic import (discretized_mix_logistic_channel_log_probs
                                       num_mix_params, pixel_centres,
                                       sample_discretized_mix_logistic)
 
-# Each convolution in the up pass halves the resolution twice in total.
+# The up pass halves the resolution twice, so H and W must divide by 4.
 DOWNSAMPLING_FACTOR = 4
 
 
@@ -83,7 +92,7 @@ class DownShiftedConv(nn.Module):
 
 
 class DownRightShiftedConv(nn.Module):
-  """Convolution whose output at (r, c) sees input rows r - kh + 1 .. r and columns c - kw + 1 .. c."""
+  """Convolution whose output at (r, c) sees input rows r - kh + 1 .. r, columns c - kw + 1 .. c."""
   features: int
   kernel_size: tuple[int, int] = (2, 2)
   strides: int = 1

@@ -95,7 +95,8 @@ def test_channel_conditionals_add_up_to_the_pixel_log_prob():
 
 
 def test_grey_mixture_matches_float64_numpy():
-  weights_logits, means, log_scales = np.array([0.4, -0.9]), np.array([-0.2, 0.6]), np.array([-2.5, -1.0])
+  weights_logits = np.array([0.4, -0.9])
+  means, log_scales = np.array([-0.2, 0.6]), np.array([-2.5, -1.0])
   weights = np.exp(weights_logits) / np.exp(weights_logits).sum()
   params = _grey_params(weights_logits, means, log_scales)
   values = np.array([0, 1, 90, 128, 200, 254, 255])
