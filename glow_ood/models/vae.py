@@ -6,8 +6,8 @@ diagonal Gaussian; decoder p(x|z) a discretized logistic per pixel
 integer image x, not a density. Encoder: `num_blocks` stride-2 4x4 convolutions
 (widths num_filters * 2**i, leaky ReLU) and a dense layer to the mean and log-std
 of q. Decoder: a dense layer from z to the coarsest feature map, `num_blocks`
-stride-2 4x4 transposed convolutions (ReLU) back to full size and a 3x3
-convolution to the logistic's mean and log-scale. No batch normalisation: an
+stride-2 4x4 transposed convolutions (ReLU; computed as sub-pixel convolutions)
+back to full size and a 3x3 convolution to the logistic's mean and log-scale. No batch normalisation: an
 image's likelihood must not depend on the other images in its batch.
 
 Bounds, per image, in nats on log P(x):
@@ -121,8 +121,12 @@ class Decoder(nn.Module):
     h = nn.Dense(height // factor * width // factor * top_width, name='latent_projection')(z)
     h = nn.relu(h.reshape(z.shape[0], height // factor, width // factor, top_width))
     for i in reversed(range(self.num_blocks)):
-      h = nn.ConvTranspose(self.num_filters * 2 ** max(i - 1, 0), (4, 4), strides=(2, 2),
-                           padding='SAME', name=f'up{i}')(h)
+      width = self.num_filters * 2 ** max(i - 1, 0)
+      # A stride-2 4x4 transposed convolution as a sub-pixel one: each of the 2x2
+      # output phases reads a 2x2 input window inside a 3x3 one, so a 3x3 conv to
+      # 4x the channels then depth-to-space can express every such layer, and XLA's
+      # CPU backend takes its gradient several times faster than ConvTranspose's.
+      h = _depth_to_space(nn.Conv(4 * width, (3, 3), padding='SAME', name=f'up{i}')(h))
       h = nn.relu(h)
     if self.decoder_scale == 'per_pixel':
       out = nn.Conv(2 * channels, (3, 3), padding='SAME', name='pixel_params')(h)
@@ -308,6 +312,13 @@ class VAE(nn.Module):
     mean, log_scale = self.decoder(z)
     x_int = sample_discretized_logistic(pixel_key, mean, log_scale, self.n_bits)
     return (x_int.astype(jnp.float32) + 0.5) / 2 ** self.n_bits
+
+
+def _depth_to_space(h: jax.Array) -> jax.Array:
+  """[B, H, W, 4C] -> [B, 2H, 2W, C]: channel block (a, b) fills output pixel (2i+a, 2j+b)."""
+  batch, height, width, channels = h.shape
+  h = h.reshape(batch, height, width, 2, 2, channels // 4)
+  return h.transpose(0, 1, 3, 2, 4, 5).reshape(batch, 2 * height, 2 * width, channels // 4)
 
 
 def _check_image(y, image_shape):
