@@ -268,7 +268,8 @@ class VAE(nn.Module):
       the K samples; kl: the analytic KL.
     """
     if not isinstance(num_samples, int) or num_samples < 1:
-      raise ValueError(f'num_samples must be a positive integer, got {num_samples!r}.')
+      raise ValueError(f'num_samples must be a positive Python int (static under jit: '
+                       f'static_argnums), got {num_samples!r}.')
     x_int = self._integer_pixels(y)
     mean, log_std = self.encoder(pixel_centres(x_int, self.n_bits))
     if noise is None:
