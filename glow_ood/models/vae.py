@@ -7,8 +7,9 @@ integer image x, not a density. Encoder: `num_blocks` stride-2 4x4 convolutions
 (widths num_filters * 2**i, leaky ReLU) and a dense layer to the mean and log-std
 of q. Decoder: a dense layer from z to the coarsest feature map, `num_blocks`
 stride-2 4x4 transposed convolutions (ReLU; computed as sub-pixel convolutions)
-back to full size and a 3x3 convolution to the logistic's mean and log-scale. No batch normalisation: an
-image's likelihood must not depend on the other images in its batch.
+back to full size and a 3x3 convolution to the logistic's mean and log-scale.
+No batch normalisation: an image's likelihood must not depend on the other
+images in its batch.
 
 Bounds, per image, in nats on log P(x):
 
@@ -41,8 +42,13 @@ a guess to check against the paper's appendix:
     both: Adam 1e-4..3e-4, batch 64, per-pixel decoder scale, evaluation with
           importance_weighted(num_samples=100..1000).
 
-A quick size that trains usefully in minutes on 2 CPU cores: latent_dim=32,
-num_filters=32, num_blocks=3 (see the measurements in the model's report).
+A quick size for 2 CPU cores: latent_dim=32, num_filters=16, num_blocks=3
+(243k parameters). Measured on a shared 2-core machine (load ~8), 32x32x1, batch
+64, jit(value_and_grad) + Adam: ~130 ms per step (~500 img/s); 3.5 minutes of
+Adam 1e-3 on FashionMNIST gave 2.79 bits/dim on its test images and 1.01 on
+MNIST digits (IWAE, K=10). num_filters=32: ~470 ms per step; 64 (latent 64):
+~1.2 s. Importance sampling costs about K decoder passes: K=100 ran at ~22
+img/s for the quick size.
 """
 
 import math
@@ -306,7 +312,7 @@ class VAE(nn.Module):
     if tuple(image_shape) != tuple(self.image_shape):
       raise ValueError(f'This VAE was built for images {tuple(self.image_shape)}; '
                        f'sample got image_shape {tuple(image_shape)}.')
-    if temperature < 0:
+    if isinstance(temperature, (int, float)) and temperature < 0:
       raise ValueError(f'temperature must be >= 0, got {temperature!r}.')
     latent_key, pixel_key = jax.random.split(key)
     z = temperature * jax.random.normal(latent_key, (num, self.latent_dim))
