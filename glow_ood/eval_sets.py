@@ -99,9 +99,10 @@ def resolve_block(config, key: str, block) -> EvalDataset:
     raise ValueError(f'{where}.data.name is missing: which data set to read.')
   fields = dict(config.data)
   fields.update(source='auto', path=None, augment='none')
-  if data_fields['name'] == config.data.name:
-    fields.update(source=config.data.source, path=config.data.path)
   fields.update({k: v for k, v in data_fields.items() if v is not None})
+  says_where = data_fields.get('source') not in (None, 'auto') or data_fields.get('path')
+  if data_fields['name'] == config.data.name and not says_where:
+    fields.update(source=config.data.source, path=config.data.path)
   if not isinstance(given['split'], str) or not given['split']:
     raise ValueError(f'{where}.split={given["split"]!r} is not valid: a split name, '
                      "e.g. 'test' or 'train[:1000]'.")

@@ -45,7 +45,9 @@ def dequantize(key: jax.Array | None, x_int: jax.Array, n_bits: int,
   if noise == 'uniform':
     if key is None:
       raise ValueError("dequantize(noise='uniform') needs a PRNG key.")
-    u = jax.random.uniform(key, x.shape, dtype=jnp.float32)
+    # u < 1 - 2**-16 keeps x + u below x + 1 in float32 for every 8-bit x, so
+    # floor(y * 2**n) gives x back exactly (discrete models read their bin from y).
+    u = jax.random.uniform(key, x.shape, dtype=jnp.float32, maxval=1.0 - 2.0 ** -16)
   elif noise == 'midpoint':
     u = jnp.full_like(x, 0.5)
   else:

@@ -31,6 +31,8 @@ import flax.linen as nn
 import jax
 
 from glow_ood.flows.glow import Glow
+from glow_ood.models.pixelcnn import DOWNSAMPLING_FACTOR, PixelCNNPP
+from glow_ood.models.vae import VAE
 
 # Module fields the config's model block does not set: flax's own, and those filled
 # from elsewhere in the config (config.n_bits; the image shape from config.data).
@@ -95,6 +97,13 @@ KINDS: dict[str, ModelKind] = {
         'glow', Glow, 'Glow', 'density of the dequantized image; its bits/dim bound log P(x)',
         size_multiple=lambda f: (2 ** f['num_levels'], 'model.num_levels squeezes'),
         decomposes=True, smooth_in_pixels=True),
+    'pixelcnn': ModelKind(
+        'pixelcnn', PixelCNNPP, 'PixelCNN++', 'exact log P(x) of the n-bit image',
+        size_multiple=lambda f: (DOWNSAMPLING_FACTOR, 'its two downsamplings')),
+    'vae': ModelKind(
+        'vae', VAE, 'VAE', 'importance-weighted lower bound on log P(x) '
+        '(num_importance_samples samples); training maximises the ELBO',
+        size_multiple=lambda f: (2 ** f['num_blocks'], 'model.num_blocks strided convolutions')),
 }
 
 

@@ -31,7 +31,8 @@ _STATE_KEYS = ('n_bits', 'data.image_size', 'data.channels', 'train.optimizer',
 # and warm-up may change on resume, e.g. to go on at a lower rate.)
 _RUN_KEYS = ('seed', 'train.batch_size')
 # Model keys that change only how the step is executed, never the state.
-_EXECUTION_ONLY_MODEL_KEYS = ('model.remat', 'model.recompute', 'model.dtype')
+_EXECUTION_ONLY_MODEL_KEYS = ('model.remat', 'model.recompute', 'model.dtype',
+                              'model.num_importance_samples')
 
 
 def config_path(workdir: str) -> str:

@@ -1,13 +1,19 @@
-"""A tiny model (L=2, K=2, 8 channels, 16x16 grey) that trains in seconds: tests and smoke runs.
+"""A tiny model (Glow: L=2, K=2, 8 channels; 16x16 grey) that trains in seconds: tests and
+smoke runs.
 
   python -m glow_ood.main --config=glow_ood/configs/tiny.py --workdir=/tmp/tiny
+  python -m glow_ood.main --config=glow_ood/configs/tiny.py:pixelcnn --workdir=/tmp/tiny_pcnn
 
 `shrink` makes any training config tiny in place (the pair experiments' tiny
-variant uses it); `get_config` is the FashionMNIST one.
+variant uses it); `get_config(kind)` is the FashionMNIST one, for any model kind.
 """
 import ml_collections
 
 from glow_ood.configs import common
+from glow_ood.configs import pixelcnn
+from glow_ood.configs import vae
+
+CONVERTERS = {'pixelcnn': pixelcnn.convert, 'vae': vae.convert}
 
 
 def shrink(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -33,8 +39,12 @@ def shrink(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   return config
 
 
-def get_config():
+def get_config(kind='glow'):
   config = shrink(common.base_config())
+  if kind in CONVERTERS:
+    config = CONVERTERS[kind](config, 'tiny')
+  elif kind != 'glow':
+    raise ValueError(f'Unknown model kind {kind!r}; choose glow, {", ".join(CONVERTERS)}.')
   config.data.name = 'fashion_mnist'
   config.data.channels = 1
   config.train.keep_checkpoints = 20

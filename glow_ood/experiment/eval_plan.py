@@ -20,8 +20,8 @@ from glow_ood import evaluate
 from glow_ood.eval_sets import EvalDataset, eval_block
 
 CURVE_PREFIX = 'curve_'
-MODELS = ('glow', 'cv_glow')
-MODEL_TITLES = {'glow': 'Glow', 'cv_glow': 'CV-Glow'}
+MODELS = ('glow', 'cv_glow', 'pixelcnn', 'vae')
+MODEL_TITLES = {'glow': 'Glow', 'cv_glow': 'CV-Glow', 'pixelcnn': 'PixelCNN++', 'vae': 'VAE'}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -56,6 +56,10 @@ class PixelCNNOutput:
   # piecewise-constant density that spreads P(x) uniformly over x's bin.
   log_px: jax.Array
 
+  def terms(self) -> dict[str, jax.Array]:
+    """Per-example terms by name (glow_ood.model_kinds' protocol): log_px only."""
+    return {'log_px': self.log_px}
+
 
 def down_shift(x: jax.Array) -> jax.Array:
   """Moves [B, H, W, C] one row down (zeros enter at the top)."""
@@ -171,6 +175,10 @@ class PixelCNNPP(nn.Module):
   num_logistic_mix: int = 10
   dropout_rate: float = 0.0
   n_bits: int = 8
+
+  def evaluate(self, y: jax.Array) -> PixelCNNOutput:
+    """The exact log-likelihood, dropout off (the same pass as __call__ at train=False)."""
+    return self(y, train=False)
 
   def __call__(self, y: jax.Array, train: bool = False) -> PixelCNNOutput:
     """Exact log-likelihood of the integer images behind dequantized inputs y.

@@ -52,13 +52,12 @@ img/s for the quick size.
 """
 
 import math
-from typing import Sequence
+from typing import Literal, Sequence
 
 import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
 
 from glow_ood.models.logistic import (discretized_logistic_log_prob, pixel_centres,
                                       sample_discretized_logistic)
@@ -83,6 +82,11 @@ class VAEOutput:
   elbo: jax.Array
   log_px_given_z: jax.Array
   kl: jax.Array
+
+  def terms(self) -> dict[str, jax.Array]:
+    """Per-example terms by name (glow_ood.model_kinds' protocol)."""
+    return {'log_px': self.log_px, 'elbo': self.elbo, 'log_px_given_z': self.log_px_given_z,
+            'kl': self.kl}
 
 
 def gaussian_kl_to_standard_normal(mean: jax.Array, log_std: jax.Array) -> jax.Array:
@@ -162,14 +166,17 @@ class VAE(nn.Module):
     decoder_scale: 'per_pixel' (the decoder outputs a log-scale for every pixel,
       depending on z) or 'per_channel' (one learned log-scale per channel).
     min_log_scale: floor on the logistic's log-scale (on the [-1, 1] pixel scale).
+    num_importance_samples: K of the importance-weighted bound that `evaluate`
+      reports as the model's log-likelihood.
   """
   image_shape: tuple[int, int, int]
   latent_dim: int = 64
   num_filters: int = 64
   num_blocks: int = 3
   n_bits: int = 8
-  decoder_scale: str = 'per_pixel'
+  decoder_scale: Literal[DECODER_SCALES] = 'per_pixel'
   min_log_scale: float = -7.0
+  num_importance_samples: int = 100
 
   def setup(self):
     self._check_fields()
@@ -234,11 +241,17 @@ class VAE(nn.Module):
       raise ValueError(f'noise must be standard normal draws of shape {expected_shape} '
                        f'(samples, batch, latent_dim), got {noise.shape}.')
 
-  def __call__(self, y: jax.Array, noise: jax.Array | None = None) -> VAEOutput:
+  def evaluate(self, y: jax.Array) -> VAEOutput:
+    """The importance-weighted bound with num_importance_samples samples per image."""
+    return self.importance_weighted(y, self.num_importance_samples)
+
+  def __call__(self, y: jax.Array, train: bool = False,
+               noise: jax.Array | None = None) -> VAEOutput:
     """Single-sample ELBO (the training objective) of dequantized images y [B, H, W, C].
 
     Args:
       y: dequantized images in [0, 1).
+      train: unused (no dropout or batch statistics); part of the model protocol.
       noise: optional [B, latent_dim] standard normal draws giving z = mean + std *
         noise; drawn from the 'latent' rng stream when omitted.
 
@@ -339,13 +352,3 @@ def _check_image(y, image_shape):
     raise ValueError(f'This VAE was built for images {tuple(image_shape)} (height, width, '
                      f'channels), got a batch of shape {y.shape}; set the model\'s '
                      'image_shape to the data\'s.')
-
-
-def vae_from_config(model_cfg: ml_collections.ConfigDict,
-                    image_shape: Sequence[int]) -> VAE:
-  """Builds a VAE from a config block of VAE fields and the data's (H, W, C)."""
-  fields = {f for f in VAE.__dataclass_fields__ if f not in ('parent', 'name', 'image_shape')}
-  unknown = set(model_cfg.keys()) - fields
-  if unknown:
-    raise ValueError(f'Unknown VAE config keys {sorted(unknown)}; allowed: {sorted(fields)}.')
-  return VAE(image_shape=tuple(int(s) for s in image_shape), **dict(model_cfg))

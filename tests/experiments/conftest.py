@@ -8,6 +8,8 @@ import jax
 import numpy as np
 import pytest
 
+from glow_ood.configs.pairs import pair_base
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -48,9 +50,9 @@ def tiny_pair_config(pair: str, **train_overrides):
   import importlib  # pylint: disable=g-import-not-at-top
   module = importlib.import_module(f'glow_ood.configs.pairs.{pair}')
   config = module.get_config('tiny')
-  for model in ('glow', 'cv_glow'):
+  for model in pair_base.model_configs(config):
     for key, value in train_overrides.items():
-      config[model].train[key] = value
+      model.train[key] = value
   return config
 
 

@@ -21,6 +21,7 @@ from glow_ood.experiment import attack_section
 from glow_ood.experiment import eval_plan
 from glow_ood.experiment import pipeline
 from glow_ood.experiment import report
+from glow_ood.configs.pairs import pair_base
 from tests.experiments.conftest import tiny_pair_config
 
 
@@ -33,16 +34,18 @@ def _check_report(workdir: str, results: dict) -> str:
   images = re.findall(r'!\[[^\]]*\]\(([^)]+)\)', text)
   models = list(results['models'])
   ood_labels = [s['label'] for s in results['sets'] if s['is_ood']]
-  per_model = ['log_px_hist', 'decomposition_hist', 'graying']
-  expected = {f'figures/{m}_{kind}.png' for m in models for kind in per_model}
+  flows = [m for m in models if 'log_pz' in results['models'][m]['sets']['test']]
+  smooth = [m for m in models if results['models'][m]['second_order']]
+  expected = {f'figures/{m}_{kind}.png' for m in models for kind in ('log_px_hist', 'graying')}
+  expected |= {f'figures/{m}_decomposition_hist.png' for m in flows}
   expected |= {f'figures/{m}_training_curves.png' for m in models
                if results['models'][m]['curves']['steps']}
   assert [m for m in models if results['models'][m]['curves']['steps']] == [
       m for m in models if m in results['experiment']['curve_models'].split(',')]
-  expected |= {f'figures/{m}_second_order_{l}.png' for m in models for l in ood_labels}
+  expected |= {f'figures/{m}_second_order_{l}.png' for m in smooth for l in ood_labels}
   expected |= {f'figures/{m}_scores_hist.png' for m in models}
   if results['experiment']['attacks']['enabled']:
-    expected |= {f'figures/{m}_attacks.png' for m in models}
+    expected |= {f'figures/{m}_attacks.png' for m in smooth}
   assert attack_section.HEADING in text
   expected.add('figures/data_channel_stats.png')
   temperatures = results['model_configs'][models[0]]['sample']['temperatures']
@@ -63,7 +66,7 @@ def _check_numbers_match_npz(text: str, results: dict) -> None:
   table = text.split(report.HEADINGS[0])[1].split('##')[0]
   rows = [[c.strip() for c in line.strip('|').split('|')] for line in table.splitlines()
           if line.startswith('| ') and not line.startswith('| model')]
-  titles = {'Glow': 'glow', 'CV-Glow': 'cv_glow'}
+  titles = {title: model for model, title in eval_plan.MODEL_TITLES.items()}
   displays = {s['display']: s['label'] for s in results['sets']}
   assert len(rows) == len(results['models']) * len(results['sets'])
   for title, display, n, bpd, std, _ in rows:
@@ -77,7 +80,8 @@ def _check_numbers_match_npz(text: str, results: dict) -> None:
   for model in results['models'].values():
     for summary in model['sets'].values():
       with np.load(summary['npz']) as f:
-        assert summary['log_pz'] == pytest.approx(f['log_pz'].sum(-1).mean(), rel=1e-6)
+        if 'log_pz' in f.files:
+          assert summary['log_pz'] == pytest.approx(f['log_pz'].sum(-1).mean(), rel=1e-6)
         assert summary['log_px'] == pytest.approx(f['log_p_discrete'].mean(), rel=1e-6)
 
 
@@ -86,16 +90,23 @@ EVERY_SCORE = {'log p(x)', 'typicality', 'typicality (batch 4)', 'likelihood rat
                'DoSE (KDE)', 'DoSE (Gaussian)', 'WAIC'}
 
 
+# Scores that need a flow's per-level terms, or a background model (flows only by default).
+FLOW_ONLY_SCORES = {'log p(z_0)', 'log p(z_1)', 'level ratio', 'likelihood ratio'}
+
+
 def _check_scores(workdir, model, res, config):
   """Every score on every OOD and stress set, per-image files that give the metrics."""
-  assert set(res['ood_metrics']['mnist']) == EVERY_SCORE
+  is_flow = config[model].model.kind == 'glow'
+  every = EVERY_SCORE if is_flow else EVERY_SCORE - FLOW_ONLY_SCORES
+  assert set(res['ood_metrics']['mnist']) == every
   stress = {f'stress_{n}' for n in config.experiment.stress.split(',')}
   assert set(res['stress']) == stress
   for label in stress:
-    assert set(res['stress'][label]['metrics']) == EVERY_SCORE
+    assert set(res['stress'][label]['metrics']) == every
     assert res['stress'][label]['n'] == config.experiment.stress_examples
   # The background model and the second ensemble member were trained in their own workdirs.
-  assert set(res['members']) == {f'{model}_background', f'{model}_seed1'}
+  members = {f'{model}_seed1'} | ({f'{model}_background'} if is_flow else set())
+  assert set(res['members']) == members
   for member in res['members'].values():
     assert checkpointing.available_steps(member['workdir'])[-1] == config[model].train.num_steps
   # The metrics are those of the per-image score files.
@@ -115,11 +126,11 @@ def _check_scores(workdir, model, res, config):
 
 def _offline_config(pair, data, **overrides):
   config = tiny_pair_config(pair, **overrides)
-  for model in ('glow', 'cv_glow'):
+  for model in pair_base.model_configs(config):
     if pair == 'fashion_mnist_to_mnist':
-      config[model].data.path = data['fashion_idx']
+      model.data.path = data['fashion_idx']
     else:
-      config[model].data.path = data['glyphs_npz']
+      model.data.path = data['glyphs_npz']
   config.experiment.ood.mnist.data.path = data['mnist_npz']
   return config
 
@@ -146,6 +157,16 @@ def test_fashion_mnist_to_mnist_end_to_end_and_resume(offline_data, tmp_path, mo
   # CV-Glow's volume term is the same for every image.
   cv_sets = results['models']['cv_glow']['sets']
   assert cv_sets['mnist']['logdet'] == pytest.approx(cv_sets['test']['logdet'], abs=1e-3)
+  # PixelCNN++ and the VAE: the same launcher, evaluation, scores and report (Figure 3).
+  for model in ('pixelcnn', 'vae'):
+    res = results['models'][model]
+    assert res['kind'] == model
+    assert checkpointing.available_steps(os.path.join(workdir, model)) == [3, 6]
+    _check_scores(workdir, model, res, config)
+    assert 'log_pz' not in res['sets']['test'] and not res['second_order']
+    assert 'attacks' not in res
+  assert set(results['models']['vae']['sets']['test']) >= {'elbo', 'kl', 'log_px_given_z'}
+  assert 'PixelCNN++, VAE are not flows' in text and 'not attacked' in text
   with open(os.path.join(workdir, 'results.json')) as f:
     assert json.load(f)['pair'] == 'fashion_mnist_to_mnist'
 
@@ -176,7 +197,8 @@ def test_fashion_mnist_to_mnist_end_to_end_and_resume(offline_data, tmp_path, mo
 def test_notmnist_to_mnist_end_to_end(offline_data, tmp_path):
   workdir = str(tmp_path / 'notmnist')
   config = _offline_config('notmnist_to_mnist', offline_data, num_steps=2, checkpoint_every=2)
-  assert config.glow.data.name == 'notmnist_glyphs'
+  assert config.glow.data.name == config.pixelcnn.data.name == 'notmnist_glyphs'
+  config.experiment.models = 'glow,cv_glow'  # the other kinds are exercised by the pair above
   config.experiment.ensemble_size = 0   # WAIC's extra seeds are exercised by the pair above
   results = pipeline.run_pair(config, workdir)
   _check_numbers_match_npz(_check_report(workdir, results), results)
@@ -190,6 +212,7 @@ def test_notmnist_to_mnist_end_to_end(offline_data, tmp_path):
 def test_tfds_pair_end_to_end_under_mock_data(pair, ood_labels, tmp_path, tfds_read_up_front):
   workdir = str(tmp_path / pair)
   config = tiny_pair_config(pair, num_steps=2, checkpoint_every=2)
+  config.experiment.models = 'glow,cv_glow'  # the other kinds are exercised by the offline pair
   for model in ('glow', 'cv_glow'):
     config[model].data.source = 'tfds'
   config.experiment.curve_models = 'cv_glow'

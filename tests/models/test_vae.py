@@ -11,7 +11,8 @@ import pytest
 
 from glow_ood.likelihood import bits_per_dim
 from glow_ood.models.logistic import discretized_logistic_log_prob
-from glow_ood.models.vae import VAE, gaussian_kl_to_standard_normal, vae_from_config
+from glow_ood import model_kinds
+from glow_ood.models.vae import VAE, gaussian_kl_to_standard_normal
 
 IMAGE_SHAPE = (8, 8, 1)
 NUM_DIMS = 64
@@ -261,7 +262,7 @@ def test_bad_input_raises_clear_errors():
     _init(_model(image_shape=(12, 12, 1), num_blocks=3), jnp.zeros((1, 12, 12, 1)))
   with pytest.raises(ValueError, match='decoder_scale'):
     _init(_model(decoder_scale='global'), y)
-  with pytest.raises(ValueError, match='Unknown VAE config keys'):
-    vae_from_config({'latent_dim': 4, 'num_levels': 2}, IMAGE_SHAPE)
-  built = vae_from_config({'latent_dim': 4, 'num_filters': 4, 'num_blocks': 2}, [8, 8, 1])
-  assert built.image_shape == IMAGE_SHAPE
+  # The config's model block builds it, the image shape and n_bits coming from the config.
+  built = model_kinds.KINDS['vae'].build(
+      {'kind': 'vae', 'latent_dim': 4, 'num_filters': 4, 'num_blocks': 2}, 5, [8, 8, 1])
+  assert built.image_shape == IMAGE_SHAPE and built.n_bits == 5

@@ -1,10 +1,11 @@
 """Building blocks of the pair configs: one in-distribution set, one or more OOD sets.
 
-A pair config holds two complete training configs (the schema of
-configs/common.py), `glow` (affine couplings) and `cv_glow` (additive
-couplings, constant volume), which train in workdir/glow and workdir/cv_glow,
-plus an `experiment` block saying what to evaluate and analyse. Every key can
-be overridden from the command line, e.g. --config.cv_glow.train.num_steps=500.
+A pair config holds one complete training config (the schema of
+glow_ood/configs/common.py) per model: `glow` (affine couplings), `cv_glow`
+(additive couplings, constant volume), `pixelcnn` (PixelCNN++) and `vae`, each
+trained in workdir/<model> on the same data, plus an `experiment` block saying
+what to evaluate and analyse (experiment.models: which of them to run). Every
+key can be overridden from the command line, e.g. --config.vae.train.num_steps=500.
 
 Evaluation never augments (glow_ood.eval_sets sets
 augment='none'), and every evaluation set is shaped like the training data
@@ -13,9 +14,12 @@ repeated to RGB and an RGB set paired with a grey model converted to luma.
 """
 import ml_collections
 
+from glow_ood.configs import pixelcnn
 from glow_ood.configs import tiny
+from glow_ood.configs import vae
 from glow_ood.eval_sets import eval_block
 from glow_ood.experiment import attack_section
+from glow_ood.experiment import eval_plan
 
 VARIANTS = ('tiny', 'quick', 'paper')
 
@@ -33,7 +37,7 @@ def experiment_block(ood) -> ml_collections.ConfigDict:
   for name, split in ood:
     exp.ood[name] = eval_block(name, split)
   exp.headline_ood = ood[0][0]         # the OOD set the report's summary is about
-  exp.models = 'glow,cv_glow'          # which of the two to train and report
+  exp.models = 'glow,cv_glow,pixelcnn,vae'  # which to train and report (the paper's Figure 3)
   exp.train_examples = 0               # in-distribution train subset; 0 = whole split
   exp.test_examples = 0                # in-distribution test subset; 0 = whole split
   exp.ood_examples = 0                 # per OOD set; 0 = whole split
@@ -83,12 +87,20 @@ def make_pair_config(pair: str, variant: str, glow: ml_collections.ConfigDict,
   config.variant = variant
   config.glow = glow
   config.cv_glow = cv_glow
+  # The paper's Figure 3 models, on the same data, at the variant's size.
+  config.pixelcnn = pixelcnn.convert(glow.copy_and_resolve_references(), variant)
+  config.vae = vae.convert(glow.copy_and_resolve_references(), variant)
   config.background = background_block()
   config.experiment = experiment_block(ood)
   config.experiment.attacks = attack_section.default_attack_config(variant)
   if variant == 'paper':
     config.experiment.ensemble_size = 5  # WAIC as Choi et al. (5 seeds per model)
   return config
+
+
+def model_configs(config: ml_collections.ConfigDict) -> list[ml_collections.ConfigDict]:
+  """Every model's training config in a pair config (to change what they share)."""
+  return [config[name] for name in eval_plan.MODELS]
 
 
 def background_block() -> ml_collections.ConfigDict:
