@@ -33,6 +33,7 @@ import jax
 from glow_ood.flows.glow import Glow
 from glow_ood.models.pixelcnn import DOWNSAMPLING_FACTOR, PixelCNNPP
 from glow_ood.models.vae import VAE
+from glow_ood.scores.registry import FLOW_DOSE_TERMS
 
 # Module fields the config's model block does not set: flax's own, and those filled
 # from elsewhere in the config (config.n_bits; the image shape from config.data).
@@ -54,6 +55,8 @@ class ModelKind:
   # log p is a smooth function of the pixel values, so gradients (the second-order
   # analysis, the attacks) mean something; a discrete likelihood is piecewise constant.
   smooth_in_pixels: bool = False
+  # Per-image terms beyond log p(x) that DoSE models (glow_ood.scores).
+  dose_terms: tuple[str, ...] = ()
 
   def fields(self) -> dict[str, dataclasses.Field]:
     return {f.name: f for f in dataclasses.fields(self.module)
@@ -96,14 +99,16 @@ KINDS: dict[str, ModelKind] = {
     'glow': ModelKind(
         'glow', Glow, 'Glow', 'density of the dequantized image; its bits/dim bound log P(x)',
         size_multiple=lambda f: (2 ** f['num_levels'], 'model.num_levels squeezes'),
-        decomposes=True, smooth_in_pixels=True),
+        decomposes=True, smooth_in_pixels=True,
+        dose_terms=FLOW_DOSE_TERMS),
     'pixelcnn': ModelKind(
         'pixelcnn', PixelCNNPP, 'PixelCNN++', 'exact log P(x) of the n-bit image',
         size_multiple=lambda f: (DOWNSAMPLING_FACTOR, 'its two downsamplings')),
     'vae': ModelKind(
         'vae', VAE, 'VAE', 'importance-weighted lower bound on log P(x) '
         '(num_importance_samples samples); training maximises the ELBO',
-        size_multiple=lambda f: (2 ** f['num_blocks'], 'model.num_blocks strided convolutions')),
+        size_multiple=lambda f: (2 ** f['num_blocks'], 'model.num_blocks strided convolutions'),
+        dose_terms=('log_px_given_z', 'kl')),
 }
 
 

@@ -20,6 +20,7 @@ import numpy as np
 
 from glow_ood import data
 from glow_ood import evaluate
+from glow_ood import model_kinds
 from glow_ood import parallel
 from glow_ood import scores as scores_lib
 from glow_ood import train_state as train_state_lib
@@ -46,10 +47,11 @@ def file_key(score_name: str) -> str:
 def model_scores(config: ml_collections.ConfigDict, compressors) -> list[scores_lib.Score]:
   """Every score for the model of `config` (the per-level ones only for a multi-scale flow)."""
   shape = train_state_lib.image_shape(config)
+  kind = model_kinds.kind_of(config.model)
   dims = []
-  if config.model.kind == 'glow':
+  if kind.decomposes:
     dims = [int(np.prod(s)) for s in latent_shapes(shape, config.model.num_levels)]
-  return scores_lib.default_scores(dims, int(np.prod(shape)), compressors)
+  return scores_lib.default_scores(dims, int(np.prod(shape)), compressors, kind.dose_terms)
 
 
 def _csv(value) -> list[str]:

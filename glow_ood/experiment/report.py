@@ -261,7 +261,7 @@ def render(results: dict, workdir: str) -> str:
   models = results['models']
   out = [f'# {results["pair"]} ({results["variant"]}): do deep generative models know what '
          "they don't know?", '',
-         + ', '.join(MODEL_DESCRIPTIONS.get(m, eval_plan.MODEL_TITLES[m]) for m in models)
+         ', '.join(MODEL_DESCRIPTIONS.get(m, eval_plan.MODEL_TITLES[m]) for m in models)
          + f' trained on **{in_name}**, evaluated on its train and test splits and on '
          + ', '.join(f'**{names[l]}**' for l in ood_labels) + '. '
          'Bits/dim are the discrete bound with uniform dequantization (lower = more likely); '

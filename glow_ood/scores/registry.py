@@ -45,18 +45,22 @@ class Score:
     return all(key in stats for key in self.requires)
 
 
-def dose_features(stats: Stats) -> jax.Array:
-  """[N, F]: log p(x), then log p(z) per level, then each kind's log-det per level."""
-  columns = [jnp.asarray(stats['log_px'])[:, None], jnp.asarray(stats['log_pz'])]
-  columns += [jnp.asarray(stats[f'logdet_{kind}']) for kind in LOGDET_KINDS
-              if f'logdet_{kind}' in stats]
+# A flow's per-image terms: log p(z) per level, then each kind's log-det per level.
+FLOW_DOSE_TERMS = ('log_pz',) + tuple(f'logdet_{kind}' for kind in LOGDET_KINDS)
+
+
+def dose_features(stats: Stats, terms: Sequence[str] = FLOW_DOSE_TERMS) -> jax.Array:
+  """[N, F]: log p(x), then every column of the model's other per-image terms
+  (a flow's per-level log p(z) and log-dets; a VAE's log p(x|z) and KL)."""
+  columns = [jnp.asarray(stats['log_px'])[:, None]]
+  columns += [jnp.asarray(stats[t]).reshape(len(columns[0]), -1) for t in terms if t in stats]
   return jnp.concatenate([c.astype(jnp.float32) for c in columns], axis=-1)
 
 
-def _dose_terms(stats: Stats) -> jax.Array:
-  """The DoSE features without log p(x), which is their exact sum: a joint density
+def _dose_terms(stats: Stats, terms: Sequence[str]) -> jax.Array:
+  """The DoSE features without log p(x): for a flow their exact sum, so a joint density
   over all of them would be degenerate along that direction."""
-  return dose_features(stats)[:, 1:]
+  return dose_features(stats, terms)[:, 1:]
 
 
 def _bits_per_dim(stats):
@@ -130,22 +134,27 @@ def _level_scores(latent_dims: Sequence[int]) -> list[Score]:
   return scores
 
 
-def _dose_scores() -> list[Score]:
+def _dose_scores(terms: Sequence[str]) -> list[Score]:
+  """DoSE over the model's per-image terms; none for a model with log p(x) alone."""
+  if not terms:
+    return []
+  named = ', '.join(terms)
+  features = lambda stats: dose_features(stats, terms)
+  others = lambda stats: _dose_terms(stats, terms)
   return [
       Score(name='DoSE (KDE)',
-            description='-sum of per-statistic kernel log densities of (log p(x), log p(z) and '
-                        'log-dets per level), fitted on training images',
-            reference='Morningstar et al. 2021', needs='training statistics',
-            requires=('log_px', 'log_pz'),
-            fit=lambda stats: density.fit_product_kde(np.asarray(dose_features(stats))),
-            fn=lambda stats, kde: -kde.log_density(dose_features(stats))),
-      Score(name='DoSE (Gaussian)',
-            description='-joint Gaussian log density of (log p(z), log-dets per level), '
+            description=f'-sum of per-statistic kernel log densities of (log p(x), {named}), '
                         'fitted on training images',
+            reference='Morningstar et al. 2021', needs='training statistics',
+            requires=('log_px',) + tuple(terms[:1]),
+            fit=lambda stats: density.fit_product_kde(np.asarray(features(stats))),
+            fn=lambda stats, kde: -kde.log_density(features(stats))),
+      Score(name='DoSE (Gaussian)',
+            description=f'-joint Gaussian log density of ({named}), fitted on training images',
             reference='Morningstar et al. 2021 (joint variant)', needs='training statistics',
-            requires=('log_pz',),
-            fit=lambda stats: density.fit_gaussian(np.asarray(_dose_terms(stats))),
-            fn=lambda stats, gaussian: -gaussian.log_density(_dose_terms(stats))),
+            requires=tuple(terms[:1]),
+            fit=lambda stats: density.fit_gaussian(np.asarray(others(stats))),
+            fn=lambda stats, gaussian: -gaussian.log_density(others(stats))),
   ]
 
 
@@ -160,12 +169,17 @@ def _waic_score() -> Score:
 
 
 def default_scores(latent_dims: Sequence[int], num_dims: int,
-                   compressors: Sequence[str] = ('png', 'jpeg2000')) -> list[Score]:
-  """Every score for a model with these per-level latent sizes and image size H*W*C."""
+                   compressors: Sequence[str] = ('png', 'jpeg2000'),
+                   dose_terms: Sequence[str] = FLOW_DOSE_TERMS) -> list[Score]:
+  """Every score for a model with these per-level latent sizes and image size H*W*C.
+
+  dose_terms: the model's per-image terms beyond log p(x) that DoSE models (a flow's
+  by default; () for a model that reports log p(x) alone: no DoSE).
+  """
   scores = [_log_p_score(), _typicality_score(), _likelihood_ratio_score()]
   scores += [_complexity_score(c, num_dims) for c in compressors]
   scores += _level_scores(latent_dims)
-  scores += _dose_scores()
+  scores += _dose_scores(tuple(dose_terms))
   scores.append(_waic_score())
   return scores
 

@@ -256,3 +256,27 @@ def test_ood_metrics_per_set_and_batch_typicality():
   assert metrics['ood']['typicality (batch 2)']['auroc'] == 1.0
   assert 'typicality (batch 1)' not in metrics['ood']
   assert suite.best_single_image_score(metrics['ood']) == 'log p(x)'
+
+
+def test_dose_models_a_vaes_terms_and_is_absent_without_terms():
+  rng = np.random.default_rng(5)
+
+  def vae_stats(n, kl_shift=0.0):
+    recon = rng.normal(-800.0, 10.0, n)
+    kl = rng.normal(30.0, 2.0, n) + kl_shift
+    return {'log_px': recon - kl + 2.0, 'bits_per_dim': rng.normal(3.0, 0.1, n),
+            'log_px_given_z': recon, 'kl': kl}
+
+  every = {s.name: s for s in scores_lib.default_scores([], 256, (), ('log_px_given_z', 'kl'))}
+  chosen = [every['DoSE (KDE)'], every['DoSE (Gaussian)']]
+  train = vae_stats(400)
+  assert scores_lib.dose_features(train, ('log_px_given_z', 'kl')).shape == (400, 3)
+  fitted = scores_lib.fit_scores(chosen, train)
+  typical, odd = vae_stats(200), vae_stats(200, kl_shift=12.0)  # an atypical KL alone
+  for score in chosen:
+    auroc = analysis.auroc(np.asarray(score.fn(typical, fitted[score.name])),
+                           np.asarray(score.fn(odd, fitted[score.name])))
+    assert auroc > 0.95, (score.name, auroc)
+  # A model reporting log p(x) alone (PixelCNN++) gets no DoSE.
+  names = {s.name for s in scores_lib.default_scores([], 256, (), ())}
+  assert not any(n.startswith('DoSE') for n in names)
