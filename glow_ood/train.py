@@ -128,9 +128,15 @@ def _check_finite(step: int, host_metrics: dict, manager) -> None:
                         manager)
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
-  """Trains (or resumes) to config.train.num_steps; returns the final state."""
-  config_validation.validate_config(config, device_count=jax.device_count())
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
+                       check_config: bool = True) -> TrainState:
+  """Trains (or resumes) to config.train.num_steps; returns the final state.
+
+  check_config=False skips the config check for a caller that has made it already
+  (the pair experiment checks every model's config once, before any training).
+  """
+  if check_config:
+    config_validation.validate_config(config, device_count=jax.device_count())
   mesh = parallel.make_mesh()
   train_cfg = config.train
   spec = data.DataSpec(**dict(config.data))

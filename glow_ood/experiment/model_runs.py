@@ -56,7 +56,7 @@ def train_model(model_config: ml_collections.ConfigDict, model_workdir: str) -> 
   start = time.time()
   print(f'Training {model_workdir} to step {target}'
         + (f' (resuming from step {steps[-1]})' if steps else ''), flush=True)
-  train.train_and_evaluate(model_config, model_workdir)
+  train.train_and_evaluate(model_config, model_workdir, check_config=False)
   _record_time(model_workdir, 'train_s', time.time() - start)
   return checkpointing.available_steps(model_workdir)[-1]
 

@@ -215,11 +215,16 @@ def check_pair_config(config: ml_collections.ConfigDict) -> list[str]:
   """Checks every model's config and the OOD blocks once, before any compute; returns the models."""
   models = eval_plan.models_of(config)
   for model in models:
-    try:
-      config_validation.validate_config(config[model], device_count=jax.device_count())
-    except config_validation.ConfigError as error:
-      raise config_validation.ConfigError(
-          str(error).replace('config.', f'config.{model}.', 1)) from None
+    # The model and the extra models trained beside it (background, ensemble seeds).
+    for name, model_config in {model: config[model],
+                               **model_runs.member_configs(config, model)}.items():
+      try:
+        config_validation.validate_config(model_config, device_count=jax.device_count())
+      except config_validation.ConfigError as error:
+        raise config_validation.ConfigError(
+            f'{error} (in the config of {name}, from config.{model} and config.background)'
+            if name != model else str(error).replace('config.', f'config.{model}.', 1)
+        ) from None
     config_validation.resolve_eval_sets(config[model], config.experiment.ood,
                                         device_count=jax.device_count(), where='experiment.ood')
   eval_plan.ood_labels(config)
