@@ -32,7 +32,7 @@ OPTIMIZERS = ('adam', 'adamax', 'rmsprop')
 
 # Keys that were renamed or replaced: old key -> what to write instead.
 RENAMED_KEYS = {
-    'model.remat': "model.recompute ('none' | 'checkpoint' | 'invertible'; remat=True "
+    'model.remat': "config.model.recompute ('none' | 'checkpoint' | 'invertible'; remat=True "
                    "was 'checkpoint')",
     'eval.datasets': "config.evals, one block per set (glow_ood.eval_sets.eval_block), or "
                      "--add_eval=NAME:SPLIT / --add_eval=PATH.npz on the command line",

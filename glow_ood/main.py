@@ -111,7 +111,10 @@ def _with_added_evals(config):
     if FLAGS.evals_only_added:
       config.evals = type(config.evals)()
     for text in FLAGS.add_eval:
-      key, block = eval_sets.parse_add_eval(text)
+      try:
+        key, block = eval_sets.parse_add_eval(text)
+      except ValueError as error:
+        raise config_validation.ConfigError(str(error)) from None
       config.evals[key] = block
   return config
 

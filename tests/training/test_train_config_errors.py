@@ -142,7 +142,7 @@ def test_unknown_key_in_config_file(tiny_config):
 def test_old_remat_key_names_recompute(tiny_config):
   tiny_config.unlock()
   tiny_config.model.remat = True
-  with pytest.raises(ValueError, match=r"config\.model\.remat was replaced by model\.recompute"):
+  with pytest.raises(ValueError, match=r"config\.model\.remat was replaced by config\.model\.recompute"):
     config_validation.validate_config(tiny_config, device_count=1)
 
 
