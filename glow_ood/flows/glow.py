@@ -141,6 +141,10 @@ class Glow(nn.Module):
   # output through the inverse, so memory stays flat in K on every backend.
   recompute: str = 'none'
   dtype: str = 'float32'        # coupling nets' activations; params, log-dets, priors stay fp32
+  # Steps per iteration of a level's scan. None: all K on CPU, whose XLA backend runs a
+  # convolution's kernel gradient inside a loop ~20x slower than outside one (the step
+  # compiles as K copies there, as fast as before the scan); 1 elsewhere.
+  scan_unroll: int | None = None
 
   def setup(self):
     _check_choice('coupling', self.coupling, COUPLINGS)
@@ -148,6 +152,8 @@ class Glow(nn.Module):
     _check_choice('coupling_net', self.coupling_net, COUPLING_NETS)
     _check_choice('recompute', self.recompute, RECOMPUTES)
     _check_choice('dtype', self.dtype, DTYPES)
+    if self.scan_unroll is not None and self.scan_unroll < 1:
+      raise ValueError(f'Glow.scan_unroll must be None or >= 1, got {self.scan_unroll}.')
     if self.num_levels < 1 or self.steps_per_level < 1:
       raise ValueError(f'Glow.num_levels and Glow.steps_per_level must be >= 1, got '
                        f'{self.num_levels} and {self.steps_per_level}.')
@@ -163,13 +169,18 @@ class Glow(nn.Module):
     return (self.coupling, self.invconv, self.coupling_net, self.hidden_channels,
             self.num_highway_blocks, self.dtype)
 
+  def _unroll(self) -> int:
+    if self.scan_unroll is not None:
+      return min(self.scan_unroll, self.steps_per_level)
+    return self.steps_per_level if jax.default_backend() == 'cpu' else 1
+
   def _scan(self, body, level: int, x: jax.Array, reverse: bool = False):
     """Runs `body` over the level's K steps -> (x, {kind: log-det [B]} summed over steps)."""
     if self.recompute == 'checkpoint':
       # prevent_cse=False: the scan already keeps XLA from merging the recomputation away.
       body = nn.remat(body, prevent_cse=False)
     scan = nn.scan(body, variable_axes=_STACKED, split_rngs={'params': True},
-                   length=self.steps_per_level, reverse=reverse)
+                   length=self.steps_per_level, reverse=reverse, unroll=self._unroll())
     (x, totals), _ = scan(self.levels[level], (x, _zero_terms(x)), None)
     return x, totals
 
@@ -186,7 +197,7 @@ class Glow(nn.Module):
     inverse = lambda v, y: template.apply(v, y, method=FlowStep.inverse_terms)[0]
     name = self.levels[level].name
     stacked = {col: tree[name] for col, tree in self.variables.items() if name in tree}
-    return invertible_chain(forward, inverse, stacked, x)
+    return invertible_chain(forward, inverse, stacked, x, unroll=self._unroll())
 
   def _level_inverse(self, level: int, y: jax.Array) -> jax.Array:
     """The level's steps inverted, last step first."""

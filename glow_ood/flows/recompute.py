@@ -24,28 +24,29 @@ StepForward = Callable[[Any, jax.Array], tuple[jax.Array, dict[str, jax.Array]]]
 StepInverse = Callable[[Any, jax.Array], jax.Array]
 
 
-def _run_chain(forward: StepForward, stacked_variables, x):
-  y, terms = jax.lax.scan(lambda x, variables: forward(variables, x), x, stacked_variables)
+def _run_chain(forward: StepForward, stacked_variables, x, unroll):
+  y, terms = jax.lax.scan(lambda x, variables: forward(variables, x), x, stacked_variables,
+                          unroll=unroll)
   return y, jax.tree.map(lambda t: jnp.sum(t, axis=0), terms)
 
 
 def invertible_chain(forward: StepForward, inverse: StepInverse, stacked_variables,
-                     x: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
+                     x: jax.Array, unroll: int = 1) -> tuple[jax.Array, dict[str, jax.Array]]:
   """Applies the K steps in order; returns (output, log-dets summed over steps per kind).
 
   `forward` and `inverse` are pure functions of one step's variables;
   `stacked_variables` holds the K steps' variables on a leading axis, first
   step first. The gradient reaches `stacked_variables` and `x` as if the chain
   ran plainly, up to the float error of reconstructing each input through the
-  inverse.
+  inverse. `unroll` steps run per loop iteration, in both passes.
   """
 
   @jax.custom_vjp
   def chain(stacked_variables, x):
-    return _run_chain(forward, stacked_variables, x)
+    return _run_chain(forward, stacked_variables, x, unroll)
 
   def chain_fwd(stacked_variables, x):
-    y, totals = _run_chain(forward, stacked_variables, x)
+    y, totals = _run_chain(forward, stacked_variables, x, unroll)
     return (y, totals), (stacked_variables, y)
 
   def chain_bwd(residuals, cotangents):
@@ -65,7 +66,8 @@ def invertible_chain(forward: StepForward, inverse: StepInverse, stacked_variabl
       x = x + 0.0 * g_x[(0,) * g_x.ndim]
       return (x, g_x), g_variables
 
-    (_, g_x), g_stacked = jax.lax.scan(step_back, (y, g_y), stacked_variables, reverse=True)
+    (_, g_x), g_stacked = jax.lax.scan(step_back, (y, g_y), stacked_variables, reverse=True,
+                                       unroll=unroll)
     return g_stacked, g_x
 
   chain.defvjp(chain_fwd, chain_bwd)

@@ -70,9 +70,20 @@ def test_first_level_linear_map_is_each_steps_conv_and_scale(invconv):
 
 def test_traced_program_does_not_grow_with_depth():
   def program_size(steps):
-    model = flows.Glow(2, steps, hidden_channels=8)
+    model = flows.Glow(2, steps, hidden_channels=8, scan_unroll=1)
     y = jnp.zeros((2, 8, 8, 1))
     variables = jax.eval_shape(model.init, jax.random.key(0), y)
     loss = lambda v: model.apply(v, y).log_px.mean()
     return len(jax.jit(jax.grad(loss)).lower(variables).as_text())
   assert program_size(16) < 1.1 * program_size(2)
+
+
+def test_unrolling_the_scan_changes_nothing_but_the_program():
+  model, variables, y = _init()
+  outs = [flows.Glow(2, K, 'affine', 'lu', 'glow', 8, scan_unroll=u).apply(variables, y)
+          for u in (None, 1, 2)]
+  for out in outs[1:]:
+    for a, b in zip(jax.tree.leaves(outs[0]), jax.tree.leaves(out)):
+      np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+  with pytest.raises(ValueError, match='Glow.scan_unroll must be None or >= 1'):
+    flows.Glow(2, K, scan_unroll=0).apply(variables, y)
