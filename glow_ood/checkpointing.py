@@ -126,7 +126,10 @@ def restore(manager: ocp.CheckpointManager, abstract_state: TrainState,
   stored = _stored_shapes(manager, step)
   legacy = stored is not None and any(key[-2:] in (('lu', 'p'), ('lu', 'sign'))
                                       for key in stored if key[0] == 'params')
-  target = train_state_lib.legacy_abstract_state(abstract_state) if legacy else abstract_state
+  unrolled = stored is not None and train_state_lib.has_unrolled_steps(stored)
+  target = (train_state_lib.unrolled_abstract_state(abstract_state) if unrolled
+            else abstract_state)
+  target = train_state_lib.legacy_abstract_state(target) if legacy else target
   if stored is not None:
     _check_param_shapes(manager, step, stored, target)
   try:
@@ -138,6 +141,11 @@ def restore(manager: ocp.CheckpointManager, abstract_state: TrainState,
     logging.warning('Checkpoint step %d in %s keeps the LU convs\' P and sign inside params '
                     '(the layout before the constants collection); converted on load. The '
                     'next save writes the new layout.', step, manager.directory)
+  if unrolled:
+    state = train_state_lib.from_unrolled_state(state)
+    logging.warning('Checkpoint step %d in %s keeps one subtree per flow step (the layout '
+                    'before the scanned steps); stacked per level on load. The next save '
+                    'writes the new layout.', step, manager.directory)
   return state, meta
 
 

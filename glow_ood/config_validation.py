@@ -158,6 +158,8 @@ def _check_model(config) -> None:
     key = f'model.{name}'
     choices = kind.choices(name)
     field_type = kind.field_type(name)
+    if kind.optional(name) and _get(config, key) is None:
+      continue
     if choices is not None:
       _require_choice(config, key, choices)
     elif field_type is bool:

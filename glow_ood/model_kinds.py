@@ -73,10 +73,18 @@ class ModelKind:
     return None
 
   def field_type(self, field: str) -> type:
+    """The field's value type (a Literal's values' type; Optional[T] -> T)."""
     annotation = _field_type(self.module, field)
     if typing.get_origin(annotation) is typing.Literal:
       return type(typing.get_args(annotation)[0])
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if type(None) in typing.get_args(annotation) and len(args) == 1:
+      return args[0]
     return annotation
+
+  def optional(self, field: str) -> bool:
+    """Whether None is an allowed value (an Optional field)."""
+    return type(None) in typing.get_args(_field_type(self.module, field))
 
   def build(self, model_cfg: Mapping[str, Any], n_bits: int,
             image_shape: tuple[int, int, int]) -> nn.Module:

@@ -32,7 +32,7 @@ _STATE_KEYS = ('n_bits', 'data.image_size', 'data.channels', 'train.optimizer',
 _RUN_KEYS = ('seed', 'train.batch_size')
 # Model keys that change only how the step is executed, never the state.
 _EXECUTION_ONLY_MODEL_KEYS = ('model.remat', 'model.recompute', 'model.dtype',
-                              'model.num_importance_samples')
+                              'model.scan_unroll', 'model.num_importance_samples')
 
 
 def config_path(workdir: str) -> str:

@@ -8,8 +8,12 @@ from glow_ood.eval_sets import eval_block
 
 def model_block(kind: str) -> ml_collections.ConfigDict:
   """config.model for a model kind: `kind` and every field of its module, at its default."""
+  spec = model_kinds.KINDS[kind]
   block = ml_collections.ConfigDict({'kind': kind})
-  block.update(model_kinds.KINDS[kind].defaults())
+  for name, default in spec.defaults().items():
+    # A None default keeps its type, so --config.model.<name>=<value> can set it.
+    block[name] = (config_dict.placeholder(spec.field_type(name)) if default is None
+                   else default)
   return block
 
 

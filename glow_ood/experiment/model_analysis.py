@@ -18,7 +18,6 @@ from glow_ood import evaluate
 from glow_ood import likelihood
 from glow_ood import train_state as train_state_lib
 from glow_ood.flows.glow import Glow
-from glow_ood.flows.invconv import CONSTANTS, invconv_matrix
 from glow_ood.flows.squeeze import squeeze
 
 # CV-Glow's priors start as N(0, I); the closed form assumes one such prior on the
@@ -36,21 +35,17 @@ def log_prob_fn(model_config: ml_collections.ConfigDict, variables):
   return fn
 
 
-def first_level_linear_map(variables, steps_per_level: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+def first_level_linear_map(model: Glow, variables) -> tuple[list[np.ndarray], list[np.ndarray]]:
   """(1x1-conv weights [in, out], actnorm scales) of the first level's steps, in step order.
 
   With the couplings taken as identity these K (ActNorm, 1x1 conv) pairs are the
   whole first level: z = squeeze(y - 1/2) @ M + const,
   M = diag(s_1) W_1 ... diag(s_K) W_K.
   """
-  weights, scales = [], []
-  for k in range(steps_per_level):
-    step = variables['params'][f'level0_step{k}']
-    fixed = variables.get(CONSTANTS, {}).get(f'level0_step{k}', {}).get('conv')
-    weights.append(np.asarray(invconv_matrix(*jax.device_get((step['conv'], fixed))),
-                              np.float64))
-    scales.append(np.exp(np.asarray(jax.device_get(step['actnorm']['log_scale']), np.float64)))
-  return weights, scales
+  weights, scales = jax.device_get(
+      model.apply(variables, method=Glow.first_level_linear_map))
+  return ([np.asarray(w, np.float64) for w in weights],
+          [np.asarray(s, np.float64) for s in scales])
 
 
 def model_scale_stats(images: np.ndarray, n_bits: int) -> tuple[np.ndarray, np.ndarray]:
@@ -73,7 +68,8 @@ def cv_glow_closed_form_prediction(model_config, variables, var_p: np.ndarray,
   levels are ignored), and only the per-pixel variance differences enter
   (cross-pixel and cross-channel covariances are dropped).
   """
-  weights, scales = first_level_linear_map(variables, model_config.model.steps_per_level)
+  weights, scales = first_level_linear_map(train_state_lib.model_from_config(model_config),
+                                           variables)
   result = analysis.cv_glow_closed_form(
       weights, analysis.squeeze_variances(var_q, _squeeze_np),
       analysis.squeeze_variances(var_p, _squeeze_np), CLOSED_FORM_PRIOR_STD,

@@ -12,6 +12,10 @@ log p(y) = sum_l log p(z_l) + sum_{l, kind} log|det|_{l, kind}, and GlowOutput
 keeps each of those terms per example, per level and per layer kind.
 `coupling='additive'` gives CV-Glow: the only log-dets left (ActNorm, 1x1 conv)
 do not depend on the input, so the volume term is the same for every image.
+
+The K steps of a level are one `FlowStep` under `nn.scan`: its variables carry a
+leading axis of length K (params['level{l}_steps'], and the same under
+'constants'), and the compiler sees one step per level instead of K copies.
 """
 
 from typing import Literal, Sequence
@@ -20,20 +24,23 @@ import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
 
 from glow_ood.flows.actnorm import ActNorm
+from glow_ood.flows.base import InvertibleLayer
 from glow_ood.flows.coupling import COUPLING_NETS, AdditiveCoupling, AffineCoupling
-from glow_ood.flows.invconv import InvConv1x1, InvConv1x1LU
+from glow_ood.flows.invconv import CONSTANTS, InvConv1x1, InvConv1x1LU, invconv_matrix
 from glow_ood.flows.priors import SplitPrior, TopPrior
 from glow_ood.flows.recompute import invertible_chain
-from glow_ood.flows.squeeze import squeeze, unsqueeze
+from glow_ood.flows.squeeze import Squeeze
 
 LOGDET_KINDS = ('actnorm', 'invconv', 'coupling')
 COUPLINGS = ('affine', 'additive')
 INVCONVS = ('lu', 'plain')
 RECOMPUTES = ('none', 'checkpoint', 'invertible')
 DTYPES = ('float32', 'bfloat16')
+
+# Collections stacked over a level's steps: the trainable ones and the LU convs' fixed parts.
+_STACKED = {'params': 0, CONSTANTS: 0}
 
 
 def total_logdet(terms) -> jax.Array:
@@ -61,8 +68,12 @@ class GlowOutput:
     return terms
 
 
-class FlowStep(nn.Module):
-  """ActNorm -> invertible 1x1 conv -> coupling; log-dets returned per kind."""
+class FlowStep(InvertibleLayer):
+  """ActNorm -> invertible 1x1 conv -> coupling.
+
+  `__call__` gives the total log-det like every layer; `forward_terms` and
+  `inverse_terms` give it per kind ({kind: [B]}, kinds = LOGDET_KINDS).
+  """
   coupling: str = 'affine'
   invconv: str = 'lu'
   coupling_net: str = 'glow'
@@ -79,27 +90,37 @@ class FlowStep(nn.Module):
 
   def forward_terms(self, x):
     """x -> (y, {kind: logdet [B]})."""
-    x, ld_actnorm = self.actnorm.forward(x)
-    x, ld_invconv = self.conv.forward(x)
-    x, ld_coupling = self.couple.forward(x)
+    x, ld_actnorm = self.actnorm(x)
+    x, ld_invconv = self.conv(x)
+    x, ld_coupling = self.couple(x)
     return x, {'actnorm': ld_actnorm, 'invconv': ld_invconv, 'coupling': ld_coupling}
 
   def inverse_terms(self, y):
-    y, ld_coupling = self.couple.inverse(y)
-    y, ld_invconv = self.conv.inverse(y)
-    y, ld_actnorm = self.actnorm.inverse(y)
+    """y -> (x, {kind: logdet [B]}), each the negation of forward_terms'."""
+    y, ld_coupling = self.couple(y, inverse=True)
+    y, ld_invconv = self.conv(y, inverse=True)
+    y, ld_actnorm = self.actnorm(y, inverse=True)
     return y, {'actnorm': ld_actnorm, 'invconv': ld_invconv, 'coupling': ld_coupling}
 
-  def forward(self, x):
-    y, terms = self.forward_terms(x)
+  def __call__(self, x, inverse: bool = False):
+    y, terms = self.inverse_terms(x) if inverse else self.forward_terms(x)
     return y, sum(terms.values())
 
-  def inverse(self, y):
-    x, terms = self.inverse_terms(y)
-    return x, sum(terms.values())
 
-  def __call__(self, x):
-    return self.forward(x)
+def _forward_body(step: FlowStep, carry, _):
+  x, totals = carry
+  y, terms = step.forward_terms(x)
+  return (y, jax.tree.map(jnp.add, totals, terms)), None
+
+
+def _inverse_body(step: FlowStep, carry, _):
+  y, totals = carry
+  x, terms = step.inverse_terms(y)
+  return (x, jax.tree.map(jnp.add, totals, terms)), None
+
+
+def _zero_terms(x):
+  return {kind: jnp.zeros(x.shape[:1], x.dtype) for kind in LOGDET_KINDS}
 
 
 def latent_shapes(image_shape: Sequence[int], num_levels: int) -> list[tuple[int, int, int]]:
@@ -137,6 +158,10 @@ class Glow(nn.Module):
   recompute: Literal[RECOMPUTES] = 'none'
   # Coupling nets' activations; params, log-dets and priors stay float32.
   dtype: Literal[DTYPES] = 'float32'
+  # Steps per iteration of a level's scan. None: all K on CPU, whose XLA backend runs a
+  # convolution's kernel gradient inside a loop 20-30x slower than outside one (unrolled,
+  # a train step runs as fast as K separate steps but compiles about 2x slower); 1 elsewhere.
+  scan_unroll: int | None = None
 
   def setup(self):
     _check_choice('coupling', self.coupling, COUPLINGS)
@@ -144,15 +169,15 @@ class Glow(nn.Module):
     _check_choice('coupling_net', self.coupling_net, COUPLING_NETS)
     _check_choice('recompute', self.recompute, RECOMPUTES)
     _check_choice('dtype', self.dtype, DTYPES)
+    if self.scan_unroll is not None and self.scan_unroll < 1:
+      raise ValueError(f'Glow.scan_unroll must be None or >= 1, got {self.scan_unroll}.')
     if self.num_levels < 1 or self.steps_per_level < 1:
-      raise ValueError(f'num_levels and steps_per_level must be >= 1, got '
+      raise ValueError(f'Glow.num_levels and Glow.steps_per_level must be >= 1, got '
                        f'{self.num_levels} and {self.steps_per_level}.')
-    step_cls = (nn.remat(FlowStep, methods=['forward_terms', 'inverse_terms'])
-                if self.recompute == 'checkpoint' else FlowStep)
-    self.steps = [
-        [step_cls(*self._step_fields(), name=f'level{l}_step{k}')
-         for k in range(self.steps_per_level)]
-        for l in range(self.num_levels)]
+    self.squeeze = Squeeze()
+    # One FlowStep per level; the scans below give its variables a leading K axis.
+    self.levels = [FlowStep(*self._step_fields(), name=f'level{l}_steps')
+                   for l in range(self.num_levels)]
     self.split_priors = [SplitPrior(name=f'level{l}_split_prior')
                          for l in range(self.num_levels - 1)]
     self.top_prior = TopPrior(learned=self.learn_top_prior, name='top_prior')
@@ -161,24 +186,39 @@ class Glow(nn.Module):
     return (self.coupling, self.invconv, self.coupling_net, self.hidden_channels,
             self.num_highway_blocks, self.dtype)
 
-  def _level_steps(self, level: int, x: jax.Array):
+  def _unroll(self) -> int:
+    if self.scan_unroll is not None:
+      return min(self.scan_unroll, self.steps_per_level)
+    return self.steps_per_level if jax.default_backend() == 'cpu' else 1
+
+  def _scan(self, body, level: int, x: jax.Array, reverse: bool = False):
+    """Runs `body` over the level's K steps -> (x, {kind: log-det [B]} summed over steps)."""
+    if self.recompute == 'checkpoint':
+      # prevent_cse=False: the scan already keeps XLA from merging the recomputation away.
+      body = nn.remat(body, prevent_cse=False)
+    scan = nn.scan(body, variable_axes=_STACKED, split_rngs={'params': True},
+                   length=self.steps_per_level, reverse=reverse, unroll=self._unroll())
+    (x, totals), _ = scan(self.levels[level], (x, _zero_terms(x)), None)
+    return x, totals
+
+  def _level_forward(self, level: int, x: jax.Array):
     """x -> (y, {kind: log-det [B]} summed over the level's steps)."""
-    steps = self.steps[level]
+    # Initialisation runs the plain scan: ActNorm's data-dependent init sees each
+    # step's own input there.
     if self.recompute != 'invertible' or self.is_initializing():
-      level_ld = {kind: jnp.zeros(x.shape[:1], x.dtype) for kind in LOGDET_KINDS}
-      for step in steps:
-        x, ld = step.forward_terms(x)
-        level_ld = {kind: level_ld[kind] + ld[kind] for kind in LOGDET_KINDS}
-      return x, level_ld
-    # The steps as pure functions of their variables, so a custom VJP can run
-    # them backwards; every collection a step owns goes along.
+      return self._scan(_forward_body, level, x)
+    # The steps as pure functions of one step's variables, so a custom VJP can run
+    # them backwards over the stacked variables; every collection a step owns goes along.
     template = FlowStep(*self._step_fields(), parent=None)
     forward = lambda v, x: template.apply(v, x, method=FlowStep.forward_terms)
     inverse = lambda v, y: template.apply(v, y, method=FlowStep.inverse_terms)[0]
-    step_variables = [
-        {col: tree[step.name] for col, tree in self.variables.items() if step.name in tree}
-        for step in steps]
-    return invertible_chain(forward, inverse, step_variables, x)
+    name = self.levels[level].name
+    stacked = {col: tree[name] for col, tree in self.variables.items() if name in tree}
+    return invertible_chain(forward, inverse, stacked, x, unroll=self._unroll())
+
+  def _level_inverse(self, level: int, y: jax.Array) -> jax.Array:
+    """The level's steps inverted, last step first."""
+    return self._scan(_inverse_body, level, y, reverse=True)[0]
 
   def __call__(self, y, train: bool = False):
     del train  # Glow has no train-only behaviour (no dropout, no sampled latents)
@@ -195,11 +235,13 @@ class Glow(nn.Module):
     log_pz, latents = [], []
     logdet = {kind: [] for kind in LOGDET_KINDS}
     for level in range(self.num_levels):
-      x, level_ld = self._level_steps(level, squeeze(x))
+      x, _ = self.squeeze(x)
+      x, level_ld = self._level_forward(level, x)
       for kind in LOGDET_KINDS:
         logdet[kind].append(level_ld[kind])
       if level < self.num_levels - 1:
-        x, z, lp = self.split_priors[level].forward(x)
+        x, z = SplitPrior.split(x)
+        lp = self.split_priors[level].log_prob(z, x)
       else:
         z, lp = x, self.top_prior.log_prob(x)
       latents.append(z)
@@ -209,23 +251,22 @@ class Glow(nn.Module):
     out = GlowOutput(log_px=None, log_pz=log_pz, logdet=logdet, latents=tuple(latents))
     return out.replace(log_px=log_pz.sum(-1) + out.total_logdet)
 
-  def _decode(self, top: jax.Array, level_inputs):
-    """Runs the levels backwards; level_inputs(level, x_kept) gives z for a split level."""
+  def _decode(self, top: jax.Array, split_latent):
+    """Runs the levels backwards; split_latent(level, x_kept) gives z of a split level."""
     x = top
     for level in reversed(range(self.num_levels)):
       if level < self.num_levels - 1:
-        x = level_inputs(level, x)
-      for step in reversed(self.steps[level]):
-        x, _ = step.inverse(x)
-      x = unsqueeze(x)
+        x = SplitPrior.merge(x, split_latent(level, x))
+      x = self._level_inverse(level, x)
+      x, _ = self.squeeze(x, inverse=True)
     return x + 0.5
 
   def inverse(self, latents: Sequence[jax.Array]) -> jax.Array:
     """Latents (as returned by forward) -> images y."""
     if len(latents) != self.num_levels:
-      raise ValueError(f'Expected {self.num_levels} latents, got {len(latents)}.')
-    return self._decode(
-        latents[-1], lambda level, x: self.split_priors[level].inverse(x, latents[level]))
+      raise ValueError(f'Glow.inverse expects {self.num_levels} latents (one per level, as '
+                       f'forward returns them), got {len(latents)}.')
+    return self._decode(latents[-1], lambda level, _: latents[level])
 
   def sample(self, key: jax.Array, image_shape: Sequence[int], num: int,
              temperature: float = 1.0) -> jax.Array:
@@ -234,12 +275,30 @@ class Glow(nn.Module):
     keys = jax.random.split(key, self.num_levels)
     top = self.top_prior.sample(keys[-1], num, shapes[-1], temperature)
     return self._decode(
-        top, lambda level, x: self.split_priors[level].sample(x, keys[level], temperature))
+        top, lambda level, x: self.split_priors[level].sample(keys[level], x, temperature))
+
+  def first_level_linear_map(self) -> tuple[jax.Array, jax.Array]:
+    """(1x1-conv weights [K, in, out], ActNorm scales [K, C]) of the first level, in step order.
+
+    With the couplings taken as identity these K (ActNorm, 1x1 conv) pairs are the
+    whole first level: z = squeeze(y - 1/2) @ M + const,
+    M = diag(s_1) W_1 ... diag(s_K) W_K. Call it as
+    `model.apply(variables, method=Glow.first_level_linear_map)`.
+    """
+    name = self.levels[0].name
+    if not self.has_variable('params', name):
+      raise ValueError('Glow.first_level_linear_map needs the variables of an initialised '
+                       'model: pass those model.init returned (params and constants).')
+    params = self.variables['params'][name]
+    constants = self.variables.get(CONSTANTS, {}).get(name, {}).get('conv')
+    weights = jax.vmap(invconv_matrix)(params['conv'], constants)
+    scales = jnp.exp(params['actnorm']['log_scale'])
+    return weights, scales
 
 
 def _check_choice(name, value, allowed):
   if value not in allowed:
-    raise ValueError(f'model.{name} must be one of {allowed}, got {value!r}.')
+    raise ValueError(f'Glow.{name} must be one of {allowed}, got {value!r}.')
 
 
 def _check_image(y, num_levels):
@@ -252,15 +311,3 @@ def _check_image(y, num_levels):
   if y.shape[1] % factor or y.shape[2] % factor:
     raise ValueError(f'Image height and width must be divisible by 2**num_levels = {factor}, '
                      f'got shape {y.shape}.')
-
-
-def glow_from_config(model_cfg: ml_collections.ConfigDict) -> Glow:
-  """Builds Glow from a config block whose fields are Glow's fields."""
-  fields = {f for f in Glow.__dataclass_fields__ if f not in ('parent', 'name')}
-  if 'remat' in model_cfg:
-    raise ValueError("model.remat was replaced by model.recompute: 'none' | 'checkpoint' "
-                     "(was remat=True) | 'invertible' (memory flat in depth on every backend).")
-  unknown = set(model_cfg.keys()) - fields
-  if unknown:
-    raise ValueError(f'Unknown model config keys {sorted(unknown)}; allowed: {sorted(fields)}.')
-  return Glow(**dict(model_cfg))

@@ -42,7 +42,7 @@ def _gaussian_sets(rng, num):
 
 def test_extracted_first_level_map_is_the_model_jacobian():
   _, model, variables = _fresh_cv_glow()
-  weights, scales = model_analysis.first_level_linear_map(variables, STEPS)
+  weights, scales = model_analysis.first_level_linear_map(model, variables)
   matrix = analysis.linear_flow_matrix(weights, scales)
   rng = np.random.default_rng(2)
   y1, y2 = (jnp.asarray(rng.uniform(0, 1, (2, SIZE, SIZE, CHANNELS)), jnp.float32)

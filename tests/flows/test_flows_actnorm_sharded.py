@@ -54,6 +54,7 @@ def test_actnorm_init_on_four_devices_equals_single_device(tmp_path):
 
   # And the first ActNorm's statistics are the whole batch's, not one device's quarter.
   first = flows.squeeze(x - 0.5)
-  key = "['params']['level0_step0']['actnorm']['bias']"
-  np.testing.assert_allclose(single[key], -first.mean(axis=(0, 1, 2)), rtol=1e-5)
-  assert not np.allclose(single[key], -first[:4].mean(axis=(0, 1, 2)), rtol=1e-2)
+  # The level's steps are stacked on a leading axis; step 0 is the first ActNorm.
+  bias = single["['params']['level0_steps']['actnorm']['bias']"][0]
+  np.testing.assert_allclose(bias, -first.mean(axis=(0, 1, 2)), rtol=1e-5)
+  assert not np.allclose(bias, -first[:4].mean(axis=(0, 1, 2)), rtol=1e-2)

@@ -166,5 +166,5 @@ def test_bad_inputs_give_clear_errors():
     model.init(jax.random.key(0), jnp.zeros((1, 6, 6, 1)))
   with pytest.raises(TypeError, match='dequantized float'):
     model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 1), jnp.uint8))
-  with pytest.raises(ValueError, match='model.coupling must be one of'):
+  with pytest.raises(ValueError, match='Glow.coupling must be one of'):
     flows.Glow(2, 1, coupling='affine2').init(jax.random.key(0), jnp.zeros((1, 8, 8, 1)))

@@ -18,15 +18,20 @@ def _loss(model, variables, y):
           + 0.01 * sum(jnp.sum(z ** 2) for z in out.latents))
 
 
-@pytest.mark.parametrize('recompute, coupling, invconv, net', [
-    ('invertible', 'affine', 'lu', 'glow'),
-    ('invertible', 'affine', 'plain', 'highway'),
-    ('invertible', 'additive', 'lu', 'highway'),
-    ('invertible', 'additive', 'plain', 'glow'),
-    ('checkpoint', 'affine', 'lu', 'glow'),
+# scan_unroll None unrolls the scans on CPU; 1 and 2 keep them loops, as on other backends.
+@pytest.mark.parametrize('recompute, coupling, invconv, net, unroll', [
+    ('invertible', 'affine', 'lu', 'glow', None),
+    ('invertible', 'affine', 'lu', 'glow', 1),
+    ('invertible', 'affine', 'plain', 'highway', 2),
+    ('invertible', 'additive', 'lu', 'highway', None),
+    ('invertible', 'additive', 'plain', 'glow', 1),
+    ('checkpoint', 'affine', 'lu', 'glow', None),
+    ('checkpoint', 'affine', 'lu', 'glow', 1),
 ])
-def test_recompute_matches_plain_outputs_and_gradients(recompute, coupling, invconv, net):
-  make = lambda strategy: flows.Glow(2, 3, coupling, invconv, net, 8, 1, recompute=strategy)
+def test_recompute_matches_plain_outputs_and_gradients(recompute, coupling, invconv, net,
+                                                       unroll):
+  make = lambda strategy: flows.Glow(2, 3, coupling, invconv, net, 8, 1, recompute=strategy,
+                                     scan_unroll=unroll)
   case = FlowCase('glow', lambda: make('none'), (4, 8, 8, 2), 'glow')
   _, variables = init_perturbed(case, scale=0.1)
   y = jax.random.uniform(jax.random.key(5), case.shape)

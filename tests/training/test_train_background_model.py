@@ -46,11 +46,11 @@ def test_background_training_mutates_inputs_and_decays_only_trainable_weights(ti
   tiny_config.train.weight_decay = 10.0
   decayed = _one_step(tiny_config, images)
   # P and sign are constants, outside params: the decay cannot reach them.
-  lu_before = decayed[0][1]['level0_step0']['conv']['lu']
-  lu_after = decayed[1][1]['level0_step0']['conv']['lu']
+  lu_before = decayed[0][1]['level0_steps']['conv']['lu']
+  lu_after = decayed[1][1]['level0_steps']['conv']['lu']
   np.testing.assert_array_equal(lu_after['p'], lu_before['p'])
   np.testing.assert_array_equal(lu_after['sign'], lu_before['sign'])
   # The penalty's gradient dominates: trainable weights move differently than without it.
-  assert not np.allclose(decayed[1][0]['level0_step0']['conv']['lu']['l'],
-                         plain[1][0]['level0_step0']['conv']['lu']['l'])
+  assert not np.allclose(decayed[1][0]['level0_steps']['conv']['lu']['l'],
+                         plain[1][0]['level0_steps']['conv']['lu']['l'])
   assert decayed[2]['grad_norm'] > plain[2]['grad_norm']
