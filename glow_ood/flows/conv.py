@@ -1,18 +1,20 @@
-"""3x3 and 1x1 convolutions written as matrix products, with hand-written gradients.
+"""3x3 and 1x1 convolutions written as matrix products.
 
 XLA's CPU backend is slow at products that contract over the long (batch x
 pixels) axis of two row-major operands, which is the form every kernel
-gradient takes, and slower still at the convolution kernel gradient, for which
-it transposes the whole activation first. Here every product is an ordinary
-[M, K] @ [K, N] one: where a kernel gradient needs an operand transposed, it is
-the thin one (few channels) that is transposed, and its nine shifted copies are
-built directly in that layout.
+gradient takes under autodiff, and slower still at a convolution's kernel
+gradient, for which it first transposes the whole activation. The 3x3 convs
+here are written so that the thin operand (the side with few channels) is
+built transposed, [channels, pixels], in the forward pass; autodiff then gives
+kernel gradients that are ordinary [M, K] @ [K, N] products, and no wide
+activation is ever transposed. Plain autodiff (no custom rules) keeps forward
+mode, Hessians and every other transformation working.
 
-A 3x3 conv that reads few channels (the coupling net's first) gathers the
-nine shifted inputs (patches) and mixes channels in one product. One that
-writes few channels (the zero-initialised last) mixes channels first, into
-nine partial outputs per pixel, and sums their shifted copies. Both give the
-'SAME'-padded convolution's sum in another order.
+A 3x3 conv that reads few channels (the coupling net's first) gathers its
+nine shifted inputs (patches); one that writes few channels (the
+zero-initialised last) mixes channels first, into nine partial outputs per
+pixel, and sums their shifted copies. Both give the 'SAME'-padded
+convolution's sum in another order.
 
 Parameters are those of `flax.linen.Conv` (kernel [3, 3, in, out], bias [out],
 same initialisers), so checkpoints and initial values do not change.
@@ -36,78 +38,27 @@ def _shift(x: jax.Array, i: int, j: int, axes=(1, 2)) -> jax.Array:
   return jnp.pad(x, pad)[tuple(index)]
 
 
-def _patches(x: jax.Array, flip: bool = False) -> jax.Array:
-  """[B, H, W, C] -> [B, H, W, 9 C], channels ordered (tap, c).
-
-  flip=True shifts by the opposite offsets: the adjoint of the shifts.
-  """
-  return jnp.concatenate(
-      [_shift(x, 2 - i, 2 - j) if flip else _shift(x, i, j) for i, j in _TAPS], axis=-1)
-
-
-def _patches_t(x: jax.Array, flip: bool = False) -> jax.Array:
-  """The transpose of `_patches(x, flip)` flattened, [9 C, B H W], built in that layout."""
-  x_t = jnp.transpose(x, (3, 0, 1, 2))  # cheap: x has few channels
-  rows = [_shift(x_t, 2 - i, 2 - j, (2, 3)) if flip else _shift(x_t, i, j, (2, 3))
-          for i, j in _TAPS]
-  rows = jnp.concatenate(rows, axis=0)
-  return rows.reshape(rows.shape[0], -1)
-
-
-def _flat(x: jax.Array) -> jax.Array:
-  return x.reshape(-1, x.shape[-1])
-
-
-@jax.custom_vjp
 def _conv3x3_thin_input(x, kernel):
-  cin, cout = kernel.shape[2:]
-  return _patches(x) @ kernel.reshape(9 * cin, cout)
+  """Patches [9 Cin, B H W], rows (tap, c), built from the transposed (thin) input."""
+  b, h, w, cin = x.shape
+  x_t = jnp.transpose(x, (3, 0, 1, 2))
+  patches_t = jnp.concatenate([_shift(x_t, i, j, (2, 3)) for i, j in _TAPS], axis=0)
+  # y = patches_t^T @ kernel; its kernel gradient is patches_t @ g, a plain product.
+  y = jax.lax.dot_general(patches_t.reshape(9 * cin, b * h * w),
+                          kernel.reshape(9 * cin, -1), (((0,), (0,)), ((), ())))
+  return y.reshape(b, h, w, -1)
 
 
-def _thin_input_fwd(x, kernel):
-  return _conv3x3_thin_input(x, kernel), (x, kernel)
-
-
-def _thin_input_bwd(residuals, g):
-  x, kernel = residuals
-  cin, cout = kernel.shape[2:]
-  d_kernel = (_patches_t(x) @ _flat(g)).reshape(kernel.shape)
-  d_patches = g @ kernel.reshape(9 * cin, cout).T
-  _, patches_vjp = jax.vjp(_patches, x)
-  return patches_vjp(d_patches)[0], d_kernel
-
-
-_conv3x3_thin_input.defvjp(_thin_input_fwd, _thin_input_bwd)
-
-
-def _taps_by_columns(kernel):
-  """[3, 3, Cin, Cout] -> [Cin, 9 Cout], columns ordered (tap, out channel)."""
-  cin, cout = kernel.shape[2:]
-  return jnp.transpose(kernel.reshape(9, cin, cout), (1, 0, 2)).reshape(cin, 9 * cout)
-
-
-@jax.custom_vjp
 def _conv3x3_thin_output(x, kernel):
+  """Partial outputs [9 Cout, B H W] = kernel^T x^T, shifted and summed, then transposed."""
+  b, h, w, cin = x.shape
   cout = kernel.shape[-1]
-  partial = (x @ _taps_by_columns(kernel)).reshape(x.shape[:3] + (9, cout))
-  return sum(_shift(partial[..., t, :], i, j) for t, (i, j) in enumerate(_TAPS))
-
-
-def _thin_output_fwd(x, kernel):
-  return _conv3x3_thin_output(x, kernel), (x, kernel)
-
-
-def _thin_output_bwd(residuals, g):
-  x, kernel = residuals
-  cin, cout = kernel.shape[2:]
-  # The gradient of the partial outputs is g shifted back: the flipped patches.
-  d_x = _patches(g, flip=True) @ _taps_by_columns(kernel).T
-  d_columns_t = _patches_t(g, flip=True) @ _flat(x)  # [9 Cout, Cin]
-  d_kernel = jnp.transpose(d_columns_t.reshape(9, cout, cin), (0, 2, 1)).reshape(kernel.shape)
-  return d_x, d_kernel
-
-
-_conv3x3_thin_output.defvjp(_thin_output_fwd, _thin_output_bwd)
+  # Rows (tap, out channel); as the lhs, the kernel gradient is partial-grad @ x.
+  kernel_t = jnp.transpose(kernel.reshape(9, cin, cout), (0, 2, 1)).reshape(9 * cout, cin)
+  partial_t = jax.lax.dot_general(kernel_t, x.reshape(b * h * w, cin), (((1,), (1,)), ((), ())))
+  partial_t = partial_t.reshape(9, cout, b, h, w)
+  y_t = sum(_shift(partial_t[t], i, j, (2, 3)) for t, (i, j) in enumerate(_TAPS))
+  return jnp.transpose(y_t, (1, 2, 3, 0))  # cheap: few channels
 
 
 def conv3x3(x: jax.Array, kernel: jax.Array) -> jax.Array:
