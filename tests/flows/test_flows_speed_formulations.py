@@ -22,7 +22,8 @@ def _value_and_grads(conv, x, kernel, probe):
     (2, 64),    # the coupling net's first conv: patches side
     (6, 12),
     (64, 4),    # its zero-initialised last conv: partial-outputs side
-    (24, 12),
+    (24, 12),   # wider output: XLA conv
+    (40, 8),
     (5, 5),
 ])
 @pytest.mark.parametrize('jit', [False, True])
