@@ -107,7 +107,8 @@ class OursRunner:
   def eval_rate(self, num_steps: int) -> float:
     start = time.perf_counter()
     for _ in range(num_steps):
-      out = self.eval_fn(self.state.params, self.batch, self.key)
+      variables = train_state_lib.model_variables(self.state.params, self.state.constants)
+      out = self.eval_fn(variables, self.batch, self.key)
     jax.block_until_ready(out)
     return num_steps * self.size.batch / (time.perf_counter() - start)
 

@@ -6,8 +6,6 @@ last layer is zero-initialised, so a new additive coupling is the identity and
 a new affine coupling scales x_b by exactly sigmoid(2).
 """
 
-from typing import Callable
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -66,13 +64,13 @@ class HighwayCouplingNet(nn.Module):
     return ZeroInitConv(self.out_channels)(h)
 
 
-def make_coupling_net(kind: str, hidden_channels: int, num_highway_blocks: int = 3
-                      ) -> Callable[[int], nn.Module]:
-  """Returns a factory: out_channels -> conditioning network module."""
+def make_coupling_net(kind: str, hidden_channels: int, out_channels: int,
+                      num_highway_blocks: int = 3) -> nn.Module:
+  """The conditioning network of a coupling, as a module."""
   if kind == 'glow':
-    return lambda out: GlowCouplingNet(hidden_channels, out)
+    return GlowCouplingNet(hidden_channels, out_channels)
   if kind == 'highway':
-    return lambda out: HighwayCouplingNet(hidden_channels, out, num_highway_blocks)
+    return HighwayCouplingNet(hidden_channels, out_channels, num_highway_blocks)
   raise ValueError(f'coupling_net must be one of {COUPLING_NETS}, got {kind!r}.')
 
 
@@ -93,8 +91,8 @@ class _Coupling(InvertibleLayer):
   def conditioner(self, x_a, out_channels):
     # Mixed precision stops at the net's output: shift, scale and log-dets are
     # formed in the flow's own dtype.
-    net = make_coupling_net(self.net, self.hidden_channels, self.num_highway_blocks)(
-        out_channels)
+    net = make_coupling_net(self.net, self.hidden_channels, out_channels,
+                            self.num_highway_blocks)
     # 'float32' keeps the flow's own precision (float64 in the exactness tests).
     net_in = x_a if self.net_dtype == 'float32' else x_a.astype(self.net_dtype)
     return net(net_in).astype(x_a.dtype)

@@ -1,0 +1,62 @@
+"""The fast conv formulations equal XLA's convolution, values and gradients."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from glow_ood.flows.conv import conv3x3
+
+
+def _xla_conv(x, kernel):
+  return jax.lax.conv_general_dilated(x, kernel, (1, 1), 'SAME',
+                                      dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+
+
+def _value_and_grads(conv, x, kernel, probe):
+  loss = lambda x, k: jnp.sum(jnp.sin(conv(x, k)) * probe)
+  return conv(x, kernel), jax.grad(loss, argnums=(0, 1))(x, kernel)
+
+
+@pytest.mark.parametrize('cin, cout', [
+    (2, 64),    # the coupling net's first conv: patches side
+    (6, 12),
+    (64, 4),    # its zero-initialised last conv: partial-outputs side
+    (24, 12),   # wider output: XLA conv
+    (40, 8),
+    (5, 5),
+])
+@pytest.mark.parametrize('jit', [False, True])
+def test_conv3x3_equals_xla_conv_in_float32(cin, cout, jit):
+  keys = jax.random.split(jax.random.key(0), 3)
+  x = jax.random.normal(keys[0], (2, 5, 7, cin))  # H != W catches swapped axes
+  kernel = jax.random.normal(keys[1], (3, 3, cin, cout)) / np.sqrt(9 * cin)
+  probe = jax.random.normal(keys[2], (2, 5, 7, cout))
+  ours_fn = jax.jit(conv3x3) if jit else conv3x3
+  ours, ours_grads = _value_and_grads(ours_fn, x, kernel, probe)
+  ref, ref_grads = _value_and_grads(_xla_conv, x, kernel, probe)
+  np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-5)
+  for a, b in zip(ours_grads, ref_grads):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize('cin, cout', [(3, 16), (16, 4)])
+def test_conv3x3_second_derivative_equals_xla_conv(cin, cout):
+  """The hand-written gradients are themselves differentiable (e.g. for Hessian probes)."""
+  with jax.enable_x64(True):
+    keys = jax.random.split(jax.random.key(1), 2)
+    x = jax.random.normal(keys[0], (1, 4, 3, cin), jnp.float64)
+    kernel = jax.random.normal(keys[1], (3, 3, cin, cout), jnp.float64)
+    hess = lambda conv: jax.hessian(lambda x: jnp.sum(jnp.tanh(conv(x, kernel))))(x)
+    np.testing.assert_allclose(hess(conv3x3), hess(_xla_conv), rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize('cin, cout', [(2, 32), (32, 4)])
+def test_conv3x3_keeps_bfloat16(cin, cout):
+  x = jax.random.normal(jax.random.key(2), (2, 4, 4, cin))
+  kernel = jax.random.normal(jax.random.key(3), (3, 3, cin, cout)) / np.sqrt(9 * cin)
+  y = conv3x3(x.astype(jnp.bfloat16), kernel.astype(jnp.bfloat16))
+  grads = jax.grad(lambda x, k: jnp.sum(conv3x3(x, k).astype(jnp.float32)), argnums=(0, 1))(
+      x.astype(jnp.bfloat16), kernel.astype(jnp.bfloat16))
+  assert y.dtype == jnp.bfloat16 and all(g.dtype == jnp.bfloat16 for g in grads)
+  np.testing.assert_allclose(y.astype(jnp.float32), _xla_conv(x, kernel), rtol=0.05, atol=0.05)
