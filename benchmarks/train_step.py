@@ -25,14 +25,12 @@ import argparse
 import dataclasses
 import os
 import statistics
-import sys
 import time
 
 import jax
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))  # configs/
-from configs import common  # pylint: disable=g-import-not-at-top
+from glow_ood.configs import common
 from glow_ood import evaluate
 from glow_ood import parallel
 from glow_ood import train
@@ -92,8 +90,8 @@ class OursRunner:
     self.key = keys['train']
     self.state = train_state_lib.create_train_state(config, mesh, keys['init'], self.batch)
     self.step = train.make_train_step(config, mesh)
-    # The evaluation pass exactly as evaluate.evaluate_images jits it.
-    self.eval_fn = evaluate._eval_fn(config, mesh, 'uniform')  # pylint: disable=protected-access
+    # The evaluation pass exactly as the Evaluator jits it.
+    self.eval_fn = evaluate.Evaluator(config, mesh).terms_fn('uniform')
     self.train_rate(1)  # compile + warm-up
     self.eval_rate(1)
 
