@@ -92,7 +92,8 @@ class _Attacker:
     self.dequantization = model_config.eval.dequantization
     base = attacks.statistics_fn(evaluator.model, variables, model_config.n_bits,
                                  self.dequantization)
-    self.extra_stats_fn = extra_stats_fn
+    # Compiled once: other models' forward passes, op by op, would be slow.
+    self.extra_stats_fn = None if extra_stats_fn is None else jax.jit(extra_stats_fn)
     self.fixed_stats_fn = fixed_stats_fn
     if extra_stats_fn is None:
       stats_fn = base
