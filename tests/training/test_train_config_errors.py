@@ -14,6 +14,7 @@ from glow_ood import config_validation
 from glow_ood import eval_sets
 from glow_ood import flows
 from glow_ood import model_kinds
+from glow_ood.configs import tiny
 from glow_ood import main as main_lib
 from glow_ood import train
 from glow_ood.data import DataUnavailableError
@@ -195,3 +196,21 @@ def test_non_finite_loss_stops_and_keeps_last_checkpoint(tiny_config, tmp_path):
 def jax_leaves(tree):
   import jax  # pylint: disable=g-import-not-at-top
   return jax.tree.leaves(tree)
+
+
+def test_a_field_of_another_kind_names_its_kind_and_the_allowed_ones(tiny_config):
+  pixelcnn = tiny.get_config('pixelcnn')
+  config_validation.validate_config(pixelcnn, device_count=1)
+  with pixelcnn.unlocked():
+    pixelcnn.model.coupling = 'affine'
+  with pytest.raises(ValueError, match=r"config\.model\.coupling is a field of model kind "
+                                       r"'glow', not of 'pixelcnn'; pixelcnn takes: .*num_resnets"):
+    config_validation.validate_config(pixelcnn, device_count=1)
+  vae = tiny.get_config('vae')
+  vae.model.decoder_scale = 'global'
+  with pytest.raises(ValueError, match=r"config\.model\.decoder_scale='global' .*'per_pixel'"):
+    config_validation.validate_config(vae, device_count=1)
+  vae.model.decoder_scale = 'per_pixel'
+  vae.model.num_blocks = 5   # 16x16 images, 2**5 downsampling
+  with pytest.raises(ValueError, match=r'config\.data\.image_size=16 .*divisible by 32'):
+    config_validation.validate_config(vae, device_count=1)
