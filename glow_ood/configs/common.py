@@ -17,6 +17,16 @@ def model_block(kind: str) -> ml_collections.ConfigDict:
   return block
 
 
+def with_model(config: ml_collections.ConfigDict, kind: str, size: str, sizes: dict,
+               train: dict) -> ml_collections.ConfigDict:
+  """`config` (any training config) with a `kind` model of `size` (its fields in `sizes`)
+  and that size's training settings (`train`; a size it lacks keeps the config's own)."""
+  config.model = model_block(kind)
+  config.model.update(sizes[size])
+  config.train.update(train.get(size, {}))
+  return config
+
+
 def base_config():
   config = ml_collections.ConfigDict()
   config.seed = 0                      # model init, dequantization noise, data order

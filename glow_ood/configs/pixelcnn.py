@@ -27,9 +27,7 @@ TRAIN = {
 
 def convert(config: ml_collections.ConfigDict, size: str) -> ml_collections.ConfigDict:
   """`config` (any training config) with a PixelCNN++ model of `size`; returns it."""
-  config.model = common.model_block('pixelcnn')
-  config.model.update(SIZES[size])
-  config.train.update(TRAIN.get(size, {}))
+  config = common.with_model(config, 'pixelcnn', size, SIZES, TRAIN)
   # Sampling runs the network once per pixel: keep the grids small.
   config.sample.num = min(config.sample.num, 16)
   return config

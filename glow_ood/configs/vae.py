@@ -28,7 +28,4 @@ TRAIN = {
 
 def convert(config: ml_collections.ConfigDict, size: str) -> ml_collections.ConfigDict:
   """`config` (any training config) with a VAE of `size`; returns it."""
-  config.model = common.model_block('vae')
-  config.model.update(SIZES[size])
-  config.train.update(TRAIN.get(size, {}))
-  return config
+  return common.with_model(config, 'vae', size, SIZES, TRAIN)

@@ -2,9 +2,11 @@
 
 import gzip
 import os
+import signal
 import struct
 import subprocess
 import sys
+import time
 
 import jax
 import numpy as np
@@ -94,6 +96,30 @@ def run_main(workdir, data_path, *overrides, devices=1, timeout=180):
                           timeout=timeout)
   assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
   return result
+
+
+def committed_steps(workdir):
+  """Checkpoint steps on disk (orbax renames a step directory into place once complete)."""
+  directory = os.path.join(workdir, 'checkpoints')
+  if not os.path.isdir(directory):
+    return []
+  return sorted(int(name) for name in os.listdir(directory) if name.isdigit())
+
+
+def kill_after_first_checkpoint(process, workdir, log_path, timeout=240):
+  """SIGKILLs a training subprocess as soon as its first checkpoint is complete."""
+  try:
+    deadline = time.time() + timeout
+    while not committed_steps(workdir):
+      assert process.poll() is None, open(log_path).read()[-3000:]
+      assert time.time() < deadline, f'no checkpoint within {timeout} s'
+      time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+  finally:
+    if process.poll() is None:
+      process.kill()
+  return committed_steps(workdir)
 
 
 def reference_overrides(num_steps=REFERENCE_STEPS):

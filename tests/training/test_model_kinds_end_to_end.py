@@ -4,10 +4,8 @@ bit, evaluate, sample; each evaluation file holds the kind's own terms and nothi
 import glob
 import math
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -17,8 +15,8 @@ from glow_ood import evaluate
 from glow_ood import sample
 from glow_ood import train
 from glow_ood.configs import tiny
-from tests.training.conftest import (REPO_ROOT, load_checkpoint, max_abs_difference,
-                                     subprocess_env)
+from tests.training.conftest import (REPO_ROOT, kill_after_first_checkpoint, load_checkpoint,
+                                     max_abs_difference, subprocess_env)
 
 TINY = os.path.join(REPO_ROOT, 'glow_ood', 'configs', 'tiny.py')
 STEPS = 12
@@ -41,12 +39,6 @@ def _command(kind, workdir, idx_dir):
           '--config.train.log_every=2']
 
 
-def _steps(workdir):
-  directory = os.path.join(workdir, 'checkpoints')
-  return sorted(int(n) for n in os.listdir(directory) if n.isdigit()) if os.path.isdir(
-      directory) else []
-
-
 @pytest.mark.parametrize('kind', ['pixelcnn', 'vae'])
 def test_kind_trains_resumes_after_sigkill_evaluates_and_samples(kind, idx_dir, tmp_path):
   # The uninterrupted run, in this process.
@@ -59,18 +51,8 @@ def test_kind_trains_resumes_after_sigkill_evaluates_and_samples(kind, idx_dir, 
   log = open(tmp_path / 'log.txt', 'wb')
   process = subprocess.Popen(_command(kind, killed, idx_dir), cwd=REPO_ROOT,
                              env=subprocess_env(), stdout=log, stderr=subprocess.STDOUT)
-  try:
-    deadline = time.time() + 240
-    while not _steps(killed):
-      assert process.poll() is None, open(tmp_path / 'log.txt').read()[-3000:]
-      assert time.time() < deadline, 'no checkpoint within 240 s'
-      time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-  finally:
-    if process.poll() is None:
-      process.kill()
-  assert _steps(killed) and _steps(killed)[-1] < STEPS
+  steps_at_kill = kill_after_first_checkpoint(process, killed, tmp_path / 'log.txt')
+  assert steps_at_kill and steps_at_kill[-1] < STEPS
   result = subprocess.run(_command(kind, killed, idx_dir), cwd=REPO_ROOT, env=subprocess_env(),
                           capture_output=True, text=True, timeout=600)
   assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
