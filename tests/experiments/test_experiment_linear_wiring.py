@@ -25,6 +25,7 @@ def _fresh_cv_glow():
                       coupling_net='glow', hidden_channels=4, num_highway_blocks=1,
                       learn_top_prior=True)
   config.n_bits = 8
+  config.data = dict(image_size=SIZE, channels=CHANNELS)  # the model's input shape
   model = Glow(**config.model)
   rng = np.random.default_rng(0)
   init_batch = jnp.asarray(rng.uniform(0.1, 0.9, (16, SIZE, SIZE, CHANNELS)), jnp.float32)
