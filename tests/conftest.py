@@ -46,3 +46,16 @@ def tfds_read_up_front(monkeypatch):
       for spec, split in specs_and_splits:
         data.load_array(spec, split)
   return prefetch
+
+
+@pytest.fixture(scope='module', autouse=True)
+def release_compiled_programs():
+  """Drops JAX's compiled programs after each test module.
+
+  Eager (un-jitted) calls of the scanned Glow compile a program per call; hundreds of
+  test modules' worth of them in one process exhausted XLA:CPU's memory mappings and
+  crashed the interpreter. Each module starts from an empty cache instead.
+  """
+  yield
+  import jax  # pylint: disable=g-import-not-at-top
+  jax.clear_caches()
