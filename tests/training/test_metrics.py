@@ -178,6 +178,11 @@ def test_progress_line_prints_on_process_zero_only(clock, monkeypatch):
 
 def test_quiet_checkpoint_logging_drops_only_orbax_info():
   handler = logging.get_absl_handler()
+  original = list(handler.filters)
+  # An earlier training run in this process may have installed it already.
+  for f in original:
+    if isinstance(f, metrics._QuietOrbaxInfo):
+      handler.removeFilter(f)
   before = list(handler.filters)
   try:
     metrics.quiet_checkpoint_logging()
@@ -192,5 +197,6 @@ def test_quiet_checkpoint_logging_drops_only_orbax_info():
     assert added[0].filter(record(std_logging.INFO, '/repo/glow_ood/train.py'))
   finally:
     for f in handler.filters[:]:
-      if f not in before:
-        handler.removeFilter(f)
+      handler.removeFilter(f)
+    for f in original:
+      handler.addFilter(f)
