@@ -135,7 +135,8 @@ def member_configs(config: ml_collections.ConfigDict, model: str) -> dict[str, m
   """The extra models a model's scores need: {name: training config}, each trained in workdir/name.
 
   '<model>_background' (likelihood ratio) when the model is in config.background.models,
-  with that block's mutation and L2; '<model>_seed<k>' for k = 1 .. ensemble_size-1 (WAIC).
+  with that block's mutation and L2; '<model>_seed<k>' for k = 1 .. ensemble_size-1 (WAIC)
+  when the model is in config.experiment.ensemble_models.
   """
   exp = config.experiment
   members = {}
@@ -147,7 +148,8 @@ def member_configs(config: ml_collections.ConfigDict, model: str) -> dict[str, m
     background.train.eval_every = 0
     background.train.keep_checkpoints = 2
     members[f'{model}_background'] = background
-  for k in range(1, exp.ensemble_size):
+  seeds = exp.ensemble_size if model in eval_plan.csv(exp.ensemble_models) else 0
+  for k in range(1, seeds):
     member = config[model].copy_and_resolve_references()
     member.seed = config[model].seed + k
     members[f'{model}_seed{k}'] = member

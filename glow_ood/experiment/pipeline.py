@@ -214,6 +214,13 @@ def data_statistics(config, sets, images, fig_dir, in_name) -> dict:
 def check_pair_config(config: ml_collections.ConfigDict) -> list[str]:
   """Checks every model's config and the OOD blocks once, before any compute; returns the models."""
   models = eval_plan.models_of(config)
+  for key in ('experiment.curve_models', 'experiment.ensemble_models', 'background.models'):
+    block, field = key.split('.')
+    unknown = sorted(set(eval_plan.csv(config[block][field])) - set(eval_plan.MODELS))
+    if unknown:
+      raise config_validation.ConfigError(
+          f'config.{key}={config[block][field]!r} names {unknown}: list models among '
+          f'{eval_plan.MODELS}, comma-separated.')
   for model in models:
     # The model and the extra models trained beside it (background, ensemble seeds).
     for name, model_config in {model: config[model],

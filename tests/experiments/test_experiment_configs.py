@@ -103,3 +103,16 @@ def test_command_line_defaults_to_the_pair_file():
   assert with_default_config(given, pairs_dir) == given
   with pytest.raises(SystemExit, match='known pairs'):
     with_default_config(['reproduce.py', '--pair=nonsense'], pairs_dir)
+
+
+@pytest.mark.parametrize('key', ['experiment.curve_models', 'experiment.ensemble_models',
+                                 'background.models'])
+def test_a_misspelt_model_list_is_named(key):
+  config = _load('fashion_mnist_to_mnist', 'tiny')
+  block, field = key.split('.')
+  config[block][field] = 'glow,cvglow'
+  with pytest.raises(config_validation.ConfigError, match=rf"config\.{key}='glow,cvglow' "
+                     r"names \['cvglow'\]"):
+    pipeline.check_pair_config(config)
+  config[block][field] = ''   # an empty list is allowed: that part is off
+  pipeline.check_pair_config(config)

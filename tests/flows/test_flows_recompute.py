@@ -38,8 +38,8 @@ def test_recompute_matches_plain_outputs_and_gradients(recompute, coupling, invc
   results = []
   for strategy in ('none', recompute):
     model = make(strategy)
-    out = model.apply(variables, y)
-    grads = jax.grad(lambda v, y: _loss(model, v, y), argnums=(0, 1))(variables, y)
+    out = jax.jit(model.apply)(variables, y)
+    grads = jax.jit(jax.grad(lambda v, y: _loss(model, v, y), argnums=(0, 1)))(variables, y)
     results.append((out, grads))
   (out_plain, grads_plain), (out_new, grads_new) = results
   for a, b in zip(jax.tree.leaves(out_plain), jax.tree.leaves(out_new)):
@@ -72,5 +72,6 @@ def _temp_bytes(recompute, steps):
 def test_invertible_memory_is_flat_in_depth():
   ratio = _temp_bytes('invertible', 32) / _temp_bytes('invertible', 8)
   assert ratio < 1.2, f'K=32 uses {ratio:.2f}x the temporary memory of K=8'
-  # The plain path keeps every step's activations, so the check above can fail.
-  assert _temp_bytes('none', 32) / _temp_bytes('none', 8) > 2.0
+  # The plain path keeps every step's activations, so the check above can fail
+  # (shallower, to compile faster: the same growth with depth shows at K=4 -> 16).
+  assert _temp_bytes('none', 16) / _temp_bytes('none', 4) > 2.0
