@@ -1,6 +1,8 @@
 """Test-wide settings. Set before JAX is imported by any test module."""
 
 import os
+import shutil
+import tempfile
 
 import pytest
 
@@ -8,6 +10,23 @@ import pytest
 # skipping most optimisations keeps it fast without changing results beyond
 # float rounding. Export JAX_DISABLE_MOST_OPTIMIZATIONS=False to test optimised code.
 os.environ.setdefault('JAX_DISABLE_MOST_OPTIMIZATIONS', 'True')
+
+# One persistent compilation cache for the whole session, subprocesses included (they
+# inherit the environment): the suite compiles the same tiny programs many times over
+# (a run, its killed twin and the resumption; a model and its ensemble seed).
+if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
+  _CACHE_DIR = tempfile.mkdtemp(prefix='glow_ood_test_xla_cache_')
+  os.environ['JAX_COMPILATION_CACHE_DIR'] = _CACHE_DIR
+  os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
+  os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES', '0')
+else:
+  _CACHE_DIR = None
+
+
+def pytest_sessionfinish(session, exitstatus):
+  del session, exitstatus
+  if _CACHE_DIR is not None:
+    shutil.rmtree(_CACHE_DIR, ignore_errors=True)
 
 
 @pytest.fixture

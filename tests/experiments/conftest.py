@@ -4,7 +4,6 @@ import gzip
 import os
 import struct
 
-import jax
 import numpy as np
 import pytest
 
@@ -54,17 +53,3 @@ def tiny_pair_config(pair: str, **train_overrides):
     for key, value in train_overrides.items():
       model.train[key] = value
   return config
-
-
-@pytest.fixture(scope='session', autouse=True)
-def shared_compilation_cache(tmp_path_factory):
-  """The pairs compile the same tiny programs (grey or RGB): compile each once per session."""
-  names = ('jax_compilation_cache_dir', 'jax_persistent_cache_min_compile_time_secs',
-           'jax_persistent_cache_min_entry_size_bytes')
-  previous = {n: getattr(jax.config, n) for n in names}
-  jax.config.update('jax_compilation_cache_dir', str(tmp_path_factory.mktemp('xla_cache')))
-  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
-  jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
-  yield
-  for name, value in previous.items():
-    jax.config.update(name, value)
