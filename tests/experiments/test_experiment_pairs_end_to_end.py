@@ -107,6 +107,10 @@ def _check_scores(workdir, model, res, config):
   with_seeds = model in config.experiment.ensemble_models.split(',')
   if not with_seeds:
     every = every - {'WAIC'}
+  with_background = model in config.background.models.split(',')
+  assert not with_background or is_flow
+  if not with_background:
+    every = every - {'likelihood ratio'}
   assert set(res['ood_metrics']['mnist']) == every
   stress = {f'stress_{n}' for n in config.experiment.stress.split(',')}
   assert set(res['stress']) == stress
@@ -115,7 +119,7 @@ def _check_scores(workdir, model, res, config):
     assert res['stress'][label]['n'] == config.experiment.stress_examples
   # The background model and the second ensemble member were trained in their own workdirs.
   members = (({f'{model}_seed1'} if with_seeds else set())
-             | ({f'{model}_background'} if is_flow else set()))
+             | ({f'{model}_background'} if with_background else set()))
   assert set(res['members']) == members
   for member in res['members'].values():
     assert checkpointing.available_steps(member['workdir'])[-1] == config[model].train.num_steps
@@ -163,7 +167,8 @@ def test_fashion_mnist_to_mnist_end_to_end_and_resume(offline_data, tmp_path, mo
     attacked = res['attacks']
     named = set(config.experiment.attacks.scores.split(','))
     assert set(attacked['evasion']) == named & set(res['ood_metrics']['mnist'])
-    assert ('WAIC' in attacked['evasion']) == (model == 'glow')
+    assert ('WAIC' in attacked['evasion']) == ('likelihood ratio' in attacked['evasion']) == (
+        model == 'glow')
     assert all(e['objective_never_worse'] for e in attacked['evasion'].values())
     assert all(row['objective_never_worse'] for row in attacked['table'])
     assert ('closed_form' in res['second_order']['mnist']) == (model == 'cv_glow')

@@ -145,6 +145,7 @@ def tiny_experiment(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
   exp.histogram_bins = 10
   exp.ensemble_size = 2
   exp.ensemble_models = 'glow'   # WAIC's plumbing is the same for every kind
+  config.background.models = 'glow'  # so is the likelihood ratio's
   exp.compressors = 'png'
   exp.stress = 'rotate90,shift1,uniform_noise'
   exp.stress_examples = 16
