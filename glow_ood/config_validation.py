@@ -22,7 +22,8 @@ TOP_KEYS = ('seed', 'n_bits', 'data', 'model', 'train', 'eval', 'evals', 'scores
 BLOCK_KEYS = {
     'train': ('batch_size', 'num_steps', 'optimizer', 'learning_rate', 'warmup_steps',
               'grad_clip_norm', 'ema_decay', 'weight_decay', 'mutation_rate', 'log_every',
-              'eval_every', 'eval_examples', 'checkpoint_every', 'keep_checkpoints'),
+              'eval_every', 'eval_examples', 'checkpoint_every', 'keep_checkpoints',
+              'profile_steps'),
     'eval': ('batch_size', 'max_examples', 'dequantization', 'checkpoint_step', 'use_ema'),
     'scores': ('enabled', 'fit_examples', 'reference_examples', 'compressors',
                'background_workdir', 'ensemble_workdirs'),
@@ -249,6 +250,7 @@ def validate_config(config: ml_collections.ConfigDict, *,
   _require_int(config, 'train.eval_examples', 0)
   _require_int(config, 'train.checkpoint_every', 1)
   _require_int(config, 'train.keep_checkpoints', 1)
+  _require_int(config, 'train.profile_steps', 0)
 
   _require_int(config, 'eval.batch_size', 1)
   _require_int(config, 'eval.max_examples', 0)

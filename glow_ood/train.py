@@ -250,6 +250,11 @@ def _train_loop(config, workdir, mesh, state, start_step, batches, keys, manager
   report = periodic_actions.ReportProgress(num_train_steps=train_cfg.num_steps, writer=writer,
                                            every_steps=train_cfg.log_every)
   periodic_eval = _PeriodicEvaluation(config, workdir, mesh, keys) if train_cfg.eval_every else None
+  # One trace of profile_steps steps, 10 steps into this run (compiled and warm by then).
+  profile = (periodic_actions.Profile(logdir=workdir, num_profile_steps=train_cfg.profile_steps,
+                                      profile_duration_ms=None, first_profile=start_step + 10,
+                                      every_steps=None, every_secs=None)
+             if train_cfg.profile_steps else None)
   pending = None  # (step, device metrics) not yet brought to the host
   done = start_step
   for step in range(start_step, train_cfg.num_steps):
@@ -261,6 +266,8 @@ def _train_loop(config, workdir, mesh, state, start_step, batches, keys, manager
       pending = None
     done = step + 1
     report(done)  # steps/s and time per phase to TensorBoard, every log_every steps
+    if profile:
+      profile(done)
     is_last = done == train_cfg.num_steps
     log_now = done % train_cfg.log_every == 0 or is_last
     save_now = done % train_cfg.checkpoint_every == 0 or is_last
@@ -285,4 +292,13 @@ def _train_loop(config, workdir, mesh, state, start_step, batches, keys, manager
     _host_metrics(*pending, manager)
     if stop.requested and not bool(_all_finite(state.params)):
       _raise_non_finite(pending[0], 'parameters', 'after the update', manager)
+  if profile is not None:
+    _end_trace()  # the run ended before the trace had its steps
   return state, done
+
+
+def _end_trace() -> None:
+  try:
+    jax.profiler.stop_trace()
+  except RuntimeError:  # no trace running: it had ended on schedule, or never began
+    pass

@@ -97,10 +97,27 @@ def load(workdir: str) -> ml_collections.ConfigDict | None:
     return None
   try:
     with open(path) as f:
-      return from_json(f.read())
+      return _with_later_defaults(from_json(f.read()))
   except (OSError, ValueError, KeyError) as error:
     raise WorkdirError(f'The recorded config {path} cannot be read ({error}). Restore it, or '
                        'pass --config=<the config file this run was trained with>.') from None
+
+
+def _with_later_defaults(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """A config recorded by an earlier version gets the defaults of the keys added since
+  (e.g. train.profile_steps), so its workdir keeps working; recorded values stay as they are."""
+  from glow_ood.configs import common  # pylint: disable=g-import-not-at-top
+  defaults = common.base_config()
+  if 'model' in config and 'kind' in config.model:
+    defaults.model = common.model_block(config.model.kind)
+  for block in ('train', 'eval', 'scores', 'sample', 'model'):
+    if block not in config or not isinstance(config[block], ml_collections.ConfigDict):
+      continue   # validation names a missing block
+    with config.unlocked():
+      for key in defaults[block].keys():
+        if key not in config[block]:
+          config[block][key] = defaults[block][key]
+  return config
 
 
 def get_config(workdir: str) -> ml_collections.ConfigDict:

@@ -67,6 +67,9 @@ def base_config():
   config.train.eval_examples = 2_000   # test images for the periodic eval; 0 = all
   config.train.checkpoint_every = 1_000  # steps
   config.train.keep_checkpoints = 3    # newest N kept
+  # Steps of one jax.profiler trace, taken from step 10 on, into workdir/plugins/profile
+  # (TensorBoard's profile tab, or Perfetto); 0 = off.
+  config.train.profile_steps = 0
 
   # Defaults of every evaluation set.
   config.eval = ml_collections.ConfigDict()

@@ -3,6 +3,7 @@ non-finite loss fail clearly too."""
 
 import dataclasses
 import importlib
+import json
 import os
 import subprocess
 import sys
@@ -214,3 +215,27 @@ def test_a_field_of_another_kind_names_its_kind_and_the_allowed_ones(tiny_config
   vae.model.num_blocks = 5   # 16x16 images, 2**5 downsampling
   with pytest.raises(ValueError, match=r'config\.data\.image_size=16 .*divisible by 32'):
     config_validation.validate_config(vae, device_count=1)
+
+
+def test_a_config_recorded_before_newer_keys_loads_with_their_defaults(tiny_config, tmp_path):
+  from glow_ood import workdir_config  # pylint: disable=g-import-not-at-top
+  config = tiny_config
+  config.train.num_steps = 7
+  config.train.profile_steps = 3
+  workdir = str(tmp_path)
+  workdir_config.record(config, workdir)
+  # Rewrite the file as an earlier version wrote it: without keys added since.
+  path = workdir_config.config_path(workdir)
+  with open(path) as f:
+    document = json.load(f)
+  del document['config']['train']['profile_steps']
+  del document['config']['model']['scan_unroll']
+  with open(path, 'w') as f:
+    json.dump(document, f)
+  loaded = workdir_config.get_config(workdir)
+  assert loaded.train.profile_steps == 0 and loaded.model.scan_unroll is None
+  assert loaded.train.num_steps == 7           # recorded values are kept
+  config_validation.validate_config(loaded, device_count=1)
+  # A value that was recorded is never replaced by a default.
+  workdir_config.record(config, str(tmp_path / 'current'))
+  assert workdir_config.get_config(str(tmp_path / 'current')).train.profile_steps == 3

@@ -111,3 +111,27 @@ def test_train_and_evaluate_under_mock_tfds(tiny_config, tmp_path, tfds_read_up_
     assert str(f['dataset']) == 'mnist'
   with np.load(paths['fashion_mnist_test']) as f:
     assert f['bits_per_dim'].shape == (24,)
+
+
+def _trace_files(workdir):
+  return glob.glob(os.path.join(workdir, 'plugins', 'profile', '*', '*.xplane.pb'))
+
+
+def test_profile_steps_writes_one_trace_ten_steps_in(tiny_config, tmp_path):
+  config = tiny_config
+  config.train.checkpoint_every = 100
+  config.train.eval_every = 0
+  config.train.num_steps = 9            # ends before step 10: no trace at all
+  config.train.profile_steps = 2
+  train.train_and_evaluate(config, str(tmp_path / 'short'))
+  assert not _trace_files(str(tmp_path / 'short'))
+  config.train.num_steps = 11           # ends inside the trace: it is closed and written
+  train.train_and_evaluate(config, str(tmp_path / 'cut'))
+  assert len(_trace_files(str(tmp_path / 'cut'))) == 1
+  config.train.num_steps = 14           # the whole trace, once
+  train.train_and_evaluate(config, str(tmp_path / 'full'))
+  assert len(_trace_files(str(tmp_path / 'full'))) == 1
+  # No trace was left running.
+  import jax  # pylint: disable=g-import-not-at-top
+  jax.profiler.start_trace(str(tmp_path / 'after'))
+  jax.profiler.stop_trace()
