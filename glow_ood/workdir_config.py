@@ -18,6 +18,7 @@ import ml_collections
 from ml_collections import config_dict
 
 from glow_ood import atomic_files
+from glow_ood.configs import common
 from glow_ood.user_errors import WorkdirError
 
 CONFIG_FILE = 'config.json'
@@ -106,7 +107,6 @@ def load(workdir: str) -> ml_collections.ConfigDict | None:
 def _with_later_defaults(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """A config recorded by an earlier version gets the defaults of the keys added since
   (e.g. train.profile_steps), so its workdir keeps working; recorded values stay as they are."""
-  from glow_ood.configs import common  # pylint: disable=g-import-not-at-top
   defaults = common.base_config()
   if 'model' in config and 'kind' in config.model:
     defaults.model = common.model_block(config.model.kind)

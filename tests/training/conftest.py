@@ -106,19 +106,26 @@ def committed_steps(workdir):
   return sorted(int(name) for name in os.listdir(directory) if name.isdigit())
 
 
-def kill_after_first_checkpoint(process, workdir, log_path, timeout=240):
-  """SIGKILLs a training subprocess as soon as its first checkpoint is complete."""
+def kill_when(process, ready, *, timeout, waiting_for, log_path=None, poll_secs=0.05):
+  """SIGKILLs a subprocess as soon as ready() holds; fails if it ends first or times out."""
   try:
     deadline = time.time() + timeout
-    while not committed_steps(workdir):
-      assert process.poll() is None, open(log_path).read()[-3000:]
-      assert time.time() < deadline, f'no checkpoint within {timeout} s'
-      time.sleep(0.05)
+    while not ready():
+      assert process.poll() is None, (open(log_path).read()[-3000:] if log_path else
+                                      f'the process ended before {waiting_for}')
+      assert time.time() < deadline, f'no {waiting_for} within {timeout} s'
+      time.sleep(poll_secs)
     process.send_signal(signal.SIGKILL)
     process.wait()
   finally:
     if process.poll() is None:
       process.kill()
+
+
+def kill_after_first_checkpoint(process, workdir, log_path, timeout=240):
+  """SIGKILLs a training subprocess as soon as its first checkpoint is complete."""
+  kill_when(process, lambda: committed_steps(workdir), timeout=timeout,
+            waiting_for='checkpoint', log_path=log_path)
   return committed_steps(workdir)
 
 

@@ -16,7 +16,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from typing import Callable
 
 from absl import flags
@@ -30,7 +29,7 @@ from glow_ood import main as main_lib
 from glow_ood import metrics as metrics_lib
 from glow_ood import train
 from glow_ood import user_errors
-from tests.training.conftest import REPO_ROOT, TINY_CONFIG, subprocess_env
+from tests.training.conftest import REPO_ROOT, TINY_CONFIG, kill_when, subprocess_env
 
 NOISE = ('Traceback', 'Event loop is closed')
 
@@ -383,17 +382,8 @@ def test_sigkill_during_evaluation_leaves_no_file_looking_complete(base_workdir,
   process = subprocess.Popen(command, cwd=REPO_ROOT, env=subprocess_env(),
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   eval_dir = os.path.join(workdir, 'eval')
-  try:
-    deadline = time.time() + 180
-    while not any(name.startswith('t') for name in os.listdir(eval_dir)):
-      assert process.poll() is None, 'evaluation ended before it could be killed'
-      assert time.time() < deadline
-      time.sleep(0.01)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-  finally:
-    if process.poll() is None:
-      process.kill()
+  kill_when(process, lambda: any(name.startswith('t') for name in os.listdir(eval_dir)),
+            timeout=180, waiting_for='evaluation file', poll_secs=0.01)
   after = _snapshot(workdir)
   assert all(after[path] == digest for path, digest in before.items())
   for name in os.listdir(eval_dir):

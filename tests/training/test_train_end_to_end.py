@@ -5,6 +5,7 @@ import glob
 import math
 import os
 
+import jax
 import numpy as np
 from PIL import Image
 import pytest
@@ -132,6 +133,5 @@ def test_profile_steps_writes_one_trace_ten_steps_in(tiny_config, tmp_path):
   train.train_and_evaluate(config, str(tmp_path / 'full'))
   assert len(_trace_files(str(tmp_path / 'full'))) == 1
   # No trace was left running.
-  import jax  # pylint: disable=g-import-not-at-top
   jax.profiler.start_trace(str(tmp_path / 'after'))
   jax.profiler.stop_trace()
