@@ -3,6 +3,7 @@
     python benchmarks/train_step.py                    # all sizes, peer if installed
     python benchmarks/train_step.py --sizes=quick --rounds=3
     python benchmarks/train_step.py --memory_only
+    python benchmarks/train_step.py --cpu_devices=1    # one CPU device (JAX's default)
 
 Times `glow_ood.train.make_train_step` (the jitted step the trainer runs: dequantization,
 loss, gradient, clipping, Adam, metrics) and the evaluation forward pass of
@@ -16,6 +17,11 @@ may run on), so both run on the same cores.
 
 The split priors differ slightly: ours conditions each on the kept half through a 3x3
 conv; normflows' are learned per channel. Both are a small share of the step.
+
+On a CPU-only machine the host is split into one JAX device per usable core
+(`glow_ood.parallel.split_cpu_into_devices`, as `python -m glow_ood.main --cpu_devices=N`
+does), so the project's data-parallel step runs one batch shard per core; `--cpu_devices=1`
+times the single-device default.
 
 Finally prints the compiled temporary memory of one train step (L=2, width 128, batch 32,
 32x32x1) at K=8 and K=32 for each `model.recompute` strategy.
@@ -229,12 +235,17 @@ def main() -> None:
   parser.add_argument('--no_peer', action='store_true', help='time only glow_ood')
   parser.add_argument('--memory_only', action='store_true')
   parser.add_argument('--no_memory', action='store_true')
+  parser.add_argument('--cpu_devices', type=int, default=len(os.sched_getaffinity(0)),
+                      help='JAX CPU devices to split the host into (default: one per usable '
+                      'core; 1 = one CPU device); ignored when an accelerator is present')
   parser.add_argument('--strategies', default='none,checkpoint,invertible',
                       help='model.recompute values for the memory table')
   args = parser.parse_args()
+  parallel.split_cpu_into_devices(args.cpu_devices)
 
   with_peer = not args.no_peer and peer_available()
-  print(f'jax {jax.__version__} on {jax.devices()[0].platform}, {os.cpu_count()} cores '
+  print(f'jax {jax.__version__} on {jax.device_count()} {jax.devices()[0].platform} device(s), '
+        f'{os.cpu_count()} cores '
         f'({len(os.sched_getaffinity(0))} usable), load average '
         f'{", ".join(f"{v:.2f}" for v in os.getloadavg())}')
   if with_peer:

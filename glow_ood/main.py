@@ -49,6 +49,10 @@ flags.DEFINE_string('coordinator_address', None, 'host:port of process 0, for --
                     'where it is not detected (not needed on Cloud TPU, SLURM, Open MPI).')
 flags.DEFINE_integer('num_processes', None, 'Process count, for --multihost where not detected.')
 flags.DEFINE_integer('process_id', None, 'This process, 0..num_processes-1, where not detected.')
+flags.DEFINE_integer('cpu_devices', 1, 'Split the host CPU into this many JAX devices, '
+                     'normally one per core: the data-parallel step then runs one batch '
+                     'shard per core (1.1-1.3x faster training on 2 cores). Batch sizes '
+                     'must divide by it. Ignored by accelerators.')
 flags.DEFINE_bool('debug', False, 'Show the traceback of an expected failure (bad config, '
                   'data, workdir or checkpoint) instead of its one-line message.')
 flags.mark_flags_as_required(['workdir'])
@@ -144,6 +148,10 @@ def parse_flags(argv):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  try:
+    parallel.split_cpu_into_devices(FLAGS.cpu_devices)
+  except (ValueError, RuntimeError) as error:
+    user_errors.exit_with_message(config_validation.ConfigError(f'--cpu_devices: {error}'))
   parallel.initialize_distributed(FLAGS.multihost,
                                   coordinator_address=FLAGS.coordinator_address,
                                   num_processes=FLAGS.num_processes,

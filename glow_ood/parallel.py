@@ -62,6 +62,29 @@ def initialize_distributed(multihost: bool | None, *, coordinator_address: str |
                jax.device_count())
 
 
+def split_cpu_into_devices(count: int) -> None:
+  """Makes the host CPU `count` JAX devices, so the data-parallel step runs one shard per core.
+
+  XLA's CPU backend parallelises a single program poorly across cores at these
+  sizes; one device per core lets each run its shard of the batch (measured on
+  2 cores: 1.1-1.3x the train step of one CPU device). Must run before anything
+  touches a JAX backend; batch sizes must then divide by `count`. 1 leaves the
+  default (one CPU device). Accelerator backends are not affected.
+  """
+  if count < 1:
+    raise ValueError(f'The number of CPU devices must be at least 1, got {count}.')
+  if count == 1:
+    return
+  if 'xla_force_host_platform_device_count' in os.environ.get('XLA_FLAGS', ''):
+    raise ValueError('XLA_FLAGS already sets --xla_force_host_platform_device_count; '
+                     'use that or the CPU device count, not both.')
+  try:
+    jax.config.update('jax_num_cpu_devices', count)
+  except RuntimeError as error:
+    raise RuntimeError(f'Cannot split the CPU into {count} devices after JAX has started '
+                       f'its backends; do it first thing in the process. ({error})') from None
+
+
 def make_mesh() -> Mesh:
   """A 1-D mesh over all global devices.
 

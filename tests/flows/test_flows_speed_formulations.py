@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from glow_ood.flows.conv import conv3x3
+from glow_ood.flows.conv import conv1x1, conv3x3
 
 
 def _xla_conv(x, kernel):
@@ -60,3 +60,42 @@ def test_conv3x3_keeps_bfloat16(cin, cout):
       x.astype(jnp.bfloat16), kernel.astype(jnp.bfloat16))
   assert y.dtype == jnp.bfloat16 and all(g.dtype == jnp.bfloat16 for g in grads)
   np.testing.assert_allclose(y.astype(jnp.float32), _xla_conv(x, kernel), rtol=0.05, atol=0.05)
+
+
+def _plain_1x1(x, kernel):
+  return x @ kernel
+
+
+@pytest.mark.parametrize('jit', [False, True])
+def test_conv1x1_equals_plain_product_in_float32(jit):
+  keys = jax.random.split(jax.random.key(4), 3)
+  x = jax.random.normal(keys[0], (2, 5, 7, 6))
+  kernel = jax.random.normal(keys[1], (6, 9)) / np.sqrt(6)
+  probe = jax.random.normal(keys[2], (2, 5, 7, 9))
+  ours, ours_grads = _value_and_grads(jax.jit(conv1x1) if jit else conv1x1, x, kernel, probe)
+  ref, ref_grads = _value_and_grads(_plain_1x1, x, kernel, probe)
+  np.testing.assert_allclose(ours, ref, rtol=1e-6, atol=1e-6)
+  for a, b in zip(ours_grads, ref_grads):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_conv1x1_forward_mode_and_second_derivatives_equal_plain_product():
+  """The custom tangent is exact in forward mode and differentiable again, in x and kernel."""
+  with jax.enable_x64(True):
+    keys = jax.random.split(jax.random.key(5), 4)
+    x = jax.random.normal(keys[0], (1, 3, 2, 4), jnp.float64)
+    kernel = jax.random.normal(keys[1], (4, 5), jnp.float64)
+    dx = jax.random.normal(keys[2], x.shape, jnp.float64)
+    dk = jax.random.normal(keys[3], kernel.shape, jnp.float64)
+    jvps = [jax.jvp(f, (x, kernel), (dx, dk)) for f in (conv1x1, _plain_1x1)]
+    np.testing.assert_allclose(jvps[0][1], jvps[1][1], rtol=1e-12, atol=1e-12)
+    hess = lambda f: jax.hessian(lambda x, k: jnp.sum(jnp.tanh(f(x, k))), argnums=(0, 1))(x, kernel)
+    for a, b in zip(jax.tree.leaves(hess(conv1x1)), jax.tree.leaves(hess(_plain_1x1))):
+      np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-9)
+
+
+def test_conv1x1_keeps_bfloat16():
+  x = jax.random.normal(jax.random.key(6), (2, 4, 4, 8)).astype(jnp.bfloat16)
+  kernel = (jax.random.normal(jax.random.key(7), (8, 8)) / np.sqrt(8)).astype(jnp.bfloat16)
+  grads = jax.grad(lambda x, k: jnp.sum(conv1x1(x, k).astype(jnp.float32)), argnums=(0, 1))(x, kernel)
+  assert conv1x1(x, kernel).dtype == jnp.bfloat16 and all(g.dtype == jnp.bfloat16 for g in grads)

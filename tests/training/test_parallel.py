@@ -16,7 +16,7 @@ import pytest
 
 from glow_ood import parallel
 from glow_ood.data import sources
-from tests.training.conftest import REPO_ROOT, subprocess_env
+from tests.training.conftest import REPO_ROOT, TINY_CONFIG, subprocess_env
 
 
 def _fake_processes(monkeypatch, index, count):
@@ -189,3 +189,55 @@ def test_placement_on_four_devices():
                           capture_output=True, text=True, timeout=120)
   assert result.returncode == 0, result.stderr[-3000:]
   assert 'four devices ok' in result.stdout
+
+
+_SPLIT_CPU = textwrap.dedent('''
+    import jax
+    import numpy as np
+    from glow_ood import parallel
+
+    parallel.split_cpu_into_devices(2)  # first thing, before any backend use
+    assert jax.device_count() == 2 and jax.devices()[0].platform == 'cpu', jax.devices()
+    mesh = parallel.make_mesh()
+    x = parallel.global_batch(mesh, np.arange(8.0).reshape(4, 2))
+    assert len({s.device for s in x.addressable_shards}) == 2
+    total = jax.jit(lambda a: a.sum(), out_shardings=parallel.replicated(mesh))(x)
+    assert float(total) == 28.0
+    print('split ok')
+''')
+
+
+def _env_without_forced_devices():
+  env = subprocess_env()
+  del env['XLA_FLAGS']
+  return env
+
+
+def test_split_cpu_into_devices_gives_a_two_device_mesh():
+  result = subprocess.run([sys.executable, '-c', _SPLIT_CPU], cwd=REPO_ROOT,
+                          env=_env_without_forced_devices(), capture_output=True, text=True,
+                          timeout=120)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert 'split ok' in result.stdout
+
+
+def test_split_cpu_into_devices_rejects_bad_counts_and_late_calls(monkeypatch):
+  with pytest.raises(ValueError, match='at least 1'):
+    parallel.split_cpu_into_devices(0)
+  parallel.split_cpu_into_devices(1)  # the default: nothing to do, even after start-up
+  monkeypatch.setenv('XLA_FLAGS', '--xla_force_host_platform_device_count=4')
+  with pytest.raises(ValueError, match='not both'):
+    parallel.split_cpu_into_devices(2)
+  monkeypatch.delenv('XLA_FLAGS')
+  jax.devices()  # the backend is up
+  with pytest.raises(RuntimeError, match='first thing in the process'):
+    parallel.split_cpu_into_devices(3)
+
+
+def test_main_cpu_devices_flag_error_is_one_line():
+  result = subprocess.run([sys.executable, '-m', 'glow_ood.main', f'--config={TINY_CONFIG}',
+                           '--workdir=/nonexistent/w', '--cpu_devices=0'], cwd=REPO_ROOT, env=_env_without_forced_devices(),
+                          capture_output=True, text=True, timeout=120)
+  assert result.returncode == 1, result.stderr[-3000:]
+  assert '--cpu_devices' in result.stderr and 'at least 1' in result.stderr
+  assert 'Traceback' not in result.stderr
