@@ -226,6 +226,14 @@ def print_memory(strategies) -> None:
     print(f'| {strategy} | {mib[0]:.0f} | {mib[1]:.0f} | {mib[1] / mib[0]:.2f} |', flush=True)
 
 
+def default_cpu_devices() -> int:
+  """One per usable core, lowered until every benchmarked batch divides evenly."""
+  count = len(os.sched_getaffinity(0))
+  while any(size.batch % count for size in SIZES):
+    count -= 1
+  return count
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--sizes', default=','.join(s.name for s in SIZES),
@@ -235,9 +243,10 @@ def main() -> None:
   parser.add_argument('--no_peer', action='store_true', help='time only glow_ood')
   parser.add_argument('--memory_only', action='store_true')
   parser.add_argument('--no_memory', action='store_true')
-  parser.add_argument('--cpu_devices', type=int, default=len(os.sched_getaffinity(0)),
+  parser.add_argument('--cpu_devices', type=int, default=default_cpu_devices(),
                       help='JAX CPU devices to split the host into (default: one per usable '
-                      'core; 1 = one CPU device); ignored when an accelerator is present')
+                      'core, or fewer so that every size\'s batch divides; 1 = one CPU '
+                      'device); ignored when an accelerator is present')
   parser.add_argument('--strategies', default='none,checkpoint,invertible',
                       help='model.recompute values for the memory table')
   args = parser.parse_args()

@@ -51,8 +51,8 @@ flags.DEFINE_integer('num_processes', None, 'Process count, for --multihost wher
 flags.DEFINE_integer('process_id', None, 'This process, 0..num_processes-1, where not detected.')
 flags.DEFINE_integer('cpu_devices', 1, 'Split the host CPU into this many JAX devices, '
                      'normally one per core: the data-parallel step then runs one batch '
-                     'shard per core (1.1-1.3x faster training on 2 cores). Batch sizes '
-                     'must divide by it. Ignored by accelerators.')
+                     'shard per core. Batch sizes must divide by it. Ignored by '
+                     'accelerators.')
 flags.DEFINE_bool('debug', False, 'Show the traceback of an expected failure (bad config, '
                   'data, workdir or checkpoint) instead of its one-line message.')
 flags.mark_flags_as_required(['workdir'])

@@ -66,8 +66,8 @@ def split_cpu_into_devices(count: int) -> None:
   """Makes the host CPU `count` JAX devices, so the data-parallel step runs one shard per core.
 
   XLA's CPU backend parallelises a single program poorly across cores at these
-  sizes; one device per core lets each run its shard of the batch (measured on
-  2 cores: 1.1-1.3x the train step of one CPU device). Must run before anything
+  sizes; one device per core lets each run its shard of the batch (README,
+  Performance, has the measurements). Must run before anything
   touches a JAX backend; batch sizes must then divide by `count`. 1 leaves the
   default (one CPU device). Accelerator backends are not affected.
   """
