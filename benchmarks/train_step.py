@@ -11,9 +11,16 @@ loss, gradient, clipping, Adam, metrics) and the evaluation forward pass of
 (`pip install -e '.[bench]'`: torch, normflows) it builds normflows' Glow with the same
 architecture (L levels of K steps of ActNorm, LU 1x1 conv, affine coupling with a
 conv3x3-ReLU-conv1x1-ReLU-conv3x3 net, learned priors), the same batch and Adam, and
-times both in alternating rounds in one process; each ratio (ours / peer) is the median
-over rounds. Torch gets as many threads as XLA's CPU client uses (the cores this process
-may run on), so both run on the same cores.
+times both in alternating rounds in one run; each ratio (ours / peer) is the median
+over rounds. The peer runs in a child process of its own (only one of the two computes
+at a time), so the process-wide allocator setting below does not touch it. Torch gets
+as many threads as XLA's CPU client uses (the cores this process may run on), so both
+run on the same cores.
+
+`--host_memory` (default auto: keep on a CPU-only machine) is the launcher's setting of
+the same name (`glow_ood.host_memory`): XLA's per-step temporaries reuse mapped memory
+instead of page-faulting fresh pages every step; `--host_memory=release` times the C
+allocator's default.
 
 The split priors differ slightly: ours conditions each on the kept half through a 3x3
 conv; normflows' are learned per channel. Both are a small share of the step.
@@ -30,7 +37,11 @@ Finally prints the compiled temporary memory of one train step (L=2, width 128, 
 import argparse
 import dataclasses
 import os
+import importlib.metadata
+import importlib.util
 import statistics
+import subprocess
+import sys
 import time
 
 import jax
@@ -38,6 +49,7 @@ import numpy as np
 
 from glow_ood.configs import common
 from glow_ood import evaluate
+from glow_ood import host_memory
 from glow_ood import parallel
 from glow_ood import train
 from glow_ood import train_state as train_state_lib
@@ -173,19 +185,67 @@ class PeerRunner:
 
 
 def peer_available() -> bool:
-  try:
-    import normflows  # pylint: disable=g-import-not-at-top,unused-import
-    import torch  # pylint: disable=g-import-not-at-top
-  except ImportError:
-    return False
+  """Whether the bench extra is installed (checked without importing torch here)."""
+  return all(importlib.util.find_spec(name) is not None for name in ('torch', 'normflows'))
+
+
+class PeerProcess:
+  """A PeerRunner in a child process, driven one round at a time over a pipe.
+
+  The peer gets a process of its own so that nothing this process sets up for
+  JAX (the C allocator's settings of --host_memory, XLA's threads) changes its
+  speed: each framework runs as it would alone, and only the rounds alternate.
+  """
+
+  def __init__(self, size: Size):
+    self.process = subprocess.Popen(
+        [sys.executable, os.path.abspath(__file__), '--peer_worker', size.name],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    self._read()  # built, warmed up
+
+  def _read(self) -> str:
+    line = self.process.stdout.readline()
+    if not line:
+      raise RuntimeError(f'The peer process ended (exit status {self.process.wait()}); '
+                         'its error is above.')
+    return line.strip()
+
+  def _rate(self, kind: str, num_steps: int) -> float:
+    self.process.stdin.write(f'{kind} {num_steps}\n')
+    self.process.stdin.flush()
+    return float(self._read())
+
+  def train_rate(self, num_steps: int) -> float:
+    return self._rate('train', num_steps)
+
+  def eval_rate(self, num_steps: int) -> float:
+    return self._rate('eval', num_steps)
+
+  def close(self) -> None:
+    self.process.stdin.close()
+    self.process.wait()
+
+
+def peer_worker(size_name: str) -> None:
+  """The child's side of PeerProcess: answers 'train N' / 'eval N' with an img/s rate."""
+  import torch  # pylint: disable=g-import-not-at-top
   # As many threads as XLA's CPU client: one per core this process may run on.
   torch.set_num_threads(len(os.sched_getaffinity(0)))
-  return True
+  out = sys.stdout
+  sys.stdout = sys.stderr  # library chatter must not reach the pipe
+  runner = PeerRunner({s.name: s for s in SIZES}[size_name])
+  out.write('ready\n')
+  out.flush()
+  for line in sys.stdin:
+    kind, num_steps = line.split()
+    rate = runner.train_rate(int(num_steps)) if kind == 'train' else runner.eval_rate(int(num_steps))
+    out.write(f'{rate!r}\n')
+    out.flush()
 
 
 def benchmark_size(size: Size, rounds: int, num_steps: int, with_peer: bool) -> dict:
   ours = OursRunner(size)
-  peer = PeerRunner(size) if with_peer else None
+  peer = PeerProcess(size) if with_peer else None
   rates = {'train': [], 'eval': [], 'peer_train': [], 'peer_eval': []}
   for r in range(rounds):
     # Alternate who goes first so slow drifts of a shared machine hit both.
@@ -201,6 +261,7 @@ def benchmark_size(size: Size, rounds: int, num_steps: int, with_peer: bool) -> 
       ratios = [a / b for a, b in zip(rates[kind], rates['peer_' + kind])]
       row[kind + '_ratio'] = statistics.median(ratios)
       row[kind + '_ratio_range'] = (min(ratios), max(ratios))
+    peer.close()
   return row
 
 
@@ -235,6 +296,9 @@ def default_cpu_devices() -> int:
 
 
 def main() -> None:
+  if len(sys.argv) == 3 and sys.argv[1] == '--peer_worker':
+    peer_worker(sys.argv[2])
+    return
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--sizes', default=','.join(s.name for s in SIZES),
                       help='comma-separated names among ' + ', '.join(s.name for s in SIZES))
@@ -247,21 +311,25 @@ def main() -> None:
                       help='JAX CPU devices to split the host into (default: one per usable '
                       'core, or fewer so that every size\'s batch divides; 1 = one CPU '
                       'device); ignored when an accelerator is present')
+  parser.add_argument('--host_memory', choices=host_memory.CHOICES, default='auto',
+                      help=host_memory.FLAG_HELP + ' Process-wide: the peer runs under the '
+                      'same setting.')
   parser.add_argument('--strategies', default='none,checkpoint,invertible',
                       help='model.recompute values for the memory table')
   args = parser.parse_args()
+  memory_kept = host_memory.apply(args.host_memory)
   parallel.split_cpu_into_devices(args.cpu_devices)
 
   with_peer = not args.no_peer and peer_available()
   print(f'jax {jax.__version__} on {jax.device_count()} {jax.devices()[0].platform} device(s), '
         f'{os.cpu_count()} cores '
         f'({len(os.sched_getaffinity(0))} usable), load average '
-        f'{", ".join(f"{v:.2f}" for v in os.getloadavg())}')
+        f'{", ".join(f"{v:.2f}" for v in os.getloadavg())}; host memory '
+        f'{"kept for reuse" if memory_kept else "released (allocator default)"}')
   if with_peer:
-    import normflows  # pylint: disable=g-import-not-at-top
-    import torch  # pylint: disable=g-import-not-at-top
-    print(f'peer: normflows {normflows.__version__}, torch {torch.__version__}, '
-          f'{torch.get_num_threads()} threads')
+    print(f'peer: normflows {importlib.metadata.version("normflows")}, torch '
+          f'{importlib.metadata.version("torch")}, {len(os.sched_getaffinity(0))} threads, '
+          'in a child process with the default allocator')
   elif not args.no_peer:
     print("peer: not installed (pip install -e '.[bench]'); timing glow_ood alone")
 

@@ -23,6 +23,7 @@ from ml_collections import config_flags
 
 from glow_ood import argv as argv_lib
 from glow_ood import config_validation
+from glow_ood import host_memory
 from glow_ood import parallel
 from glow_ood import user_errors
 from glow_ood import workdir_config
@@ -53,6 +54,7 @@ flags.DEFINE_integer('cpu_devices', 1, 'Split the host CPU into this many JAX de
                      'normally one per core: the data-parallel step then runs one batch '
                      'shard per core. Batch sizes must divide by it. Ignored by '
                      'accelerators.')
+flags.DEFINE_enum('host_memory', 'auto', host_memory.CHOICES, host_memory.FLAG_HELP)
 flags.DEFINE_bool('debug', False, 'Show the traceback of an expected failure (bad config, '
                   'data, workdir or checkpoint) instead of its one-line message.')
 flags.mark_flags_as_required(['workdir'])
@@ -148,6 +150,7 @@ def parse_flags(argv):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  host_memory.apply(FLAGS.host_memory)  # before JAX starts its threads
   try:
     parallel.split_cpu_into_devices(FLAGS.cpu_devices)
   except (ValueError, RuntimeError) as error:
