@@ -85,9 +85,14 @@ def keep_freed_memory_mapped() -> bool:
 
 
 def apply(choice: str) -> bool:
-  """Applies a --host_memory choice (CHOICES). True when memory reuse is now on."""
+  """Applies a --host_memory choice (CHOICES). True when memory reuse is now on.
+
+  'auto' is best effort: once JAX has started it changes nothing; 'keep' then raises.
+  """
   if choice not in CHOICES:
     raise ValueError(f'host memory must be one of {", ".join(CHOICES)}, got {choice!r}.')
   if choice == 'release' or (choice == 'auto' and not jax_will_run_on_cpu()):
     return False
+  if choice == 'auto' and _jax_backend_started():
+    return False  # too late to reach JAX's threads (e.g. the launcher called in-process)
   return keep_freed_memory_mapped()

@@ -73,9 +73,10 @@ def test_auto_without_jax_platforms_looks_for_accelerator_plugins(monkeypatch):
   assert host_memory.jax_will_run_on_cpu()
 
 
-def test_release_and_auto_off_cpu_change_nothing(monkeypatch):
+def test_release_auto_off_cpu_and_auto_after_jax_started_change_nothing(monkeypatch):
   jax.devices()  # the backend has started: a real attempt would raise
   assert host_memory.apply('release') is False
+  assert host_memory.apply('auto') is False  # too late: best effort, no error
   monkeypatch.setenv('JAX_PLATFORMS', 'tpu')
   assert host_memory.apply('auto') is False
 
