@@ -62,14 +62,19 @@ def init_perturbed(case: FlowCase, seed: int = 0, scale: float = 0.1):
   """
   module = case.make()
   x = sample_input(case, seed)
-  variables = module.init(jax.random.key(seed + 1), x, method=_forward_method(case))
-  leaves, treedef = jax.tree_util.tree_flatten(variables.get('params', {}))
-  keys = jax.random.split(jax.random.key(seed + 2), len(leaves))
-  moved = [leaf + scale * jax.random.normal(key, leaf.shape, leaf.dtype)
-           for leaf, key in zip(leaves, keys)]
-  if not leaves:  # Squeeze: nothing to move
-    return module, variables
-  return module, dict(variables, params=jax.tree_util.tree_unflatten(treedef, moved))
+
+  # One jitted program: run op by op, a Glow's init compiles a hundred tiny programs.
+  @jax.jit
+  def init(x):
+    variables = module.init(jax.random.key(seed + 1), x, method=_forward_method(case))
+    leaves, treedef = jax.tree_util.tree_flatten(variables.get('params', {}))
+    if not leaves:  # Squeeze: nothing to move
+      return variables
+    keys = jax.random.split(jax.random.key(seed + 2), len(leaves))
+    moved = [leaf + scale * jax.random.normal(key, leaf.shape, leaf.dtype)
+             for leaf, key in zip(leaves, keys)]
+    return dict(variables, params=jax.tree_util.tree_unflatten(treedef, moved))
+  return module, init(x)
 
 
 def _forward_method(case):

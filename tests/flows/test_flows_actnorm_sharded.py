@@ -38,7 +38,8 @@ def _batch():
 def test_actnorm_init_on_four_devices_equals_single_device(tmp_path):
   x = _batch()
   np.save(tmp_path / 'x.npy', x)
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=4',
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=4 '
+             '--xla_cpu_use_fusion_emitters=false',
              JAX_PLATFORMS='cpu')
   subprocess.run([sys.executable, '-c', _SCRIPT, str(tmp_path / 'x.npy'), str(tmp_path / 'p.npz')],
                  check=True, env=env, cwd=os.getcwd())

@@ -78,7 +78,9 @@ def subprocess_env(devices: int = 1) -> dict:
   env = dict(os.environ)
   env['JAX_DISABLE_MOST_OPTIMIZATIONS'] = 'True'
   env['JAX_PLATFORMS'] = 'cpu'
-  env['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={devices}'
+  # As tests/conftest.py: the loop emitters, which compile tiny programs faster.
+  env['XLA_FLAGS'] = (f'--xla_force_host_platform_device_count={devices} '
+                      '--xla_cpu_use_fusion_emitters=false')
   env['TF_CPP_MIN_LOG_LEVEL'] = '3'
   env['PYTHONPATH'] = REPO_ROOT + os.pathsep + env.get('PYTHONPATH', '')
   return env
