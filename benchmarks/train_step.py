@@ -112,6 +112,8 @@ class OursRunner:
     self.eval_fn = evaluate.Evaluator(config, mesh).terms_fn('uniform')
     self.train_rate(1)  # compile + warm-up
     self.eval_rate(1)
+    # As the trainer does after its first step (with --host_memory keep).
+    host_memory.back_heap_with_huge_pages()
 
   def train_rate(self, num_steps: int) -> float:
     start = time.perf_counter()

@@ -23,6 +23,7 @@ from glow_ood import config_validation
 from glow_ood import data
 from glow_ood import eval_sets
 from glow_ood import evaluate
+from glow_ood import host_memory
 from glow_ood import interrupt
 from glow_ood import likelihood
 from glow_ood import metrics as metrics_lib
@@ -264,6 +265,8 @@ def _train_loop(config, workdir, mesh, state, start_step, batches, keys, manager
     if pending is not None:
       _host_metrics(*pending, manager)
       pending = None
+      if step == start_step + 1:  # the first step has run: its heap is the working set
+        host_memory.back_heap_with_huge_pages()
     done = step + 1
     report(done)  # steps/s and time per phase to TensorBoard, every log_every steps
     if profile:
@@ -276,6 +279,7 @@ def _train_loop(config, workdir, mesh, state, start_step, batches, keys, manager
       continue
 
     host = _host_metrics(step, step_out, manager)
+    host_memory.back_heap_with_huge_pages()  # only what the heap grew by since the last call
     if log_now:
       progress.update(done, bits_per_dim=host['bits_per_dim'])
       writer.write_scalars(done, {f'train/{name}': value for name, value in host.items()})

@@ -100,20 +100,62 @@ def _conv1x1_jvp(primals, tangents):
   return x @ kernel, dx @ kernel + dy_kernel.reshape(x.shape[:-1] + kernel.shape[-1:])
 
 
+def _matmul(a, b):
+  """a [M, K] @ b [K, N] as the plain row-major product (no operand transposed)."""
+  return jax.lax.dot_general(a, b, (((1,), (0,)), ((), ())))
+
+
+def conv3x3_channels_first(x_t: jax.Array, kernel: jax.Array) -> jax.Array:
+  """'SAME' 3x3 convolution of x_t [Cin, B, H, W] (channels first), kernel [3, 3, Cin, Cout].
+
+  Returns [Cout, B, H, W]. With activations laid out channels by pixels, every
+  product is [M, K] @ [K, pixels] with a small kernel-side M or K, and every
+  gradient is again a product whose long pixel axis is the minor axis of both
+  operands: no activation is transposed, forward or backward. The thin side
+  decides the form: nine shifted copies of the input (patches) when Cin <= Cout,
+  else nine partial outputs per pixel, shifted and summed.
+  """
+  cin, b, h, w = x_t.shape
+  cout = kernel.shape[-1]
+  if cin <= cout:
+    patches = jnp.concatenate([_shift(x_t, i, j, (2, 3)) for i, j in _TAPS], axis=0)
+    # [Cout, 9 Cin] @ [9 Cin, B H W]; the kernel's transpose is small.
+    y = _matmul(kernel.reshape(9 * cin, cout).T, patches.reshape(9 * cin, b * h * w))
+    return y.reshape(cout, b, h, w)
+  kernel_t = jnp.transpose(kernel.reshape(9, cin, cout), (0, 2, 1)).reshape(9 * cout, cin)
+  partial = _matmul(kernel_t, x_t.reshape(cin, b * h * w)).reshape(9, cout, b, h, w)
+  return sum(_shift(partial[t], i, j, (2, 3)) for t, (i, j) in enumerate(_TAPS))
+
+
+def conv1x1_channels_first(x_t: jax.Array, kernel: jax.Array) -> jax.Array:
+  """x_t [Cin, ...] (channels first) through kernel [Cin, Cout]: [Cout, ...]."""
+  y = _matmul(kernel.T, x_t.reshape(x_t.shape[0], -1))
+  return y.reshape(kernel.shape[-1:] + x_t.shape[1:])
+
+
 class MatmulConv(nn.Module):
-  """Drop-in for `nn.Conv(features, (k, k), padding='SAME')`, k in {1, 3}."""
+  """Drop-in for `nn.Conv(features, (k, k), padding='SAME')`, k in {1, 3}.
+
+  channels_first: input and output laid out [C, B, H, W] instead of [B, H, W, C]
+  (a chain of these convolutions then transposes nothing but its thin ends).
+  """
   features: int
   kernel_size: int = 3
   kernel_init: nn.initializers.Initializer = nn.initializers.lecun_normal()
   bias_init: nn.initializers.Initializer = nn.initializers.zeros
+  channels_first: bool = False
 
   @nn.compact
   def __call__(self, x):
     k = self.kernel_size
     if k not in (1, 3):
       raise ValueError(f'MatmulConv supports 1x1 and 3x3 kernels, got {k}.')
-    kernel = self.param('kernel', self.kernel_init, (k, k, x.shape[-1], self.features),
+    cin = x.shape[0] if self.channels_first else x.shape[-1]
+    kernel = self.param('kernel', self.kernel_init, (k, k, cin, self.features),
                         jnp.float32).astype(x.dtype)
     bias = self.param('bias', self.bias_init, (self.features,), jnp.float32).astype(x.dtype)
+    if self.channels_first:
+      y = conv1x1_channels_first(x, kernel[0, 0]) if k == 1 else conv3x3_channels_first(x, kernel)
+      return y + bias.reshape((-1,) + (1,) * (x.ndim - 1))
     y = conv1x1(x, kernel[0, 0]) if k == 1 else conv3x3(x, kernel)
     return y + bias

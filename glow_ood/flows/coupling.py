@@ -24,26 +24,38 @@ class ZeroInitConv(nn.Module):
   """
   features: int
   gain_scale: float = 3.0
+  channels_first: bool = False  # x and the output laid out [C, B, H, W]
 
   @nn.compact
   def __call__(self, x):
     # Named as nn.Conv would be, so parameter trees match across formulations.
     y = MatmulConv(self.features, 3, kernel_init=nn.initializers.zeros,
-                   bias_init=nn.initializers.zeros, name='Conv_0')(x)
+                   bias_init=nn.initializers.zeros, channels_first=self.channels_first,
+                   name='Conv_0')(x)
     log_gain = self.param('log_gain', nn.initializers.zeros, (self.features,))
-    return y * jnp.exp(log_gain * self.gain_scale).astype(x.dtype)
+    gain = jnp.exp(log_gain * self.gain_scale).astype(x.dtype)
+    return y * (gain.reshape((-1,) + (1,) * (x.ndim - 1)) if self.channels_first else gain)
 
 
 class GlowCouplingNet(nn.Module):
-  """Glow's network: conv3x3 - ReLU - conv1x1 - ReLU - zero-init conv3x3."""
+  """Glow's network: conv3x3 - ReLU - conv1x1 - ReLU - zero-init conv3x3.
+
+  Computed channels first ([C, B, H, W], glow_ood/flows/conv.py): only the thin
+  input and output are transposed, and every product and kernel gradient is a
+  plain one. Parameters and values are those of the channels-last form.
+  """
   hidden_channels: int
   out_channels: int
+  channels_first: bool = True
 
   @nn.compact
   def __call__(self, x):
-    h = nn.relu(MatmulConv(self.hidden_channels, 3, name='Conv_0')(x))
-    h = nn.relu(MatmulConv(self.hidden_channels, 1, name='Conv_1')(h))
-    return ZeroInitConv(self.out_channels)(h)
+    cf = self.channels_first
+    h = jnp.transpose(x, (3, 0, 1, 2)) if cf else x
+    h = nn.relu(MatmulConv(self.hidden_channels, 3, channels_first=cf, name='Conv_0')(h))
+    h = nn.relu(MatmulConv(self.hidden_channels, 1, channels_first=cf, name='Conv_1')(h))
+    y = ZeroInitConv(self.out_channels, channels_first=cf)(h)
+    return jnp.transpose(y, (1, 2, 3, 0)) if cf else y
 
 
 class HighwayCouplingNet(nn.Module):

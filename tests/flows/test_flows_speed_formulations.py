@@ -5,7 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from glow_ood.flows.conv import conv1x1, conv3x3
+from glow_ood.flows.conv import (conv1x1, conv1x1_channels_first, conv3x3,
+                                 conv3x3_channels_first)
+from glow_ood.flows.coupling import GlowCouplingNet
 
 
 def _xla_conv(x, kernel):
@@ -99,3 +101,66 @@ def test_conv1x1_keeps_bfloat16():
   kernel = (jax.random.normal(jax.random.key(7), (8, 8)) / np.sqrt(8)).astype(jnp.bfloat16)
   grads = jax.grad(lambda x, k: jnp.sum(conv1x1(x, k).astype(jnp.float32)), argnums=(0, 1))(x, kernel)
   assert conv1x1(x, kernel).dtype == jnp.bfloat16 and all(g.dtype == jnp.bfloat16 for g in grads)
+
+
+def _channels_first(conv):
+  """A channels-first conv seen from channels-last arrays."""
+  return lambda x, k: jnp.transpose(conv(jnp.transpose(x, (3, 0, 1, 2)), k), (1, 2, 3, 0))
+
+
+@pytest.mark.parametrize('cin, cout', [
+    (2, 64),    # patches side (the coupling net's first conv)
+    (6, 12),
+    (5, 5),
+    (64, 4),    # partial-outputs side (its last conv)
+    (24, 12),
+])
+def test_conv3x3_channels_first_equals_xla_conv(cin, cout):
+  keys = jax.random.split(jax.random.key(4), 3)
+  x = jax.random.normal(keys[0], (2, 5, 7, cin))
+  kernel = jax.random.normal(keys[1], (3, 3, cin, cout)) / np.sqrt(9 * cin)
+  probe = jax.random.normal(keys[2], (2, 5, 7, cout))
+  ours, ours_grads = _value_and_grads(jax.jit(_channels_first(conv3x3_channels_first)),
+                                      x, kernel, probe)
+  ref, ref_grads = _value_and_grads(_xla_conv, x, kernel, probe)
+  np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-5)
+  for a, b in zip(ours_grads, ref_grads):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_channels_first_convs_second_derivatives_equal_xla():
+  with jax.enable_x64(True):
+    keys = jax.random.split(jax.random.key(5), 4)
+    for cin, cout in ((3, 8), (8, 3)):
+      x = jax.random.normal(keys[0], (1, 4, 3, cin), jnp.float64)
+      kernel = jax.random.normal(keys[1], (3, 3, cin, cout), jnp.float64)
+      hess = lambda conv: jax.hessian(lambda x: jnp.sum(jnp.tanh(conv(x, kernel))))(x)
+      np.testing.assert_allclose(hess(_channels_first(conv3x3_channels_first)), hess(_xla_conv),
+                                 rtol=1e-9, atol=1e-9)
+    x = jax.random.normal(keys[2], (2, 3, 3, 4), jnp.float64)
+    kernel = jax.random.normal(keys[3], (4, 6), jnp.float64)
+    hess = lambda conv: jax.hessian(lambda k: jnp.sum(jnp.tanh(conv(x, k))))(kernel)
+    np.testing.assert_allclose(hess(_channels_first(conv1x1_channels_first)), hess(_plain_1x1),
+                               rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize('cin, hidden, cout', [(1, 8, 4), (6, 16, 12), (3, 8, 2)])
+def test_glow_net_channels_first_equals_channels_last_in_float64(cin, hidden, cout):
+  """Same parameter tree, same values and gradients (float64: the only difference is
+  the order of the sums)."""
+  with jax.enable_x64(True):
+    x = jax.random.normal(jax.random.key(6), (2, 6, 5, cin), jnp.float64)
+    nets = [GlowCouplingNet(hidden, cout, channels_first=cf) for cf in (False, True)]
+    variables = nets[0].init(jax.random.key(7), x)
+    assert (jax.tree.structure(nets[1].init(jax.random.key(7), x))
+            == jax.tree.structure(variables))
+    leaves, treedef = jax.tree.flatten(variables)
+    keys = jax.random.split(jax.random.key(8), len(leaves))
+    variables = jax.tree.unflatten(treedef, [  # off the zero init of the last conv
+        v + 0.3 * jax.random.normal(k, v.shape, v.dtype) for v, k in zip(leaves, keys)])
+    outs = [jax.jit(net.apply)(variables, x) for net in nets]
+    np.testing.assert_allclose(outs[1], outs[0], rtol=1e-12, atol=1e-12)
+    grads = [jax.jit(jax.grad(lambda v, x, net=net: jnp.sum(jnp.sin(net.apply(v, x))),
+                              argnums=(0, 1)))(variables, x) for net in nets]
+    for a, b in zip(jax.tree.leaves(grads[1]), jax.tree.leaves(grads[0])):
+      np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10)

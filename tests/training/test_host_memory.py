@@ -4,7 +4,9 @@ The allocator setting is per process and must come before JAX starts, so the
 fault counts are read in fresh subprocesses.
 """
 
+import os
 import platform
+import re
 import subprocess
 import sys
 
@@ -54,6 +56,51 @@ def test_keep_reuses_the_temporaries_pages_and_release_faults_them_in_every_call
   applied, kept = _faults_per_call('keep')
   assert applied == 'True'
   assert kept < released / 4
+
+
+# A 96 MiB block, touched and freed, then the heap moved to huge pages; prints the MiB
+# advised by the first and the second call and the process's anonymous huge pages (KiB).
+_HUGE_PAGES = """
+import sys
+import numpy as np
+from glow_ood import host_memory
+host_memory.apply(sys.argv[1])
+block = np.ones(96 * 2**20, np.uint8)  # from the heap under keep (no mmap)
+del block
+first = host_memory.back_heap_with_huge_pages()
+second = host_memory.back_heap_with_huge_pages()  # nothing grew since
+with open('/proc/self/smaps_rollup') as f:
+  huge = [int(l.split()[1]) for l in f if l.startswith('AnonHugePages')]
+print(first, second, huge[0] if huge else -1)
+"""
+
+
+def _transparent_huge_pages() -> str:
+  try:
+    with open('/sys/kernel/mm/transparent_hugepage/enabled') as f:
+      return f.read().split('[')[1].split(']')[0]
+  except (OSError, IndexError):
+    return 'absent'
+
+
+def _huge_pages(choice: str) -> list[int]:
+  result = subprocess.run([sys.executable, '-c', _HUGE_PAGES, choice], cwd=REPO_ROOT,
+                          env=subprocess_env(), capture_output=True, text=True, timeout=120)
+  assert result.returncode == 0, result.stderr
+  return [int(v) for v in result.stdout.split()]
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != 'glibc' or _transparent_huge_pages()
+                    not in ('always', 'madvise'),
+                    reason='needs glibc and transparent huge pages (always or madvise)')
+def test_kept_heap_moves_to_huge_pages_once_and_released_memory_is_left_alone():
+  first, second, huge_kib = _huge_pages('keep')
+  assert first >= 90  # the freed block stays in the heap, and the heap is advised
+  assert second == 0  # only growth is advised again
+  major, minor = (int(v) for v in re.match(r'(\d+)\.(\d+)', os.uname().release).groups())
+  if (major, minor) >= (6, 1):  # MADV_COLLAPSE: moved right away
+    assert huge_kib >= 80 * 1024
+  assert _huge_pages('release')[:2] == [0, 0]
 
 
 @pytest.mark.parametrize('platforms, expected', [
