@@ -268,9 +268,16 @@ def benchmark_size(size: Size, rounds: int, num_steps: int, with_peer: bool) -> 
 
 
 def compiled_temp_mib(size: Size, **model_overrides) -> float:
-  """Temporary memory XLA reserves for one train step, MiB (no compute)."""
+  """Temporary memory XLA reserves for one train step on one device holding the whole
+  batch, MiB (no compute).
+
+  One device, whatever --cpu_devices says: split N ways, each device's share of the
+  activations shrinks N-fold but its parameter-sized temporaries (gradients, Adam's
+  update) do not, so the depth ratio would mix the two.
+  """
   config = make_config(size, **model_overrides)
-  mesh = parallel.make_mesh()
+  mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), (parallel.DATA_AXIS,),
+                           axis_types=(jax.sharding.AxisType.Auto,))
   state = train_state_lib.abstract_train_state(config, mesh)
   batch = jax.ShapeDtypeStruct((size.batch,) + size.image, np.uint8,
                                sharding=parallel.batch_sharding(mesh))
@@ -280,13 +287,14 @@ def compiled_temp_mib(size: Size, **model_overrides) -> float:
 
 
 def print_memory(strategies) -> None:
-  print('\nCompiled temporary memory of one train step (L=2, width 128, batch 32, 32x32x1):')
+  print('\nCompiled temporary memory of one train step (L=2, width 128, batch 32, 32x32x1, '
+        'one device):')
   print('| model.recompute | K=8 MiB | K=32 MiB | K=32 / K=8 |')
   print('|---|---|---|---|')
   for strategy in strategies:
     mib = [compiled_temp_mib(Size('mem', 2, k, 128, 32, (32, 32, 1)), recompute=strategy)
            for k in (8, 32)]
-    print(f'| {strategy} | {mib[0]:.0f} | {mib[1]:.0f} | {mib[1] / mib[0]:.2f} |', flush=True)
+    print(f'| {strategy} | {mib[0]:.1f} | {mib[1]:.1f} | {mib[1] / mib[0]:.3f} |', flush=True)
 
 
 def default_cpu_devices() -> int:
