@@ -16,6 +16,13 @@ zero-initialised last) mixes channels first, into nine partial outputs per
 pixel, and sums their shifted copies. Both give the 'SAME'-padded
 convolution's sum in another order.
 
+The channels-first forms take and give activations laid out [C, B, H, W]. A
+chain of them (the Glow coupling net: thin input, wide hidden layers, thin
+output) transposes only its thin ends; inside, every product and every kernel
+gradient is a plain one and no wide activation is ever transposed, which
+removed the last conv's XLA kernel gradient and the 1x1 conv's input transpose
+from the train step (README, Performance).
+
 Parameters are those of `flax.linen.Conv` (kernel [3, 3, in, out], bias [out],
 same initialisers), so checkpoints and initial values do not change.
 """
