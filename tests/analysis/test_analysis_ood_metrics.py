@@ -10,7 +10,8 @@ from glow_ood.analysis import ood_metrics
 def test_perfect_and_reversed_separation():
   scores_in, scores_out = np.array([0.0, 1.0, 2.0]), np.array([5.0, 6.0])
   assert ood_metrics.summarize_ood_metrics(scores_in, scores_out) == {
-      'auroc': 1.0, 'auprc': 1.0, 'fpr_at_95_tpr': 0.0}
+      'auroc': 1.0, 'auprc': 1.0, 'fpr_at_95_tpr': 0.0, 'n_in': 3, 'n_out': 2,
+      'auroc_ci': [1.0, 1.0]}
   reversed_metrics = ood_metrics.summarize_ood_metrics(scores_out, scores_in)
   assert reversed_metrics['auroc'] == 0.0
   assert reversed_metrics['fpr_at_95_tpr'] == 1.0
@@ -69,3 +70,41 @@ def test_typicality_bootstrap_threshold():
   threshold_25 = ood_metrics.typicality_bootstrap_threshold(
       [2.0], rng.normal(2.0, 1.0, size=50_000), batch_size=25, num_bootstraps=20_000)
   assert threshold_25 == pytest.approx(2.576 / 5, abs=0.03)
+
+
+def test_bootstrap_interval_of_perfectly_separated_sets_is_one():
+  rng = np.random.default_rng(0)
+  assert ood_metrics.auroc_interval(rng.normal(size=50), 10 + rng.normal(size=40)) == (1.0, 1.0)
+
+
+def test_bootstrap_interval_of_identical_sets_contains_one_half():
+  scores = np.random.default_rng(1).normal(size=300)
+  low, high = ood_metrics.auroc_interval(scores, scores.copy())
+  assert low < 0.5 < high
+  assert high - low < 0.12  # about +-1.96 * sqrt((n_in + n_out + 1) / (12 n_in n_out)) = 0.046
+
+
+def test_bootstrap_resamples_match_a_direct_resampling():
+  """Count-weighted AUROCs equal the AUROC of the explicitly resampled sets (ties included)."""
+  rng = np.random.default_rng(2)
+  scores_in = np.round(rng.normal(0.0, 1.0, size=40), 1)
+  scores_out = np.round(rng.normal(0.5, 1.0, size=30), 1)
+  values = ood_metrics.bootstrap_aurocs(scores_in, scores_out, num_resamples=5, seed=3)
+  # The same draws, replayed: counts come from integers(0, n, size=(B, n)) per set in turn.
+  replay = np.random.default_rng(3)
+  draws_in = replay.integers(0, 40, size=(5, 40))
+  draws_out = replay.integers(0, 30, size=(5, 30))
+  for b in range(5):
+    assert values[b] == pytest.approx(
+        ood_metrics.auroc(scores_in[draws_in[b]], scores_out[draws_out[b]]))
+
+
+def test_bootstrap_interval_covers_the_true_auroc_at_about_the_nominal_rate():
+  """Two unit Gaussians 1 apart: true AUROC = Phi(1 / sqrt 2) = 0.7602."""
+  rng = np.random.default_rng(4)
+  covered = 0
+  for trial in range(60):
+    low, high = ood_metrics.auroc_interval(rng.normal(size=200), rng.normal(1.0, size=200),
+                                           num_resamples=400, seed=trial)
+    covered += low <= 0.7602 <= high
+  assert 50 <= covered <= 60  # 95% nominal: 57 expected, binomial sd 1.7
