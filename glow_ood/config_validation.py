@@ -24,7 +24,8 @@ BLOCK_KEYS = {
               'grad_clip_norm', 'ema_decay', 'weight_decay', 'mutation_rate', 'log_every',
               'eval_every', 'eval_examples', 'checkpoint_every', 'keep_checkpoints',
               'profile_steps'),
-    'eval': ('batch_size', 'max_examples', 'dequantization', 'checkpoint_step', 'use_ema'),
+    'eval': ('batch_size', 'max_examples', 'subset_seed', 'dequantization', 'checkpoint_step',
+             'use_ema'),
     'scores': ('enabled', 'fit_examples', 'reference_examples', 'compressors',
                'background_workdir', 'ensemble_workdirs'),
     'sample': ('temperatures', 'num'),
@@ -254,6 +255,7 @@ def validate_config(config: ml_collections.ConfigDict, *,
 
   _require_int(config, 'eval.batch_size', 1)
   _require_int(config, 'eval.max_examples', 0)
+  _require_int(config, 'eval.subset_seed', 0)
   _require_choice(config, 'eval.dequantization', likelihood.DEQUANTIZATION_NOISE)
   _require_int(config, 'eval.checkpoint_step', -1)
   _require_bool(config, 'eval.use_ema')

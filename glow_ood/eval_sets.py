@@ -38,6 +38,7 @@ class EvalDataset:
   data: DataSpec       # validated; the model's image shape, never augmented
   split: str
   max_examples: int    # 0 = the whole split
+  subset_seed: int     # the images: first max_examples of the split shuffled by this seed
   batch_size: int      # images per batch, global
   dequantization: str  # 'uniform' | 'midpoint'
 
@@ -109,7 +110,8 @@ def resolve_block(config, key: str, block) -> EvalDataset:
   defaults = config.eval
   pick = lambda name: given.get(name) if given.get(name) is not None else defaults[name]
   return EvalDataset(key=key, data=DataSpec(**fields), split=given['split'],
-                     max_examples=pick('max_examples'), batch_size=pick('batch_size'),
+                     max_examples=pick('max_examples'), subset_seed=defaults.subset_seed,
+                     batch_size=pick('batch_size'),
                      dequantization=pick('dequantization'))
 
 
@@ -147,4 +149,5 @@ def describe(eval_set: EvalDataset) -> dict[str, Any]:
   """The set as plain values, for logs and JSON."""
   return {'key': eval_set.key, 'name': eval_set.name, 'split': eval_set.split,
           'source': eval_set.data.source, 'path': eval_set.data.path,
-          'max_examples': eval_set.max_examples, 'dequantization': eval_set.dequantization}
+          'max_examples': eval_set.max_examples, 'subset_seed': eval_set.subset_seed,
+          'dequantization': eval_set.dequantization}

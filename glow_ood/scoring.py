@@ -60,7 +60,8 @@ def _csv(value) -> list[str]:
 
 def _own_split(config, split: str, max_examples: int) -> np.ndarray:
   spec = data.DataSpec(**dict(config.data, augment='none'))
-  return data.load_array(spec, split, max_examples=max_examples or None)
+  return data.load_array(spec, split, max_examples=max_examples or None,
+                         subset_seed=config.eval.subset_seed)
 
 
 def score_evaluated_sets(evaluator: evaluate.Evaluator, workdir: str, params, step: int,

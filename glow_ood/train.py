@@ -208,14 +208,15 @@ class _PeriodicEvaluation:
     spec = data.DataSpec(**dict(config.data, augment='none'))
     self.test_set = eval_sets.EvalDataset(
         key='periodic_test', data=spec, split='test',
-        max_examples=config.train.eval_examples, batch_size=config.eval.batch_size,
-        dequantization=config.eval.dequantization)
+        max_examples=config.train.eval_examples, subset_seed=config.eval.subset_seed,
+        batch_size=config.eval.batch_size, dequantization=config.eval.dequantization)
     self.test_images = None
 
   def __call__(self, state: TrainState, done: int, writer) -> None:
     if self.test_images is None:
       self.test_images = data.load_array(self.test_set.data, 'test',
-                                         max_examples=self.test_set.max_examples or None)
+                                         max_examples=self.test_set.max_examples or None,
+                                         subset_seed=self.test_set.subset_seed)
     variables = train_state_lib.eval_variables(state, self.config)
     results = self.evaluator(variables, self.test_images, key=self.keys['eval'])
     test_bpd = float(results['bits_per_dim'].mean())

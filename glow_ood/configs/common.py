@@ -75,6 +75,9 @@ def base_config():
   config.eval = ml_collections.ConfigDict()
   config.eval.batch_size = 256         # images per batch, global
   config.eval.max_examples = 0         # per data set; 0 = whole split
+  # Which images: a permutation of the whole split drawn from this seed, first
+  # max_examples of it (stored orders are often sorted, e.g. digits by class).
+  config.eval.subset_seed = 0
   config.eval.dequantization = 'uniform'  # 'uniform' (u~U[0,1)) | 'midpoint' (u=1/2)
   config.eval.checkpoint_step = -1     # -1 = latest
   config.eval.use_ema = True           # use EMA params when train.ema_decay > 0

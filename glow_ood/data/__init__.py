@@ -15,6 +15,8 @@ from glow_ood.data.errors import DataUnavailableError
 from glow_ood.data.errors import OFFLINE_OPTIONS
 from glow_ood.data.pipeline import eval_batches
 from glow_ood.data.pipeline import load_array
+from glow_ood.data.pipeline import load_subset
+from glow_ood.data.pipeline import subset_indices
 from glow_ood.data.pipeline import train_iterator
 from glow_ood.data.sources import resolve_source
 from glow_ood.data.sources import STANDARD_OFFLINE_PATHS
@@ -29,6 +31,7 @@ from glow_ood.data.spec import validate_spec
 __all__ = [
     'AUGMENTS', 'CHANNELS', 'DATASET_NAMES', 'DataSpec', 'DataUnavailableError',
     'IMAGE_SIZES', 'OFFLINE_OPTIONS', 'SOURCES', 'STANDARD_OFFLINE_PATHS',
-    'eval_batches', 'load_array', 'resolve_source', 'train_iterator',
+    'eval_batches', 'load_array', 'load_subset', 'resolve_source', 'subset_indices',
+    'train_iterator',
     'validate_spec',
 ]

@@ -30,6 +30,7 @@ from glow_ood.data import spec as spec_lib
 # Tags keeping the permutation and flip random streams apart.
 _PERMUTATION_STREAM = 0
 _FLIP_STREAM = 1
+_SUBSET_STREAM = 2
 
 
 def _check_positive(name: str, value: int | None, allow_none: bool = False) -> None:
@@ -41,14 +42,50 @@ def _check_positive(name: str, value: int | None, allow_none: bool = False) -> N
 
 def load_array(spec: spec_lib.DataSpec, split: str, *,
                max_examples: int | None = None,
+               subset_seed: int | None = None,
                report: list[str] | None = None) -> np.ndarray:
-  """The whole split (or its first max_examples), uint8 [N, H, W, C]; never augmented.
+  """uint8 [N, H, W, C] images of a split; never augmented.
 
+  subset_seed None: the split in its stored order (or its first max_examples).
+  subset_seed s: the rows subset_indices(split size, max_examples, s), a seeded
+  shuffle over the whole split (see load_subset); every analysis subset uses this,
+  because stored orders are often sorted (the offline MNIST digits by class).
   report: if given, every resize, pad, crop or channel conversion is appended to it.
+  """
+  if subset_seed is None:
+    spec_lib.validate_spec(spec)
+    _check_positive('max_examples', max_examples, allow_none=True)
+    return sources.load_images(spec, split, max_examples=max_examples, report=report)
+  return load_subset(spec, split, max_examples=max_examples, seed=subset_seed,
+                     report=report)[0]
+
+
+def subset_indices(num_total: int, num: int | None, seed: int) -> np.ndarray:
+  """The first `num` (None: all) of a permutation of range(num_total) drawn from `seed`.
+
+  One permutation per (seed, split size): a smaller subset is the start of a larger
+  one, so the checkpoint curves' images are among the final evaluation's.
+  """
+  if num_total < 1:
+    raise ValueError('The split holds no images: nothing to draw a subset from.')
+  if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+    raise ValueError(f'subset_seed must be a non-negative integer, got {seed!r}.')
+  permutation = np.random.default_rng([int(seed), _SUBSET_STREAM]).permutation(num_total)
+  return permutation[:num] if num is not None else permutation
+
+
+def load_subset(spec: spec_lib.DataSpec, split: str, *, max_examples: int | None,
+                seed: int, report: list[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+  """(images [N, H, W, C], their row indices in the split [N]): a seeded random subset.
+
+  The whole split is read (and preprocessed), then max_examples rows (None: all,
+  shuffled) are taken in the order of a permutation drawn from `seed`.
   """
   spec_lib.validate_spec(spec)
   _check_positive('max_examples', max_examples, allow_none=True)
-  return sources.load_images(spec, split, max_examples=max_examples, report=report)
+  images = sources.load_images(spec, split, report=report)
+  indices = subset_indices(len(images), max_examples, seed)
+  return images[indices], indices
 
 
 def epoch_permutation(seed: int, process_index: int, epoch: int,

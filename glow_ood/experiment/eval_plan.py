@@ -93,11 +93,16 @@ def load_npz(path: str) -> dict[str, np.ndarray]:
 
 
 def load_images(eval_set: EvalSet, max_examples: int | None = None) -> np.ndarray:
-  """The same images the evaluation of eval_set scores (first max_examples of them)."""
+  """The same images the evaluation of eval_set scores, in its order (first max_examples).
+
+  Its order is a seeded shuffle of the whole split, so any first k rows are a random
+  subset too (graying, attacks, statistics and the stress suite take such prefixes).
+  """
   limit = eval_set.entry.max_examples or None
   if max_examples:
     limit = min(limit, max_examples) if limit else max_examples
-  return data.load_array(eval_set.entry.data, eval_set.entry.split, max_examples=limit)
+  return data.load_array(eval_set.entry.data, eval_set.entry.split, max_examples=limit,
+                         subset_seed=eval_set.entry.subset_seed)
 
 
 def display_name(eval_set: EvalSet, in_name: str) -> str:

@@ -2,7 +2,9 @@
 
 Everything is resumable: training resumes from the newest checkpoint, and an
 evaluation file already written for a (set, checkpoint) is reused when
-config.experiment.reuse_evaluations is set.
+config.experiment.reuse_evaluations is set and the file was written under exactly
+the settings asked for now (evaluate.eval_settings: weights, noise, subset, model);
+otherwise it is recomputed and the earlier file kept aside under its settings' hash.
 """
 
 from __future__ import annotations
@@ -65,7 +67,12 @@ def evaluate_sets(evaluator: evaluate.Evaluator, model_workdir: str,
                   sets: list[eval_plan.EvalSet], step: int, reuse: bool) -> dict[str, str]:
   """{label: npz path} of every set at checkpoint `step`, evaluating only what is missing."""
   paths = {s.label: eval_plan.npz_path(model_workdir, s, step) for s in sets}
-  missing = [s for s in sets if not (reuse and os.path.exists(paths[s.label]))]
+  config = evaluator.config
+  settings = {s.label: evaluate.eval_settings(config, step, dequantization=s.entry.dequantization,
+                                              batch_size=s.entry.batch_size, eval_set=s.entry)
+              for s in sets}
+  missing = [s for s in sets
+             if not (reuse and evaluate.reusable(paths[s.label], settings[s.label]))]
   if missing:
     start = time.time()
     written = evaluate.evaluate_checkpoint(
@@ -110,7 +117,12 @@ def evaluate_arrays(evaluator: evaluate.Evaluator, model_workdir: str,
   model_config = evaluator.config
   paths = {label: evaluate.eval_path(model_workdir, f'{label}_{ARRAY_SET_SPLIT}', step)
            for label in arrays}
-  missing = [l for l in arrays if not (reuse and _matches(paths[l], len(arrays[l])))]
+  batch_size = model_config.eval.batch_size
+  dequantization = model_config.eval.dequantization
+  settings = {l: evaluate.eval_settings(model_config, step, dequantization=dequantization,
+                                        batch_size=batch_size, images=arrays[l])
+              for l in arrays}
+  missing = [l for l in arrays if not (reuse and evaluate.reusable(paths[l], settings[l]))]
   if missing:
     start = time.time()
     params, _ = evaluate.load_state_for_eval(model_config, model_workdir, evaluator.mesh, step)
@@ -118,17 +130,9 @@ def evaluate_arrays(evaluator: evaluate.Evaluator, model_workdir: str,
     for label in missing:
       results = evaluator(params, arrays[label], key=key)
       evaluator.write(paths[label], results, step, dataset=label, split=ARRAY_SET_SPLIT,
-                      dequantization=model_config.eval.dequantization)
+                      dequantization=dequantization, settings=settings[label])
     _record_time(model_workdir, 'evaluate_s', time.time() - start)
   return paths
-
-
-def _matches(path: str, num: int) -> bool:
-  """An evaluation file already written for `num` images (a changed set size re-evaluates)."""
-  if not os.path.exists(path):
-    return False
-  with np.load(path) as f:
-    return f['log_px'].shape[0] == num
 
 
 def member_configs(config: ml_collections.ConfigDict, model: str) -> dict[str, ml_collections.ConfigDict]:

@@ -64,7 +64,7 @@ def set_summary(arrays: dict[str, np.ndarray], path: str) -> dict:
 
 # Evaluation-file arrays the summary does not average (metadata, or averaged above).
 SUMMARY_SKIPPED = ('log_px', 'log_p_discrete', 'bits_per_dim', 'log_pz') + tuple(
-    f'logdet_{k}' for k in LOGDET_KINDS)
+    f'logdet_{k}' for k in LOGDET_KINDS) + evaluate.METADATA_KEYS
 
 
 def _model_figures(model: str, title: str, sets, final, curves, fig_dir, bins, in_name):

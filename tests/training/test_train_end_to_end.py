@@ -2,6 +2,7 @@
 
 import dataclasses
 import glob
+import json
 import math
 import os
 
@@ -75,8 +76,26 @@ def test_train_resume_evaluate_sample_on_idx_files(tiny_config, tmp_path, capsys
   assert paths['fashion_mnist_test'].endswith('eval/fashion_mnist_test_step6.npz')
   common = dict(num_levels=2, step=6, n_bits=8, num_dims=256, dataset='fashion_mnist')
   test_arrays = _check_eval_file(paths['fashion_mnist_test'], num=40, split='test', **common)
-  _check_eval_file(paths['fm_mid_train'], num=20, split='train', **common)
+  mid_train = _check_eval_file(paths['fm_mid_train'], num=20, split='train', **common)
   assert 'bits/dim' in capsys.readouterr().out
+  # Which rows were evaluated is recorded: the first 20 of a seeded shuffle of the split.
+  split_size = len(data.load_array(sets[1].data, 'train'))
+  assert int(mid_train['subset_seed']) == 0
+  np.testing.assert_array_equal(mid_train['subset_indices'],
+                                data.subset_indices(split_size, 20, 0))
+  assert json.loads(str(mid_train['settings']))['weights'] == 'ema'
+
+  # Raw weights after EMA: a new file, and the EMA one kept aside under its settings' hash.
+  config.eval.use_ema = False
+  raw = evaluate.evaluate_checkpoint(config, workdir, sets[:1])['fashion_mnist_test']
+  config.eval.use_ema = True
+  kept = glob.glob(os.path.join(workdir, 'eval', 'fashion_mnist_test_step6.*.npz'))
+  assert len(kept) == 1, kept
+  with np.load(kept[0]) as f, np.load(raw) as g:
+    assert json.loads(str(f['settings']))['weights'] == 'ema'
+    assert json.loads(str(g['settings']))['weights'] == 'raw'
+    np.testing.assert_array_equal(f['log_px'], test_arrays['log_px'])
+    assert not np.array_equal(g['log_px'], test_arrays['log_px'])
   # Learnable blobs: a few steps already beat the 8 bits/dim of a uniform model.
   assert test_arrays['bits_per_dim'].mean() < 8.0
 
