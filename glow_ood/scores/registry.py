@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable, Mapping, Sequence
 
+import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -128,9 +129,23 @@ def _level_scores(latent_dims: Sequence[int]) -> list[Score]:
     scores.append(Score(
         name='level ratio',
         description=f'-log p(z_{num_levels - 1})/d_{num_levels - 1} + log p(z_0)/d_0 '
-                    '(coarsest against finest prior term, per dim)',
-        reference='Schirrmeister et al. 2020', needs='nothing', requires=('log_pz',),
+                    '(coarsest against finest prior term, per dim); one-sided: flags a finest '
+                    'level that is too likely, blind to one that is too unlikely (noise)',
+        reference='this code base, after the local/semantic split of Schirrmeister et al. '
+                  '2020 (not a published score)', needs='nothing', requires=('log_pz',),
         fn=level_ratio))
+
+    def fit_ratio(stats):
+      ratio = np.asarray(level_ratio(stats, None), np.float64)
+      return jnp.asarray([ratio.mean(), max(ratio.std(), 1e-12)], jnp.float32)
+
+    scores.append(Score(
+        name='level ratio (two-sided)',
+        description='|level ratio - its training mean| / its training std: flags a ratio too '
+                    'high or too low',
+        reference='this code base (two-sided form of the level ratio)',
+        needs='training statistics', requires=('log_pz',), fit=fit_ratio,
+        fn=lambda stats, moments: jnp.abs(level_ratio(stats, None) - moments[0]) / moments[1]))
   return scores
 
 
@@ -158,6 +173,53 @@ def _dose_scores(terms: Sequence[str]) -> list[Score]:
   ]
 
 
+@flax.struct.dataclass
+class StatisticsDensity:
+  """A joint Gaussian over named per-image statistics, and which statistics they are."""
+  keys: tuple[str, ...] = flax.struct.field(pytree_node=False)  # stats keys, in column order
+  num_dims: int = flax.struct.field(pytree_node=False)
+  density: density.Gaussian
+
+
+def combined_features(stats: Stats, keys: Sequence[str], num_dims: int) -> jax.Array:
+  """[N, F]: the statistics `keys` as columns, each a per-image value (several for
+  per-level terms); code lengths and bits/dim per dimension."""
+  num = len(jnp.asarray(stats['bits_per_dim']))
+  columns = []
+  for key in keys:
+    value = jnp.asarray(stats[key], jnp.float32).reshape(num, -1)
+    columns.append(value / num_dims if key.startswith('code_bits_') else value)
+  return jnp.concatenate(columns, axis=-1)
+
+
+def _combined_score(terms: Sequence[str], num_dims: int) -> Score:
+  """The declared detector by default: two-sided by construction (a density's tails)."""
+
+  def keys_of(stats):
+    code = sorted(k for k in stats if k.startswith('code_bits_'))
+    return ('bits_per_dim',) + tuple(t for t in terms if t in stats) + tuple(code)
+
+  def fit(stats):
+    keys = keys_of(stats)
+    features = np.asarray(combined_features(stats, keys, num_dims), np.float64)
+    # ridge: a flow's log p(x) is the exact sum of its terms, so the joint covariance
+    # is singular along that direction; the ridge keeps it invertible.
+    return StatisticsDensity(keys=keys, num_dims=num_dims,
+                             density=density.fit_gaussian(features, ridge=1e-2))
+
+  def fn(stats, fitted):
+    return -fitted.density.log_density(combined_features(stats, fitted.keys, fitted.num_dims))
+
+  return Score(
+      name='combined',
+      description='-log density of a joint Gaussian over the standardised per-image statistics '
+                  '(bits/dim, the model\'s per-image terms, lossless code lengths per dim), fitted '
+                  'on training images; flags images too likely and too unlikely alike',
+      reference='this code base, after DoSE (Morningstar et al. 2021) with the input-complexity '
+                'terms of Serrà et al. 2020', needs='training statistics',
+      requires=('bits_per_dim',), fit=fit, fn=fn)
+
+
 def _waic_score() -> Score:
   def waic(stats, _):
     log_px = jnp.asarray(stats['ensemble_log_px'])
@@ -180,6 +242,7 @@ def default_scores(latent_dims: Sequence[int], num_dims: int,
   scores += [_complexity_score(c, num_dims) for c in compressors]
   scores += _level_scores(latent_dims)
   scores += _dose_scores(tuple(dose_terms))
+  scores.append(_combined_score(tuple(dose_terms), num_dims))
   scores.append(_waic_score())
   return scores
 

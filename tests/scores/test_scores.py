@@ -152,7 +152,8 @@ def test_fits_use_only_what_they_are_given():
   """A fitted score is a function of the training statistics alone."""
   rng = np.random.default_rng(4)
   train = _stats(rng, 300)
-  chosen = _by_name(['typicality', 'DoSE (KDE)', 'DoSE (Gaussian)'])
+  chosen = _by_name(['typicality', 'DoSE (KDE)', 'DoSE (Gaussian)', 'combined',
+                     'level ratio (two-sided)'])
   a = scores_lib.fit_scores(chosen, train)
   b = scores_lib.fit_scores(chosen, {k: np.copy(v) for k, v in train.items()})
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
@@ -169,7 +170,7 @@ def test_compute_scores_skips_scores_whose_statistics_are_missing_and_chunks():
   assert 'likelihood ratio' not in whole and 'WAIC' not in whole
   assert 'input complexity (PNG)' not in whole
   assert set(whole) == {'log p(x)', 'typicality', 'log p(z_0)', 'log p(z_1)', 'level ratio',
-                        'DoSE (KDE)', 'DoSE (Gaussian)'}
+                        'level ratio (two-sided)', 'DoSE (KDE)', 'DoSE (Gaussian)', 'combined'}
   for name in whole:
     assert whole[name].shape == (37,)
     np.testing.assert_allclose(whole[name], chunked[name], rtol=1e-6)
@@ -255,7 +256,11 @@ def test_ood_metrics_per_set_and_batch_typicality():
   # Batches of 2: test means 1.5, 3.5 -> |.-2.5| = 1, 1; OOD means 5.5, 7.5 -> 3, 5.
   assert metrics['ood']['typicality (batch 2)']['auroc'] == 1.0
   assert 'typicality (batch 1)' not in metrics['ood']
-  assert suite.best_single_image_score(metrics['ood']) == 'log p(x)'
+  # The reversed baseline ranks by likelihood, the other way round; never the "best" pick.
+  assert metrics['ood'][suite.REVERSED_LOG_P]['auroc'] == 0.0
+  assert suite.best_on_test_set(metrics['ood']) == 'log p(x)'
+  assert metrics['ood']['log p(x)']['auroc_ci'] == [1.0, 1.0]
+  assert (metrics['ood']['log p(x)']['n_in'], metrics['ood']['log p(x)']['n_out']) == (4, 4)
 
 
 def test_dose_models_a_vaes_terms_and_is_absent_without_terms():
@@ -280,3 +285,72 @@ def test_dose_models_a_vaes_terms_and_is_absent_without_terms():
   # A model reporting log p(x) alone (PixelCNN++) gets no DoSE.
   names = {s.name for s in scores_lib.default_scores([], 256, (), ())}
   assert not any(n.startswith('DoSE') for n in names)
+
+
+def _with_code_bits(rng, stats, shift=0.0):
+  """PNG code lengths correlated with bits/dim, as a compressor's are with a model's."""
+  n = len(stats['bits_per_dim'])
+  return dict(stats, code_bits_png=NUM_DIMS * (stats['bits_per_dim'] + shift
+                                               + rng.normal(0.0, 0.05, n)))
+
+
+def test_combined_detector_is_two_sided_on_hand_made_statistics():
+  """Images too likely and too unlikely are both flagged; typical ones are not."""
+  rng = np.random.default_rng(11)
+  train = _with_code_bits(rng, _stats(rng, 500))
+  score, = _by_name(['combined'])
+  fitted = scores_lib.fit_scores([score], train)
+  assert fitted['combined'].keys == ('bits_per_dim', 'log_pz', 'logdet_actnorm',
+                                     'logdet_invconv', 'logdet_coupling', 'code_bits_png')
+  mean_log_px = train['log_px'].mean()
+  spread = train['log_px'].std()
+  typical = _with_code_bits(rng, _stats(rng, 200))
+  too_likely = _with_code_bits(rng, _stats(rng, 200, log_px=np.full(200, mean_log_px + 6 * spread)))
+  too_unlikely = _with_code_bits(rng, _stats(rng, 200, log_px=np.full(200, mean_log_px - 6 * spread)))
+  values = {name: np.asarray(score.fn(s, fitted['combined'])) for name, s in
+            [('typical', typical), ('likely', too_likely), ('unlikely', too_unlikely)]}
+  assert analysis.auroc(values['typical'], values['likely']) > 0.99
+  assert analysis.auroc(values['typical'], values['unlikely']) > 0.99
+  # log p(x) alone (bits/dim) gets one side right and the other wrong: the point of the test.
+  bpd = lambda s: s['bits_per_dim']
+  assert analysis.auroc(bpd(typical), bpd(too_likely)) < 0.01
+  # Ordinary likelihood with an atypical code length (simple image, ordinary bits/dim) is
+  # flagged through the joint term, as input complexity would flag it.
+  odd_code = _with_code_bits(rng, _stats(rng, 200), shift=-1.0)
+  assert analysis.auroc(values['typical'],
+                        np.asarray(score.fn(odd_code, fitted['combined']))) > 0.99
+
+
+def test_combined_detector_applies_to_a_model_with_log_p_alone():
+  rng = np.random.default_rng(12)
+  every = {s.name: s for s in scores_lib.default_scores([], NUM_DIMS, ('png',), ())}
+  score = every['combined']
+  train = _with_code_bits(rng, {'bits_per_dim': rng.normal(3.0, 0.2, 300)})
+  fitted = scores_lib.fit_scores([score], train)
+  assert fitted['combined'].keys == ('bits_per_dim', 'code_bits_png')
+  low = _with_code_bits(rng, {'bits_per_dim': rng.normal(1.5, 0.2, 100)})
+  high = _with_code_bits(rng, {'bits_per_dim': rng.normal(4.5, 0.2, 100)})
+  typical = _with_code_bits(rng, {'bits_per_dim': rng.normal(3.0, 0.2, 100)})
+  base = np.asarray(score.fn(typical, fitted['combined']))
+  for other in (low, high):
+    assert analysis.auroc(base, np.asarray(score.fn(other, fitted['combined']))) > 0.99
+
+
+def test_level_ratio_one_sided_and_its_two_sided_form():
+  """The one-sided ratio misses a finest level that is too unlikely; the two-sided one not."""
+  rng = np.random.default_rng(13)
+  train = _stats(rng, 400)
+  one, two = _by_name(['level ratio', 'level ratio (two-sided)'])
+  fitted = scores_lib.fit_scores([one, two], train)
+
+  def shifted(delta):
+    s = _stats(rng, 200)
+    s['log_pz'][:, 0] += delta * LATENT_DIMS[0]  # finest level's per-dim term moved by delta
+    return s
+
+  typical, finer_likely, finer_unlikely = _stats(rng, 200), shifted(+3.0), shifted(-3.0)
+  values = lambda score, s: np.asarray(score.fn(s, fitted[score.name]))
+  assert analysis.auroc(values(one, typical), values(one, finer_likely)) > 0.99
+  assert analysis.auroc(values(one, typical), values(one, finer_unlikely)) < 0.01  # blind
+  for s in (finer_likely, finer_unlikely):
+    assert analysis.auroc(values(two, typical), values(two, s)) > 0.99
