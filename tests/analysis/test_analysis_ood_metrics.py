@@ -90,13 +90,12 @@ def test_bootstrap_resamples_match_a_direct_resampling():
   scores_in = np.round(rng.normal(0.0, 1.0, size=40), 1)
   scores_out = np.round(rng.normal(0.5, 1.0, size=30), 1)
   values = ood_metrics.bootstrap_aurocs(scores_in, scores_out, num_resamples=5, seed=3)
-  # The same draws, replayed: counts come from integers(0, n, size=(B, n)) per set in turn.
-  replay = np.random.default_rng(3)
-  draws_in = replay.integers(0, 40, size=(5, 40))
-  draws_out = replay.integers(0, 30, size=(5, 30))
+  # The same draws, replayed: each set's counts come from its own seeded stream.
+  replay_in = np.random.default_rng([3, 0, 40]).integers(0, 40, size=(5, 40))
+  replay_out = np.random.default_rng([3, 1, 30]).integers(0, 30, size=(5, 30))
   for b in range(5):
     assert values[b] == pytest.approx(
-        ood_metrics.auroc(scores_in[draws_in[b]], scores_out[draws_out[b]]))
+        ood_metrics.auroc(scores_in[replay_in[b]], scores_out[replay_out[b]]))
 
 
 def test_bootstrap_interval_covers_the_true_auroc_at_about_the_nominal_rate():
