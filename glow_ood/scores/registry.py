@@ -175,49 +175,64 @@ def _dose_scores(terms: Sequence[str]) -> list[Score]:
 
 @flax.struct.dataclass
 class StatisticsDensity:
-  """A joint Gaussian over named per-image statistics, and which statistics they are."""
-  keys: tuple[str, ...] = flax.struct.field(pytree_node=False)  # stats keys, in column order
-  num_dims: int = flax.struct.field(pytree_node=False)
-  density: density.Gaussian
+  """A density over named per-image statistics, and which statistics they are."""
+  names: tuple[str, ...] = flax.struct.field(pytree_node=False)  # feature names, in order
+  density: density.ProductKDE
 
 
-def combined_features(stats: Stats, keys: Sequence[str], num_dims: int) -> jax.Array:
-  """[N, F]: the statistics `keys` as columns, each a per-image value (several for
-  per-level terms); code lengths and bits/dim per dimension."""
-  num = len(jnp.asarray(stats['bits_per_dim']))
-  columns = []
-  for key in keys:
-    value = jnp.asarray(stats[key], jnp.float32).reshape(num, -1)
-    columns.append(value / num_dims if key.startswith('code_bits_') else value)
-  return jnp.concatenate(columns, axis=-1)
+def combined_statistics(stats: Stats, num_dims: int, latent_dims: Sequence[int],
+                        terms: Sequence[str]) -> dict[str, jax.Array]:
+  """{name: [N]}: the per-image statistics the combined detector models.
+
+  bits/dim; for each lossless code length, bits/dim minus its length per dim (the
+  input-complexity difference); for a multi-scale flow, the level ratio (the finest
+  level's per-dim log p(z) minus the coarsest's); for any other model kind with
+  per-image terms (a VAE's log p(x|z), KL), each term per dim. A flow's per-level
+  terms enter through the level ratio alone: they sum to log p(x), and modelled
+  separately they add noise without adding a direction (seen on the quick models).
+  """
+  bpd = jnp.asarray(stats['bits_per_dim'], jnp.float32)
+  out = {'bits/dim': bpd}
+  for key in sorted(k for k in stats if k.startswith('code_bits_')):
+    out[f'bits/dim - {key[len("code_bits_"):]} code/dim'] = (
+        bpd - jnp.asarray(stats[key], jnp.float32) / num_dims)
+  if len(latent_dims) > 1 and 'log_pz' in stats:
+    log_pz = jnp.asarray(stats['log_pz'], jnp.float32)
+    out['level ratio'] = log_pz[:, 0] / latent_dims[0] - log_pz[:, -1] / latent_dims[-1]
+  elif not latent_dims:
+    for term in terms:
+      if term in stats:
+        value = jnp.asarray(stats[term], jnp.float32).reshape(len(bpd), -1).sum(-1)
+        out[f'{term}/dim'] = value / num_dims
+  return out
 
 
-def _combined_score(terms: Sequence[str], num_dims: int) -> Score:
-  """The declared detector by default: two-sided by construction (a density's tails)."""
+def _combined_score(latent_dims: Sequence[int], num_dims: int, terms: Sequence[str]) -> Score:
+  """The default declared detector: two-sided by construction (low density in either tail)."""
 
-  def keys_of(stats):
-    code = sorted(k for k in stats if k.startswith('code_bits_'))
-    return ('bits_per_dim',) + tuple(t for t in terms if t in stats) + tuple(code)
+  def features(stats, names):
+    values = combined_statistics(stats, num_dims, latent_dims, terms)
+    missing = [n for n in names if n not in values]
+    if missing:
+      raise KeyError(f'The combined detector was fitted on {list(names)}; these statistics '
+                     f'are missing now: {missing} (same compressors for every set).')
+    return jnp.stack([values[n] for n in names], axis=-1)
 
   def fit(stats):
-    keys = keys_of(stats)
-    features = np.asarray(combined_features(stats, keys, num_dims), np.float64)
-    # ridge: a flow's log p(x) is the exact sum of its terms, so the joint covariance
-    # is singular along that direction; the ridge keeps it invertible.
-    return StatisticsDensity(keys=keys, num_dims=num_dims,
-                             density=density.fit_gaussian(features, ridge=1e-2))
-
-  def fn(stats, fitted):
-    return -fitted.density.log_density(combined_features(stats, fitted.keys, fitted.num_dims))
+    names = tuple(combined_statistics(stats, num_dims, latent_dims, terms))
+    return StatisticsDensity(names=names, density=density.fit_product_kde(
+        np.asarray(features(stats, names), np.float64)))
 
   return Score(
       name='combined',
-      description='-log density of a joint Gaussian over the standardised per-image statistics '
-                  '(bits/dim, the model\'s per-image terms, lossless code lengths per dim), fitted '
-                  'on training images; flags images too likely and too unlikely alike',
-      reference='this code base, after DoSE (Morningstar et al. 2021) with the input-complexity '
-                'terms of Serrà et al. 2020', needs='training statistics',
-      requires=('bits_per_dim',), fit=fit, fn=fn)
+      description='-log of a per-statistic kernel density (DoSE\'s form) over bits/dim, '
+                  'bits/dim minus each code length per dim, and the level ratio (flows) or '
+                  'the per-image terms (a VAE), fitted on training images; flags images too '
+                  'likely and too unlikely alike',
+      reference='this code base: DoSE (Morningstar et al. 2021) over the input-complexity '
+                '(Serrà et al. 2020) and level statistics', needs='training statistics',
+      requires=('bits_per_dim',), fit=fit,
+      fn=lambda stats, fitted: -fitted.density.log_density(features(stats, fitted.names)))
 
 
 def _waic_score() -> Score:
@@ -242,7 +257,7 @@ def default_scores(latent_dims: Sequence[int], num_dims: int,
   scores += [_complexity_score(c, num_dims) for c in compressors]
   scores += _level_scores(latent_dims)
   scores += _dose_scores(tuple(dose_terms))
-  scores.append(_combined_score(tuple(dose_terms), num_dims))
+  scores.append(_combined_score(tuple(latent_dims), num_dims, tuple(dose_terms)))
   scores.append(_waic_score())
   return scores
 

@@ -300,8 +300,7 @@ def test_combined_detector_is_two_sided_on_hand_made_statistics():
   train = _with_code_bits(rng, _stats(rng, 500))
   score, = _by_name(['combined'])
   fitted = scores_lib.fit_scores([score], train)
-  assert fitted['combined'].keys == ('bits_per_dim', 'log_pz', 'logdet_actnorm',
-                                     'logdet_invconv', 'logdet_coupling', 'code_bits_png')
+  assert fitted['combined'].names == ('bits/dim', 'bits/dim - png code/dim', 'level ratio')
   mean_log_px = train['log_px'].mean()
   spread = train['log_px'].std()
   typical = _with_code_bits(rng, _stats(rng, 200))
@@ -327,7 +326,7 @@ def test_combined_detector_applies_to_a_model_with_log_p_alone():
   score = every['combined']
   train = _with_code_bits(rng, {'bits_per_dim': rng.normal(3.0, 0.2, 300)})
   fitted = scores_lib.fit_scores([score], train)
-  assert fitted['combined'].keys == ('bits_per_dim', 'code_bits_png')
+  assert fitted['combined'].names == ('bits/dim', 'bits/dim - png code/dim')
   low = _with_code_bits(rng, {'bits_per_dim': rng.normal(1.5, 0.2, 100)})
   high = _with_code_bits(rng, {'bits_per_dim': rng.normal(4.5, 0.2, 100)})
   typical = _with_code_bits(rng, {'bits_per_dim': rng.normal(3.0, 0.2, 100)})
@@ -354,3 +353,23 @@ def test_level_ratio_one_sided_and_its_two_sided_form():
   assert analysis.auroc(values(one, typical), values(one, finer_unlikely)) < 0.01  # blind
   for s in (finer_likely, finer_unlikely):
     assert analysis.auroc(values(two, typical), values(two, s)) > 0.99
+
+
+def test_combined_detector_models_a_vaes_terms_and_needs_the_same_statistics():
+  rng = np.random.default_rng(14)
+  every = {s.name: s for s in scores_lib.default_scores([], 256, (), ('log_px_given_z', 'kl'))}
+  score = every['combined']
+
+  def vae_stats(n, kl_shift=0.0):
+    recon = rng.normal(-800.0, 10.0, n)
+    kl = rng.normal(30.0, 2.0, n) + kl_shift
+    return {'log_px': recon - kl, 'bits_per_dim': rng.normal(3.0, 0.1, n),
+            'log_px_given_z': recon, 'kl': kl}
+
+  fitted = scores_lib.fit_scores([score], vae_stats(400))
+  assert fitted['combined'].names == ('bits/dim', 'log_px_given_z/dim', 'kl/dim')
+  typical, odd = vae_stats(200), vae_stats(200, kl_shift=12.0)  # an atypical KL alone
+  assert analysis.auroc(np.asarray(score.fn(typical, fitted['combined'])),
+                        np.asarray(score.fn(odd, fitted['combined']))) > 0.95
+  with pytest.raises(KeyError, match='missing now'):
+    score.fn({'bits_per_dim': typical['bits_per_dim']}, fitted['combined'])
