@@ -25,19 +25,32 @@ import numpy as np
 FillValue = int | str
 
 
-def _check_images(images: np.ndarray) -> np.ndarray:
+def check_images(images: np.ndarray) -> np.ndarray:
+  """`images` as an array; ValueError unless it is uint8 [N, H, W, C]."""
   images = np.asarray(images)
   if images.dtype != np.uint8 or images.ndim != 4:
     raise ValueError(f'expected uint8 images [N, H, W, C], got {images.dtype} {images.shape}')
   return images
 
 
-def _to_uint8(values: np.ndarray) -> np.ndarray:
+def to_uint8(values: np.ndarray) -> np.ndarray:
+  """Float grey levels rounded half to even and clipped to uint8 0..255."""
   return np.clip(np.rint(values), 0, 255).astype(np.uint8)
 
 
-def _as_generator(rng: np.random.Generator | int | None) -> np.random.Generator:
+def as_generator(rng: np.random.Generator | int | None) -> np.random.Generator:
+  """`rng` itself if a Generator, else np.random.default_rng(rng)."""
   return rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+
+
+def suite_seed(seed: np.random.Generator | int) -> int:
+  """An integer seed; a Generator gives one draw, so a suite's streams stay named ones."""
+  return int(seed.integers(2**63)) if isinstance(seed, np.random.Generator) else seed
+
+
+def entry_rng(name: str, seed: int) -> np.random.Generator:
+  """The stream of entry `name`: np.random.default_rng([crc32(name), seed]), fixed by both alone."""
+  return np.random.default_rng([zlib.crc32(name.encode()), seed])
 
 
 # -----------------------------------------------------------------------------
@@ -46,7 +59,7 @@ def _as_generator(rng: np.random.Generator | int | None) -> np.random.Generator:
 
 def rotate90(images: np.ndarray, turns: int = 1) -> np.ndarray:
   """Rotate by turns * 90 degrees counter-clockwise; odd turns need square images."""
-  images = _check_images(images)
+  images = check_images(images)
   if turns % 2 and images.shape[1] != images.shape[2]:
     raise ValueError(f'a 90 degree rotation of {images.shape[1]}x{images.shape[2]} images changes their shape')
   return np.ascontiguousarray(np.rot90(images, turns, axes=(1, 2)))
@@ -54,12 +67,12 @@ def rotate90(images: np.ndarray, turns: int = 1) -> np.ndarray:
 
 def flip_horizontal(images: np.ndarray) -> np.ndarray:
   """Mirror left to right (reverse the column order)."""
-  return np.ascontiguousarray(_check_images(images)[:, :, ::-1])
+  return np.ascontiguousarray(check_images(images)[:, :, ::-1])
 
 
 def flip_vertical(images: np.ndarray) -> np.ndarray:
   """Mirror top to bottom (reverse the row order)."""
-  return np.ascontiguousarray(_check_images(images)[:, ::-1])
+  return np.ascontiguousarray(check_images(images)[:, ::-1])
 
 
 def shift(images: np.ndarray, pixels: int, fill: FillValue = 0) -> np.ndarray:
@@ -68,7 +81,7 @@ def shift(images: np.ndarray, pixels: int, fill: FillValue = 0) -> np.ndarray:
   `fill` is a grey level in 0..255 (0 is the MNIST and FashionMNIST
   background) or 'edge', which repeats each image's first row and column.
   """
-  images = _check_images(images)
+  images = check_images(images)
   if pixels < 0:
     raise ValueError(f'pixels must be non-negative, got {pixels}')
   height, width = images.shape[1:3]
@@ -88,27 +101,27 @@ def shift(images: np.ndarray, pixels: int, fill: FillValue = 0) -> np.ndarray:
 
 def contrast(images: np.ndarray, factor: float) -> np.ndarray:
   """mean + factor * (x - mean), the mean taken per image and channel."""
-  x = _check_images(images).astype(np.float64)
+  x = check_images(images).astype(np.float64)
   mean = x.mean(axis=(1, 2), keepdims=True)
-  return _to_uint8(mean + factor * (x - mean))
+  return to_uint8(mean + factor * (x - mean))
 
 
 def brightness(images: np.ndarray, offset: float) -> np.ndarray:
   """Add `offset` grey levels to every pixel."""
-  return _to_uint8(_check_images(images).astype(np.float64) + offset)
+  return to_uint8(check_images(images).astype(np.float64) + offset)
 
 
 def invert(images: np.ndarray) -> np.ndarray:
   """255 - x."""
-  return 255 - _check_images(images)
+  return 255 - check_images(images)
 
 
 def gaussian_noise(images: np.ndarray, sigma: float, rng: np.random.Generator | int | None) -> np.ndarray:
   """Add independent N(0, sigma^2) noise per pixel, sigma in grey levels."""
-  x = _check_images(images).astype(np.float64)
+  x = check_images(images).astype(np.float64)
   if sigma < 0:
     raise ValueError(f'sigma must be non-negative, got {sigma}')
-  return _to_uint8(x + _as_generator(rng).normal(0.0, sigma, size=x.shape))
+  return to_uint8(x + as_generator(rng).normal(0.0, sigma, size=x.shape))
 
 
 # -----------------------------------------------------------------------------
@@ -117,7 +130,7 @@ def gaussian_noise(images: np.ndarray, sigma: float, rng: np.random.Generator | 
 
 def uniform_noise_images(shape: Sequence[int], rng: np.random.Generator | int | None) -> np.ndarray:
   """Images of `shape` (N, H, W, C) whose pixels are independent and uniform on 0..255."""
-  return _as_generator(rng).integers(0, 256, size=tuple(shape), dtype=np.uint8)
+  return as_generator(rng).integers(0, 256, size=tuple(shape), dtype=np.uint8)
 
 
 def constant_images(
@@ -133,7 +146,7 @@ def constant_images(
   """
   num_images = shape[0]
   if levels is None:
-    image_levels = _as_generator(rng).integers(0, 256, size=num_images)
+    image_levels = as_generator(rng).integers(0, 256, size=num_images)
   else:
     levels = np.asarray(levels)
     if levels.size == 0 or np.any((levels < 0) | (levels > 255)) or np.any(levels != np.round(levels)):
@@ -207,15 +220,10 @@ def stress_suite(
   random entries then draw from np.random.default_rng([crc32(name), seed]), a
   stream fixed by the seed and the name alone.
   """
-  images = _check_images(images)
+  images = check_images(images)
   names = list(STRESS_TRANSFORMS) if names is None else list(names)
   unknown = [name for name in names if name not in STRESS_TRANSFORMS]
   if unknown:
     raise ValueError(f'unknown stress sets {unknown}; known: {sorted(STRESS_TRANSFORMS)}')
-  if isinstance(seed, np.random.Generator):
-    seed = int(seed.integers(2**63))
-  suite = {}
-  for name in names:
-    name_rng = np.random.default_rng([zlib.crc32(name.encode()), seed])
-    suite[name] = STRESS_TRANSFORMS[name](images, name_rng)
-  return suite
+  seed = suite_seed(seed)
+  return {name: STRESS_TRANSFORMS[name](images, entry_rng(name, seed)) for name in names}
