@@ -1,41 +1,148 @@
-"""Orbax checkpoints under workdir/checkpoints/<step>/{state,meta}.
+"""Orbax checkpoints under workdir/checkpoints/<step>/{state,meta,checksums.json}.
 
 Orbax writes each step to a temporary directory and renames it when complete,
 so a killed run leaves only whole checkpoints. Saves are asynchronous; call
 `manager.wait_until_finished()` (or close the manager) before exiting.
+
+Orbax keeps no checksums: a flipped byte in an array file restores silently and
+shifts log p(x). So each save writes checksums.json, the SHA-256 of every file of
+the step's items, into orbax's temporary directory once the files are final and
+before orbax renames it into place: a step appears with its checksums, and orbax's
+rotation deletes them with it. restore() checks them first.
 """
 
 from glow_ood import extras  # pylint: disable=g-bad-import-order
 extras.require('train', 'orbax.checkpoint')  # before the imports it checks
 
+import hashlib
+import json
 import os
+import weakref
 
 from absl import logging
 from etils import epath
 import jax
 import orbax.checkpoint as ocp
 
+from glow_ood import atomic_files
 from glow_ood import train_state as train_state_lib
 from glow_ood.train_state import TrainState
 from glow_ood.user_errors import CheckpointRestoreError, CheckpointWriteError, NoCheckpointError
 
 STATE = 'state'
 META = 'meta'   # JSON: step, data position, last train metrics
+CHECKSUMS = 'checksums.json'   # in the step directory, beside STATE and META
+
+# The items whose files are checksummed. Orbax's own _CHECKPOINT_METADATA beside them
+# (timings, item handlers) is left out: it does not change what restores.
+_CHECKSUMMED_ITEMS = (STATE, META)
 
 
 def checkpoint_dir(workdir: str) -> str:
   return os.path.join(os.path.abspath(workdir), 'checkpoints')
 
 
+# What the checksums cover, and why files rather than the restored arrays' bytes: the
+# files are what can rot on disk, and checking them needs no restore, so damage is
+# found before orbax or TensorStore parse a manifest or a compressed chunk (which may
+# fail in confusing ways or, worse, decode to other numbers), and the message can name
+# the files. The arrays' bytes would depend on the restore target (its shardings, the
+# earlier layouts converted on load) and would need a gather across processes.
+# Checking reads the step's files once (a few hundred MB for the largest models,
+# well under a second of SHA-256); writing them runs in orbax's background thread.
+
+
+def _file_digests(step_dir: str) -> dict[str, str | None]:
+  """{path relative to step_dir: SHA-256 hex digest, or None if unreadable} of every
+  file under the step's checksummed items."""
+  digests = {}
+  for item in _CHECKSUMMED_ITEMS:
+    for root, dirs, files in os.walk(os.path.join(step_dir, item)):
+      dirs.sort()
+      for name in sorted(files):
+        path = os.path.join(root, name)
+        try:
+          with open(path, 'rb') as f:
+            digest = hashlib.file_digest(f, 'sha256').hexdigest()
+        except OSError:
+          digest = None
+        digests[os.path.relpath(path, step_dir)] = digest
+  return digests
+
+
+def write_checksums(step_dir: str, step: int) -> None:
+  """Writes step_dir/checksums.json (atomically) for the step's files as they are now."""
+  digests = _file_digests(step_dir)
+  unreadable = sorted(name for name, digest in digests.items() if digest is None)
+  if unreadable:
+    raise OSError(f'cannot read {", ".join(unreadable)} in {step_dir} to checksum it')
+  record = {'step': step, 'algorithm': 'sha256', 'files': digests}
+  with atomic_files.atomic_write(os.path.join(step_dir, CHECKSUMS), 'w',
+                                 encoding='utf-8') as f:
+    json.dump(record, f, indent=1, sort_keys=True)
+
+
+def differing_files(step_dir: str) -> list[str] | None:
+  """The step's files that differ from its checksums (changed, missing, added or
+  unreadable; [CHECKSUMS] if that file itself is unreadable); [] if all match; None if
+  the step has no checksum file (written before checksums were kept)."""
+  try:
+    with open(os.path.join(step_dir, CHECKSUMS), encoding='utf-8') as f:
+      recorded = json.load(f)['files']
+    if not isinstance(recorded, dict):
+      raise TypeError('files is not a mapping')
+  except FileNotFoundError:
+    return None
+  except (OSError, ValueError, KeyError, TypeError):
+    return [CHECKSUMS]
+  actual = _file_digests(step_dir)
+  return sorted(name for name in set(recorded) | set(actual)
+                if actual.get(name) is None or recorded.get(name) != actual[name])
+
+
+class _ChecksumWriter:
+  """Orbax's post-finalization callback: writes the checksums of the step that
+  `save` announced into orbax's temporary directory.
+
+  Orbax calls it in its background thread, on the primary process only, after all
+  processes' files are written and finalized and before it renames the temporary
+  directory into place, so the rename commits the step and its checksums together.
+  """
+
+  def __init__(self, directory: str):
+    self.directory = directory
+    self.step: int | None = None
+
+  def __call__(self) -> None:
+    step, self.step = self.step, None
+    if step is None:   # a save made through the manager directly, not through save()
+      return
+    tmp = os.path.join(self.directory, f'{step}{ocp.path.step.TMP_DIR_SUFFIX}')
+    if not os.path.isdir(tmp):
+      raise RuntimeError(f'Orbax\'s temporary directory for step {step} is not {tmp}; '
+                         'this orbax version lays its saves out differently.')
+    write_checksums(tmp, step)
+
+
+# manager -> its _ChecksumWriter (writing managers only).
+_CHECKSUM_WRITERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def make_manager(workdir: str, *, keep: int | None = None,
                  read_only: bool = False) -> ocp.CheckpointManager:
+  directory = checkpoint_dir(workdir)
+  writer = None if read_only else _ChecksumWriter(directory)
   options = ocp.CheckpointManagerOptions(
       max_to_keep=keep, create=not read_only, read_only=read_only,
       # A killed run can leave a partial tmp directory behind; never a partial step.
       cleanup_tmp_directories=not read_only,
-      enable_async_checkpointing=not read_only)
-  return ocp.CheckpointManager(checkpoint_dir(workdir), item_names=(STATE, META),
-                               options=options)
+      enable_async_checkpointing=not read_only,
+      async_options=(ocp.AsyncOptions(post_finalization_callback=writer)
+                     if writer is not None else None))
+  manager = ocp.CheckpointManager(directory, item_names=(STATE, META), options=options)
+  if writer is not None:
+    _CHECKSUM_WRITERS[manager] = writer
+  return manager
 
 
 def _os_error_in(error: BaseException) -> OSError | None:
@@ -96,13 +203,20 @@ def available_steps(workdir: str) -> list[int]:
 def save(manager: ocp.CheckpointManager, state: TrainState, meta: dict) -> None:
   """Starts an asynchronous save of `state` at its own step (device-to-host copy is done on return)."""
   step = int(jax.device_get(state.step))
+  writer = _CHECKSUM_WRITERS.get(manager)
   try:
-    # Also raises the error of the previous asynchronous save, if it failed.
+    # Also raises the error of the previous asynchronous save, if it failed. (manager.save
+    # waits for it too; waiting first keeps its checksum step from being overwritten.)
+    manager.wait_until_finished()
+    if writer is not None:
+      writer.step = step
     manager.save(step, args=ocp.args.Composite(**{
         STATE: ocp.args.StandardSave(state),
         META: ocp.args.JsonSave(dict(meta, step=step)),
     }), force=True)
   except Exception as error:  # pylint: disable=broad-except
+    if writer is not None:
+      writer.step = None
     raise _write_error(manager, error) from error
 
 
@@ -121,6 +235,7 @@ def restore(manager: ocp.CheckpointManager, abstract_state: TrainState,
         f'No checkpoint for step {step} in {manager.directory}; available steps: '
         f'{", ".join(map(str, sorted(manager.all_steps())))}. Pass one of them as '
         '--config.eval.checkpoint_step, or -1 for the latest.')
+  _check_checksums(manager, step)
   # Checked against the stored shapes first: a failed orbax restore leaves its
   # background threads to print noise at exit.
   stored = _stored_shapes(manager, step)
@@ -147,6 +262,67 @@ def restore(manager: ocp.CheckpointManager, abstract_state: TrainState,
                     'before the scanned steps); stacked per level on load. The next save '
                     'writes the new layout.', step, manager.directory)
   return state, meta
+
+
+def _check_checksums(manager, step: int) -> None:
+  """Raises CheckpointRestoreError if the step's files differ from its checksums; a step
+  without checksums restores with a warning."""
+  directory = str(manager.directory)
+  where = os.path.join(directory, str(step))
+  differing = differing_files(where)
+  if differing is None:
+    logging.warning('Checkpoint step %d in %s has no %s (written before checksums were '
+                    'kept, or by orbax directly); restoring it without checking its files.',
+                    step, directory, CHECKSUMS)
+  elif differing:
+    raise CheckpointRestoreError(_checksum_failure(directory, step, differing))
+
+
+def _checksum_failure(directory: str, step: int, differing: list[str]) -> str:
+  """The one-line message: the damaged step, its differing files, the newest intact step
+  and the moves that make it the newest (training resumes from the newest step)."""
+  where = os.path.join(directory, str(step))
+  shown = ', '.join(differing[:3]) + (f' and {len(differing) - 3} more'
+                                      if len(differing) > 3 else '')
+  count = f'{len(differing)} files differ' if len(differing) > 1 else 'a file differs'
+  damaged = (f'Checkpoint step {step} ({where}) is damaged: {count} from the SHA-256 '
+             f'checksums written when it was saved ({shown}). Nothing was changed.')
+  # Newest first, down to the newest intact step: None = no checksums, [] = intact.
+  status = {step: differing}
+  for other in reversed(_complete_steps(directory)):
+    if other != step:
+      status[other] = differing_files(os.path.join(directory, str(other)))
+      if status[other] == []:  # pylint: disable=g-explicit-bool-comparison
+        break
+  intact = next((s for s, files in status.items() if files == []), None)
+  unchecked = sorted((s for s, files in status.items() if files is None), reverse=True)
+
+  def move_aside(target: int) -> str:
+    """'move ... aside (mv ...)' for every step newer than target."""
+    newer = sorted(s for s in status if s > target)
+    moves = [f'mv {path} {path}.{"aside" if status[s] is None else "damaged"}'
+             for s in newer[:3] for path in [os.path.join(directory, str(s))]]
+    more = f'; and the {len(newer) - 3} other steps newer than {target}' if len(newer) > 3 else ''
+    what = ('the damaged step' if newer == [step] else 'the damaged steps' if target < 0
+            else 'the newer steps')
+    return f'move {what} aside ({"; ".join(moves)}{more})'
+
+  if intact is not None and intact < step:
+    return (f'{damaged} To go on from step {intact}, the newest intact checkpoint, '
+            f'{move_aside(intact)} and rerun; to evaluate it, pass '
+            f'--config.eval.checkpoint_step={intact}.')
+  if intact is not None:   # an older step was asked for
+    return (f'{damaged} Step {intact} is the newest intact checkpoint: pass '
+            f'--config.eval.checkpoint_step={intact}.')
+  older_unchecked = [s for s in unchecked if s < step]
+  if older_unchecked:
+    target = older_unchecked[0]
+    return (f'{damaged} No other checkpoint is intact by its checksums. To go on from step '
+            f'{target}, which has none to check it by, {move_aside(target)} and rerun.')
+  if unchecked:
+    return (f'{damaged} No other checkpoint is intact by its checksums; step {unchecked[0]} '
+            f'has none to check it by: pass --config.eval.checkpoint_step={unchecked[0]}.')
+  return f'{damaged} No other checkpoint is intact; to start again, {move_aside(-1)}.'
 
 
 # Orbax's words for a checkpoint whose tree or arrays differ from the requested ones.

@@ -1,5 +1,8 @@
-"""glow_ood.checkpointing in-process: round trips, retention, step choice, errors, atomicity."""
+"""glow_ood.checkpointing in-process: round trips, retention, step choice, errors, atomicity,
+checksums."""
 
+import json
+import logging
 import os
 import shutil
 
@@ -14,6 +17,7 @@ from glow_ood import checkpointing
 from glow_ood import parallel
 from glow_ood.train_state import TrainState
 from glow_ood.user_errors import CheckpointRestoreError, CheckpointWriteError, NoCheckpointError
+from tests.training.conftest import load_checkpoint
 
 ORBAX_TMP_SUFFIX = '.orbax-checkpoint-tmp'
 
@@ -251,11 +255,35 @@ def _delete_manifests(step_dir):
       os.remove(path)
 
 
+def _flip_a_bit(step_dir):
+  """One bit flipped in the middle of the biggest array data file (OCDBT's data files of a
+  process, state/ocdbt.process_<i>/d/...); its size unchanged."""
+  arrays = [path for path in _data_files(step_dir)
+            if 'ocdbt.process_' in path and f'{os.sep}d{os.sep}' in path]
+  biggest = max(arrays, key=os.path.getsize)
+  with open(biggest, 'r+b') as f:
+    f.seek(os.path.getsize(biggest) // 2)
+    byte = f.read(1)[0]
+    f.seek(-1, os.SEEK_CUR)
+    f.write(bytes([byte ^ 0x10]))
+  return os.path.relpath(biggest, step_dir)
+
+
+def _step_dir(workdir, step):
+  return os.path.join(checkpointing.checkpoint_dir(workdir), str(step))
+
+
+def _remove_checksums(workdir, step):
+  os.remove(os.path.join(_step_dir(workdir, step), checkpointing.CHECKSUMS))
+
+
 @pytest.mark.parametrize('damage', [_truncate_all, _halve_biggest, _delete_manifests])
 def test_a_damaged_checkpoint_names_the_older_one_to_go_back_to(tmp_path, damage):
+  """Damage to a checkpoint written before checksums were kept: orbax's own failure."""
   workdir = str(tmp_path / 'run')
   _save_steps(workdir, [1, 2])
   step_dir = os.path.join(checkpointing.checkpoint_dir(workdir), '2')
+  _remove_checksums(workdir, 2)
   damage(step_dir)
   with pytest.raises(CheckpointRestoreError) as info:
     checkpointing.restore_from_workdir(workdir, _abstract(_state(0)))
@@ -269,3 +297,150 @@ def test_a_damaged_checkpoint_names_the_older_one_to_go_back_to(tmp_path, damage
   # The older checkpoint is untouched and restores.
   _, meta = checkpointing.restore_from_workdir(workdir, _abstract(_state(0)), 1)
   assert meta['step'] == 1
+
+
+def test_every_step_is_saved_with_the_checksums_of_all_its_item_files(tmp_path):
+  workdir = str(tmp_path / 'run')
+  _save_steps(workdir, [1, 2])
+  for step in (1, 2):
+    step_dir = _step_dir(workdir, step)
+    with open(os.path.join(step_dir, checkpointing.CHECKSUMS), encoding='utf-8') as f:
+      record = json.load(f)
+    assert record['step'] == step and record['algorithm'] == 'sha256'
+    on_disk = {os.path.relpath(os.path.join(root, name), step_dir)
+               for item in (checkpointing.STATE, checkpointing.META)
+               for root, _, files in os.walk(os.path.join(step_dir, item)) for name in files}
+    assert set(record['files']) == on_disk
+    assert any(f'{os.sep}d{os.sep}' in name for name in on_disk)   # the array data
+    assert checkpointing.differing_files(step_dir) == []
+
+
+def test_untouched_checkpoint_restores_without_a_warning(tmp_path, caplog):
+  workdir = str(tmp_path / 'run')
+  _save_steps(workdir, [1, 2])
+  with caplog.at_level(logging.WARNING):
+    state, meta = checkpointing.restore_from_workdir(workdir, _abstract(_state(0)))
+  assert meta['step'] == 2
+  _assert_state_equal(state, _state(2))
+  assert checkpointing.CHECKSUMS not in caplog.text
+
+
+@pytest.mark.parametrize('damage', [_flip_a_bit, _truncate_all, _halve_biggest,
+                                    _delete_manifests])
+def test_files_that_differ_from_their_checksums_are_refused_naming_the_newest_intact_step(
+    tmp_path, damage):
+  workdir = str(tmp_path / 'run')
+  _save_steps(workdir, [1, 2, 3])
+  step_dir = _step_dir(workdir, 3)
+  flipped = damage(step_dir)
+  before = sorted(os.listdir(step_dir))
+  abstract = _abstract(_state(0))
+  with pytest.raises(CheckpointRestoreError) as info:
+    checkpointing.restore_from_workdir(workdir, abstract)
+  message = str(info.value)
+  assert '\n' not in message
+  assert message.startswith(f'Checkpoint step 3 ({step_dir}) is damaged: ')
+  assert 'SHA-256 checksums' in message
+  assert 'To go on from step 2, the newest intact checkpoint' in message
+  assert f'mv {step_dir} {step_dir}.damaged' in message
+  if flipped is not None:
+    assert f'a file differs from the SHA-256 checksums written when it was saved ({flipped})' in (
+        message)
+  # A resumed run (a writing manager) refuses it the same way; nothing is changed.
+  manager = checkpointing.make_manager(workdir)
+  try:
+    with pytest.raises(CheckpointRestoreError, match='go on from step 2, the newest intact'):
+      checkpointing.restore(manager, abstract)
+  finally:
+    checkpointing.close(manager)
+  assert sorted(os.listdir(step_dir)) == before
+  assert checkpointing.available_steps(workdir) == [1, 2, 3]
+  # The intact step restores.
+  state, meta = checkpointing.restore_from_workdir(workdir, abstract, 2)
+  assert meta['step'] == 2
+  _assert_state_equal(state, _state(2))
+
+
+def test_the_newest_intact_step_skips_damaged_and_unchecked_ones(tmp_path):
+  workdir = str(tmp_path / 'run')
+  _save_steps(workdir, [1, 2, 3, 4])
+  _flip_a_bit(_step_dir(workdir, 4))
+  _flip_a_bit(_step_dir(workdir, 3))
+  _remove_checksums(workdir, 2)
+
+  def message(step=None):
+    with pytest.raises(CheckpointRestoreError) as info:
+      checkpointing.restore_from_workdir(workdir, _abstract(_state(0)), step)
+    return str(info.value)
+  assert message().startswith('Checkpoint step 4 (')
+  assert 'To go on from step 1, the newest intact checkpoint' in message()
+  # Step 3 asked for: 4 is damaged too. Every step newer than 1 is to be moved aside.
+  moves = '; '.join(f'mv {_step_dir(workdir, s)} {_step_dir(workdir, s)}.{suffix}'
+                    for s, suffix in ((2, 'aside'), (3, 'damaged'), (4, 'damaged')))
+  assert (f'To go on from step 1, the newest intact checkpoint, move the newer steps aside '
+          f'({moves}) and rerun; to evaluate it, pass --config.eval.checkpoint_step=1.'
+          in message(3))
+  # None intact: the newest step without checksums is named as such.
+  _flip_a_bit(_step_dir(workdir, 1))
+  assert ('No other checkpoint is intact by its checksums. To go on from step 2, which has '
+          'none to check it by' in message())
+  assert 'step 2 has none to check it by: pass --config.eval.checkpoint_step=2' in message(1)
+  # Nothing intact or unchecked left: start again.
+  shutil.rmtree(_step_dir(workdir, 2))
+  assert 'No other checkpoint is intact; to start again, move the damaged steps aside' in message()
+
+
+def test_damaged_step_asked_for_by_evaluation_names_a_newer_intact_one(tmp_path):
+  workdir = str(tmp_path / 'run')
+  _save_steps(workdir, [1, 2, 3])
+  _flip_a_bit(_step_dir(workdir, 2))
+  with pytest.raises(CheckpointRestoreError) as info:
+    checkpointing.restore_from_workdir(workdir, _abstract(_state(0)), 2)
+  message = str(info.value)
+  assert message.startswith('Checkpoint step 2 (')
+  assert 'Step 3 is the newest intact checkpoint: pass --config.eval.checkpoint_step=3' in message
+
+
+def test_a_checkpoint_without_checksums_restores_with_a_warning(tmp_path, caplog):
+  workdir = str(tmp_path / 'run')
+  _save_steps(workdir, [1, 2])
+  _remove_checksums(workdir, 2)   # as every checkpoint written before checksums were kept
+  with caplog.at_level(logging.WARNING):
+    state, meta = checkpointing.restore_from_workdir(workdir, _abstract(_state(0)))
+  assert meta['step'] == 2
+  _assert_state_equal(state, _state(2))
+  warnings = [r.getMessage() for r in caplog.records if checkpointing.CHECKSUMS in r.getMessage()]
+  assert len(warnings) == 1, caplog.text
+  assert 'Checkpoint step 2' in warnings[0] and 'without checking its files' in warnings[0]
+
+
+def test_rotation_deletes_the_checksums_with_their_steps(tmp_path):
+  workdir = str(tmp_path / 'run')
+  _save_steps(workdir, [1, 2, 3, 4, 5], keep=2)
+  directory = checkpointing.checkpoint_dir(workdir)
+  assert _step_dirs(workdir) == ['4', '5']   # nothing else: no checksum file left behind
+  for step in (4, 5):
+    assert checkpointing.differing_files(_step_dir(workdir, step)) == []
+  leftovers = [os.path.join(root, name) for root, _, files in os.walk(directory)
+               for name in files if name == checkpointing.CHECKSUMS]
+  assert sorted(leftovers) == [os.path.join(_step_dir(workdir, s), checkpointing.CHECKSUMS)
+                               for s in (4, 5)]
+
+
+def test_a_trained_run_with_a_flipped_bit_is_refused_on_resume_and_evaluation(tiny_config,
+                                                                             tmp_path):
+  """The tiny training run of conftest.py (steps 4 and 8): the real model's arrays."""
+  from glow_ood import train  # pylint: disable=g-import-not-at-top
+  workdir = str(tmp_path / 'run')
+  train.train_and_evaluate(tiny_config, workdir)
+  assert checkpointing.available_steps(workdir) == [4, 8]
+  flipped = _flip_a_bit(_step_dir(workdir, 8))
+  for attempt in (lambda: load_checkpoint(tiny_config, workdir),
+                  lambda: train.train_and_evaluate(tiny_config, workdir)):
+    with pytest.raises(CheckpointRestoreError) as info:
+      attempt()
+    message = str(info.value)
+    assert message.startswith(f'Checkpoint step 8 ({_step_dir(workdir, 8)}) is damaged')
+    assert flipped in message and 'To go on from step 4, the newest intact' in message
+  _, meta = load_checkpoint(tiny_config, workdir, 4)
+  assert meta['step'] == 4
