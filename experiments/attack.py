@@ -12,7 +12,9 @@ shaped like the model's data (e.g. 28x28 zero-padded to 32x32). Writes, in --out
 Feed the attacked set back into the ordinary evaluation:
   python -m glow_ood.main --config=... --workdir=... --mode=evaluate \
       --add_eval=attacked=runs/attacked/attacked.npz --evals_only_added
-which reproduces the bits/dim printed here (same noise key and batches).
+which reproduces the bits/dim printed here (same noise key and batches). The best
+iterate of each image is selected under another, independent noise key (recorded in
+attacked.npz), so the printed numbers are not a maximum over the noise the selection saw.
 """
 
 from absl import app

@@ -25,6 +25,7 @@ import os
 
 from absl import logging
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
@@ -47,12 +48,16 @@ METADATA_KEYS = ('step', 'n_bits', 'num_dims', 'dataset', 'split', 'dequantizati
 
 
 class Evaluator:
-  """Per-example log-likelihood terms of uint8 images under one config's model, on one mesh.
+  """Per-example log-likelihood terms of images under one config's model, on one mesh.
 
-  Build one per model config and pass it around: it compiles its forward pass
-  once per dequantization mode and serves every caller (the train loop's
-  periodic evaluation, --mode=evaluate, the pair experiment, graying, the OOD
-  scores and the attacks).
+  `terms` is the one map from pixels to the reported terms (n-bit reduction,
+  dequantization, the model's forward pass, log P(x) and bits/dim): float pixels,
+  differentiable in them, for gradients (the attacks); the uint8 evaluation
+  (`__call__`, `terms_fn`) is `terms` of the images cast to float, so the two agree
+  exactly at integer pixels. Build one per model config and pass it around: it
+  compiles its uint8 forward pass once per dequantization mode and serves every
+  caller (the train loop's periodic evaluation, --mode=evaluate, the pair
+  experiment, graying, the OOD scores and the attacks).
   """
 
   def __init__(self, config: ml_collections.ConfigDict, mesh=None):
@@ -64,16 +69,37 @@ class Evaluator:
     self.num_dims = train_state_lib.num_dims(config)
     self._fns = {}
 
-  def terms_fn(self, dequantization: str):
-    """Jitted (variables, x_uint8 [B,H,W,C], key) -> per-example terms, replicated."""
-    if dequantization not in self._fns:
-      model, n_bits = self.model, self.n_bits
+  def terms(self, variables, x_pixels: jax.Array, key: jax.Array | None,
+            dequantization: str | None = None) -> dict[str, jax.Array]:
+    """Every per-image term the evaluation reports, as a jnp function of float pixels.
 
+    x_pixels: [B, H, W, C] on the 0..255 scale (float, or uint8 cast to float);
+    key: split into the dequantization noise's key and the model's (a VAE's latent
+    samples); None only for midpoint dequantization of a model that draws nothing.
+    dequantization defaults to config.eval's. Returns the model's terms (log_px,
+    and e.g. log_pz [B, L] and the log-dets per level for Glow) plus log_p_discrete
+    and bits_per_dim [B]. Differentiable in x_pixels (the n-bit floor passes its
+    gradient straight through, likelihood.reduce_bits_float); not jitted, so it
+    composes inside the caller's jit and grad.
+    """
+    dequantization = dequantization or self.config.eval.dequantization
+    noise_key, model_rngs = None, {}
+    if key is not None:
+      noise_key, model_key = jax.random.split(key)
+      model_rngs = model_kinds.rngs(model_key)
+    y = likelihood.dequantize_pixels(noise_key, jnp.asarray(x_pixels, jnp.float32),
+                                     self.n_bits, noise=dequantization)
+    out = dict(self.model.apply(variables, y, method='evaluate', rngs=model_rngs).terms())
+    out['log_p_discrete'] = likelihood.discrete_log_prob(out['log_px'], self.num_dims,
+                                                         self.n_bits)
+    out['bits_per_dim'] = likelihood.bits_per_dim(out['log_px'], self.num_dims, self.n_bits)
+    return out
+
+  def terms_fn(self, dequantization: str):
+    """Jitted (variables, x_uint8 [B,H,W,C], key) -> `terms` of the images, replicated."""
+    if dequantization not in self._fns:
       def fn(variables, x_uint8, key):
-        noise_key, model_key = jax.random.split(key)
-        y = likelihood.dequantize_uint8(noise_key, x_uint8, n_bits, noise=dequantization)
-        out = model.apply(variables, y, method='evaluate', rngs=model_kinds.rngs(model_key))
-        return out.terms()
+        return self.terms(variables, x_uint8.astype(jnp.float32), key, dequantization)
 
       replicated = parallel.replicated(self.mesh)
       self._fns[dequantization] = jax.jit(
@@ -109,12 +135,7 @@ class Evaluator:
       x = parallel.global_batch(self.mesh, parallel.host_slice(batch))
       chunks.append(fn(variables, x, jax.random.fold_in(key, index)))
     chunks = parallel.to_host(chunks)
-    results = {name: np.concatenate([c[name] for c in chunks])[:num] for name in chunks[0]}
-    results['log_p_discrete'] = np.asarray(
-        likelihood.discrete_log_prob(results['log_px'], self.num_dims, self.n_bits))
-    results['bits_per_dim'] = np.asarray(
-        likelihood.bits_per_dim(results['log_px'], self.num_dims, self.n_bits))
-    return results
+    return {name: np.concatenate([c[name] for c in chunks])[:num] for name in chunks[0]}
 
   def evaluate_set(self, variables, eval_set: EvalDataset, key: jax.Array):
     """(results, images, preprocessing) of one evaluation set.

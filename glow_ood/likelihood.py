@@ -33,32 +33,60 @@ def reduce_bits(x_uint8: jax.Array, n_bits: int) -> jax.Array:
   return jnp.right_shift(x_uint8.astype(jnp.int32), 8 - n_bits)
 
 
-def dequantize(key: jax.Array | None, x_int: jax.Array, n_bits: int,
-               noise: str = 'uniform') -> jax.Array:
-  """Integer pixels -> y = (x + u) / 2**n in [0, 1).
+def dequantization_noise(key: jax.Array | None, shape, noise: str = 'uniform') -> jax.Array:
+  """The offsets u added to integer pixels, float32 of `shape`.
 
-  noise='uniform' draws u ~ U[0, 1) (training, and the paper's evaluation);
+  noise='uniform' draws u ~ U[0, 1 - 2**-16) (training, and the paper's evaluation);
   noise='midpoint' uses u = 1/2, a deterministic evaluation (key unused).
   """
-  _check_n_bits(n_bits)
-  x = x_int.astype(jnp.float32)
   if noise == 'uniform':
     if key is None:
       raise ValueError("dequantize(noise='uniform') needs a PRNG key.")
     # u < 1 - 2**-16 keeps x + u below x + 1 in float32 for every 8-bit x, so
     # floor(y * 2**n) gives x back exactly (discrete models read their bin from y).
-    u = jax.random.uniform(key, x.shape, dtype=jnp.float32, maxval=1.0 - 2.0 ** -16)
-  elif noise == 'midpoint':
-    u = jnp.full_like(x, 0.5)
-  else:
-    raise ValueError(f'noise must be one of {DEQUANTIZATION_NOISE}, got {noise!r}.')
-  return (x + u) / (2 ** n_bits)
+    return jax.random.uniform(key, shape, dtype=jnp.float32, maxval=1.0 - 2.0 ** -16)
+  if noise == 'midpoint':
+    return jnp.full(shape, 0.5, jnp.float32)
+  raise ValueError(f'noise must be one of {DEQUANTIZATION_NOISE}, got {noise!r}.')
+
+
+def dequantize(key: jax.Array | None, x_int: jax.Array, n_bits: int,
+               noise: str = 'uniform') -> jax.Array:
+  """Integer pixels -> y = (x + u) / 2**n in [0, 1), u from dequantization_noise."""
+  _check_n_bits(n_bits)
+  x = x_int.astype(jnp.float32)
+  return (x + dequantization_noise(key, x.shape, noise)) / (2 ** n_bits)
 
 
 def dequantize_uint8(key: jax.Array | None, x_uint8: jax.Array, n_bits: int,
                      noise: str = 'uniform') -> jax.Array:
   """Raw 8-bit pixels -> the model's input y in [0, 1): reduce_bits, then dequantize."""
   return dequantize(key, reduce_bits(x_uint8, n_bits), n_bits, noise=noise)
+
+
+def reduce_bits_float(x_pixels: jax.Array, n_bits: int) -> jax.Array:
+  """Float pixels on the 0..255 scale -> the n-bit scale [0, 2**n), differentiable.
+
+  Integer pixels come out exactly as reduce_bits gives them (the low bits dropped; every
+  step is exact in float32); in between, a straight-through floor keeps the slope
+  1 / 2**(8 - n).
+  """
+  _check_n_bits(n_bits)
+  scaled = jnp.asarray(x_pixels, jnp.float32) / 2 ** (8 - n_bits)
+  if n_bits == 8:
+    return scaled
+  return scaled + jax.lax.stop_gradient(jnp.floor(scaled) - scaled)
+
+
+def dequantize_pixels(key: jax.Array | None, x_pixels: jax.Array, n_bits: int,
+                      noise: str = 'uniform') -> jax.Array:
+  """Float pixels on the 0..255 scale -> the model's input y, differentiable in the pixels.
+
+  reduce_bits_float, then the noise of dequantize: at integer pixels and the same key
+  this equals dequantize_uint8 of the same image exactly.
+  """
+  reduced = reduce_bits_float(x_pixels, n_bits)
+  return (reduced + dequantization_noise(key, reduced.shape, noise)) / (2 ** n_bits)
 
 
 def discretization_constant(num_dims: int, n_bits: int) -> float:

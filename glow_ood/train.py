@@ -130,14 +130,20 @@ def _check_finite(step: int, host_metrics: dict, manager) -> None:
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
-                       check_config: bool = True) -> TrainState:
+                       check_config: bool = True,
+                       evaluator: evaluate.Evaluator | None = None) -> TrainState:
   """Trains (or resumes) to config.train.num_steps; returns the final state.
 
   check_config=False skips the config check for a caller that has made it already
   (the pair experiment checks every model's config once, before any training).
+  evaluator: the periodic evaluation's (built for this config when None); a caller that
+  evaluates the model afterwards passes its own, so the forward pass compiles once.
   """
   if check_config:
     config_validation.validate_config(config, device_count=jax.device_count())
+  if evaluator is not None and not same_model(evaluator.config, config):
+    raise ValueError('train_and_evaluate: the evaluator passed was built for another model '
+                     '(model, n_bits or image shape differ from the config trained).')
   mesh = parallel.make_mesh()
   train_cfg = config.train
   spec = data.DataSpec(**dict(config.data))
@@ -174,7 +180,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       writer.write_hparams(metrics_lib.flatten_config(config))
     with interrupt.StopRequest() as stop:
       state, done = _train_loop(config, workdir, mesh, state, start_step, batches, keys, manager,
-                                writer, stop)
+                                writer, stop, evaluator)
       if stop.requested:
         checkpointing.wait(manager)
         _save(manager, state, done)
@@ -191,6 +197,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   return state
 
 
+def same_model(a: ml_collections.ConfigDict, b: ml_collections.ConfigDict) -> bool:
+  """Whether two configs describe the same model on the same images (what an Evaluator
+  depends on: the model block, n_bits, the image shape and the evaluation's settings)."""
+  def key(c):
+    return (c.model.to_dict(), c.n_bits, train_state_lib.image_shape(c),
+            c.eval.to_dict())
+  return key(a) == key(b)
+
+
 def _save(manager, state: TrainState, done: int, train_bits_per_dim: float | None = None) -> None:
   if manager.latest_step() == done:
     return
@@ -199,11 +214,12 @@ def _save(manager, state: TrainState, done: int, train_bits_per_dim: float | Non
 
 
 class _PeriodicEvaluation:
-  """The train loop's test bits/dim and sample grids, with their evaluator built once."""
+  """The train loop's test bits/dim and sample grids, with their evaluator built once
+  (or the caller's)."""
 
-  def __init__(self, config, workdir, mesh, keys):
+  def __init__(self, config, workdir, mesh, keys, evaluator: evaluate.Evaluator | None = None):
     self.config, self.workdir, self.keys = config, workdir, keys
-    self.evaluator = evaluate.Evaluator(config, mesh)
+    self.evaluator = evaluate.Evaluator(config, mesh) if evaluator is None else evaluator
     self.sampler = sample.Sampler(config, mesh)
     spec = data.DataSpec(**dict(config.data, augment='none'))
     self.test_set = eval_sets.EvalDataset(
@@ -240,7 +256,7 @@ def _host_metrics(step: int, device_metrics, manager) -> dict[str, float]:
 
 
 def _train_loop(config, workdir, mesh, state, start_step, batches, keys, manager, writer,
-                stop) -> tuple[TrainState, int]:
+                stop, evaluator=None) -> tuple[TrainState, int]:
   """Steps from start_step to train.num_steps (or to a stop request); returns (state, steps done).
 
   Each step's metrics come to the host once: at a log or checkpoint step right
@@ -251,7 +267,8 @@ def _train_loop(config, workdir, mesh, state, start_step, batches, keys, manager
   progress = metrics_lib.ProgressLine(train_cfg.num_steps, train_cfg.batch_size)
   report = periodic_actions.ReportProgress(num_train_steps=train_cfg.num_steps, writer=writer,
                                            every_steps=train_cfg.log_every)
-  periodic_eval = _PeriodicEvaluation(config, workdir, mesh, keys) if train_cfg.eval_every else None
+  periodic_eval = (_PeriodicEvaluation(config, workdir, mesh, keys, evaluator)
+                   if train_cfg.eval_every else None)
   # One trace of profile_steps steps, 10 steps into this run (compiled and warm by then).
   profile = (periodic_actions.Profile(logdir=workdir, num_profile_steps=train_cfg.profile_steps,
                                       profile_duration_ms=None, first_profile=start_step + 10,

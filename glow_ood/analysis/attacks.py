@@ -16,31 +16,30 @@ inside the valid pixel range:
 - Rounding: the iterate is continuous, but every iterate is rounded to integers and
   scored by objective_fn with one fixed `select_key`; the best rounded image so far is
   kept per image (the original, step 0, included). So the returned image is a real
-  8-bit image and its objective under select_key is never below the original's.
-  Pass the evaluation's own noise key as select_key to judge exactly as evaluation does.
+  8-bit image and its objective under select_key is never below the original's. That
+  is a selection, not a measurement: report the returned images under a noise key
+  independent of select_key (glow_ood.experiment.attack_section does), or the reported
+  effect is the maximum over the noisy draws the selection tried.
 
-Model statistics: `statistics_fn` turns a model into a differentiable map from float
-pixels to the per-image terms of the evaluation files, so an objective (or an OOD
-score, `score_fn(stats) -> [B]`, higher = more OOD) is a function of that dict.
+Model statistics: glow_ood.evaluate.Evaluator.terms(variables, x, key) is the
+differentiable map from float pixels to the per-image terms of the evaluation files
+(the same function the evaluation runs), so an objective (or an OOD score,
+`score_fn(stats) -> [B]`, higher = more OOD) is a function of that dict. The objectives
+below take the model's variables as their first argument, so they travel as traced
+arrays rather than constants folded into the compiled attack.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Callable
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from glow_ood import likelihood
-from glow_ood import model_kinds
-
 PIXEL_MAX = 255.0
-# The per-image keys of glow_ood.evaluate's files; statistics_fn returns exactly these.
-STATISTICS_KEYS = ('log_px', 'log_p_discrete', 'bits_per_dim', 'log_pz', 'logdet_actnorm',
-                   'logdet_invconv', 'logdet_coupling')
 
 
 @dataclasses.dataclass
@@ -130,8 +129,11 @@ def pgd_attack(objective_fn: Callable[..., jax.Array], x_uint8, *, epsilon, num_
 
   objective_fn(x [B,H,W,C] float pixels, key, *objective_args) -> [B]. Pass a function
   object that lives as long as the run (it is a static argument: a new closure per call
-  compiles again); put what changes between calls (targets, signs) in objective_args,
-  traced arrays of shape [] or [B].
+  compiles again); put what changes between calls (the model's variables, targets, signs)
+  in objective_args: traced arrays (or pytrees of them, e.g. variables), targets and signs
+  of shape [] or [B].
+  select_key: the fixed noise key that judges every rounded iterate (default: split from
+  key); keep it independent of the key the results are reported under.
   epsilon: 8-bit levels, a scalar or one per image [B] (2 = +-2 levels = 2/255).
   step_size: first step in levels, scalar or [B]; default default_step_size.
   """
@@ -156,91 +158,50 @@ def pgd_attack(objective_fn: Callable[..., jax.Array], x_uint8, *, epsilon, num_
                       first_order_gain=np.asarray(promise), edge_share=np.asarray(edge))
 
 
-def reduce_bits_float(x_pixels: jax.Array, n_bits: int) -> jax.Array:
-  """Float pixels in [0, 255] -> the n-bit scale [0, 2^n), differentiable.
-
-  Integer pixels come out exactly as likelihood.reduce_bits gives them (the low bits
-  dropped); in between, a straight-through floor keeps the slope 1 / 2^(8-n).
-  """
-  scaled = x_pixels / 2 ** (8 - n_bits)
-  if n_bits == 8:
-    return scaled
-  return scaled + jax.lax.stop_gradient(jnp.floor(scaled) - scaled)
-
-
-def statistics_fn(model, variables: Any, n_bits: int,
-                  dequantization: str = 'uniform') -> Callable[[jax.Array, jax.Array], dict]:
-  """(x [B,H,W,C] float pixels in [0, 255], key) -> the evaluation's per-image terms.
-
-  model: a module of a glow_ood.model_kinds kind (its evaluate(y) output has terms());
-  variables: ready for model.apply (passed through untouched). The noise and the
-  model's rngs are drawn as glow_ood.evaluate.Evaluator draws them from `key`, so at
-  integer pixels and the same key this equals the Evaluator's terms.
-  """
-  def fn(x_pixels, key):
-    # No key: midpoint dequantization and a model that draws nothing.
-    model_rngs = {}
-    if key is not None:
-      key, model_key = jax.random.split(key)
-      model_rngs = model_kinds.rngs(model_key)
-    reduced = reduce_bits_float(x_pixels, n_bits)
-    if dequantization == 'uniform':
-      noise = jax.random.uniform(key, reduced.shape, dtype=jnp.float32)
-    elif dequantization == 'midpoint':
-      noise = jnp.full_like(reduced, 0.5)
-    else:
-      raise ValueError(f'dequantization must be one of {likelihood.DEQUANTIZATION_NOISE}, '
-                       f'got {dequantization!r}.')
-    y = (reduced + noise) / 2 ** n_bits
-    out = model.apply(variables, y, method='evaluate', rngs=model_rngs)
-    num_dims = int(np.prod(x_pixels.shape[1:]))
-    stats = dict(out.terms())
-    stats['log_p_discrete'] = likelihood.discrete_log_prob(stats['log_px'], num_dims, n_bits)
-    stats['bits_per_dim'] = likelihood.bits_per_dim(stats['log_px'], num_dims, n_bits)
-    return stats
-  return fn
-
-
-# Objectives over a statistics function. Each returns objective_fn(x, key, *args) for
-# pgd_attack; build each once per model and reuse it.
+# Objectives over a statistics function stats_fn(variables, x, key) -> dict of per-image
+# terms (Evaluator.terms, or one that adds other models' terms). Each returns
+# objective_fn(x, key, variables, *args) for pgd_attack (objective_args=(variables, *args));
+# build each once per model and reuse it.
 
 def signed_log_density_objective(stats_fn: Callable) -> Callable:
-  """args (sign,): sign * log p(x) per image; +1 raises the likelihood, -1 lowers it."""
-  def objective(x, key, sign):
-    return sign * stats_fn(x, key)['log_p_discrete']
+  """args (variables, sign): sign * log p(x) per image; +1 raises the likelihood, -1 lowers it."""
+  def objective(x, key, variables, sign):
+    return sign * stats_fn(variables, x, key)['log_p_discrete']
   return objective
 
 
 def bits_per_dim_target_objective(stats_fn: Callable) -> Callable:
-  """args (target,): -|bits/dim - target|, pulling each image's bits/dim onto target."""
-  def objective(x, key, target):
-    return -jnp.abs(stats_fn(x, key)['bits_per_dim'] - target)
+  """args (variables, target): -|bits/dim - target|, pulling each image's bits/dim onto target."""
+  def objective(x, key, variables, target):
+    return -jnp.abs(stats_fn(variables, x, key)['bits_per_dim'] - target)
   return objective
 
 
 def evasion_objective(stats_fn: Callable, score_fn: Callable[[dict], jax.Array]) -> Callable:
-  """args (sign,): sign * score; -1 makes OOD images look in-distribution, +1 the reverse.
+  """args (variables, sign): sign * score; -1 makes OOD images look in-distribution, +1 the
+  reverse.
 
   score_fn(stats) -> [B], higher = more OOD. stats is stats_fn's dict, which may carry
   extra keys (e.g. another model's log_px) if stats_fn adds them.
   """
-  def objective(x, key, sign):
-    return sign * score_fn(stats_fn(x, key))
+  def objective(x, key, variables, sign):
+    return sign * score_fn(stats_fn(variables, x, key))
   return objective
 
 
 def combined_objective(stats_fn: Callable, score_fns: dict[str, Callable]) -> Callable:
   """Every objective above in one function, chosen per image, so one compilation serves all.
 
-  args (choice [B, 2 + len(score_fns)] one-hot, sign [B], target [B], fixed); the columns
-  are sign * log p(x), -|bits/dim - target|, then sign * score for each score in order.
-  fixed: a dict of per-image terms [B] merged into the statistics and held constant (terms
-  with no gradient, e.g. a compressor's code length of the original image); may be empty.
+  args (variables, choice [B, 2 + len(score_fns)] one-hot, sign [B], target [B], fixed); the
+  columns are sign * log p(x), -|bits/dim - target|, then sign * score for each score in
+  order. fixed: a dict of per-image terms [B] merged into the statistics and held constant
+  (terms with no gradient, e.g. a compressor's code length of the original image); may be
+  empty.
   """
   score_list = list(score_fns.values())
 
-  def objective(x, key, choice, sign, target, fixed):
-    stats = {**stats_fn(x, key), **fixed}
+  def objective(x, key, variables, choice, sign, target, fixed):
+    stats = {**stats_fn(variables, x, key), **fixed}
     terms = [sign * stats['log_p_discrete'], -jnp.abs(stats['bits_per_dim'] - target)]
     terms += [sign * fn(stats) for fn in score_list]
     return jnp.sum(choice * jnp.stack(terms, axis=-1), axis=-1)

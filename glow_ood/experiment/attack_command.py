@@ -1,5 +1,10 @@
 """The attack command's work (experiments/attack.py holds only its flags): attack an npz of
-uint8 images with a trained checkpoint and write the attacked set as npz and PNGs."""
+uint8 images with a trained checkpoint and write the attacked set as npz and PNGs.
+
+The gradients and the reported numbers come from the same Evaluator (Evaluator.terms).
+The bits/dim reported are those of --mode=evaluate (the run's evaluation key and batches);
+the best iterate is selected under an independent key (attack_section.attack_keys), and
+the npz records the three keys (selection_key, reporting_key, gradient_key)."""
 
 import os
 
@@ -14,6 +19,18 @@ from glow_ood.experiment import attack_figures
 from glow_ood.experiment import attack_section
 
 
+def _in_file_order(result: dict, back: np.ndarray) -> dict:
+  """attack_images' per-image arrays (rows of images taken in some order) back in file order."""
+  out = dict(result)
+  for name in ('images', 'selection_before', 'selection_after', 'first_order_gain',
+               'edge_share', 'objective_before', 'objective_after'):
+    out[name] = result[name][back]
+  out['trace'] = result['trace'][:, back]
+  for name in ('before_stats', 'after_stats'):
+    out[name] = {k: v[back] for k, v in result[name].items()}
+  return out
+
+
 def attack_file(config, workdir: str, images_path: str, output: str, *, objective: str,
                 epsilon: float, num_steps: int, noise_draws: int, split: str = 'test',
                 step: int = -1, max_examples: int = 0, target_bits_per_dim=None,
@@ -26,9 +43,15 @@ def attack_file(config, workdir: str, images_path: str, output: str, *, objectiv
   variables, ckpt_step = evaluate.load_state_for_eval(config, workdir, evaluator.mesh,
                                                        None if step < 0 else step)
   key = train_state_lib.run_keys(config.seed)['eval']
+  # --mode=evaluate reads the attacked file in the order of a seeded shuffle
+  # (config.eval.subset_seed, glow_ood.data.subset_indices): attack and report the images
+  # in that order, so that the batches and noise are the evaluation's, then put them back
+  # in file order.
+  order = data.subset_indices(len(images), None, config.eval.subset_seed)
   result = attack_section.attack_images(
-      evaluator, variables, images, objective=objective, epsilon=epsilon, num_steps=num_steps,
-      noise_draws=noise_draws, key=key, target=target_bits_per_dim)
+      evaluator, variables, images[order], objective=objective, epsilon=epsilon,
+      num_steps=num_steps, noise_draws=noise_draws, key=key, target=target_bits_per_dim)
+  result = _in_file_order(result, np.argsort(order))
 
   os.makedirs(os.path.join(output, 'png'), exist_ok=True)
   before = result['before_stats']['bits_per_dim']
@@ -38,7 +61,8 @@ def attack_file(config, workdir: str, images_path: str, output: str, *, objectiv
       test=result['images'], original=images, bits_per_dim_before=before,
       bits_per_dim_after=after, objective=np.str_(objective), epsilon=np.float64(epsilon),
       num_steps=np.int64(num_steps), noise_draws=np.int64(noise_draws),
-      checkpoint_step=np.int64(ckpt_step), dequantization=np.str_(config.eval.dequantization)))
+      checkpoint_step=np.int64(ckpt_step), dequantization=np.str_(config.eval.dequantization),
+      **{f'{name}_key': np.asarray(value, np.uint32) for name, value in result['keys'].items()}))
   for index, image in enumerate(result['images'][:max_png]):
     pixels = image[..., 0] if image.shape[-1] == 1 else image
     Image.fromarray(pixels).save(os.path.join(output, 'png', f'{index:05d}.png'))

@@ -8,10 +8,15 @@
                                   title='Glow')
 
 Every number is that of a real 8-bit image: attacked images are re-evaluated with
-glow_ood.evaluate.Evaluator, and so are the originals, with the same noise key
-and batch layout, so before and after see the same dequantization noise. The best
-iterate of each attack is judged by exactly that evaluation (see _Attacker.attack), so no
-image is reported worse on its objective than it started.
+glow_ood.evaluate.Evaluator, and so are the originals, with the same noise key and batch
+layout, so before and after see the same dequantization noise. Three keys, each a
+distinct fold-in of the run key (attack_keys), recorded in the results: the gradient
+steps' noise, the selection key that judges every rounded iterate (the best is kept,
+see glow_ood.analysis.attacks.pgd_attack), and the reporting key of the evaluations
+before and after. Selection and reporting noise are independent, so the reported effect
+is not the maximum over the noisy draws the selection tried: under the reporting key an
+image may end slightly worse on its objective than it began (the table records how many).
+The gradients and the evaluations are the same function, Evaluator.terms.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from glow_ood import analysis
 from glow_ood import evaluate
 from glow_ood import train_state as train_state_lib
 from glow_ood.analysis import attacks
+from glow_ood.analysis import ood_metrics
 from glow_ood.experiment import attack_figures
 from glow_ood.experiment import eval_plan
 from glow_ood.flows.glow import total_logdet
@@ -39,6 +45,34 @@ OBJECTIVES = {
     'lower': 'lower log p(x)',
     'target': "bits/dim toward the other set's mean",
 }
+
+
+# Fold-ins of the run key: the gradient steps' noise, the noise that selects the best rounded
+# iterate, and the noise of the reported evaluations (before and after). Distinct, so the
+# selection and the report see independent dequantization noise.
+GRADIENT_FOLD, SELECTION_FOLD, REPORTING_FOLD = 1, 2, 3
+
+
+def attack_keys(key: jax.Array, reporting_key: jax.Array | None = None) -> dict[str, jax.Array]:
+  """{'gradient', 'selection', 'reporting'}: fold_in(key, *_FOLD).
+
+  reporting_key: use this key for the report instead (the attack command reports under the
+  run's evaluation key, so that --mode=evaluate on its output reproduces its numbers);
+  gradient and selection keys are still folded from `key`.
+  """
+  keys = {'gradient': jax.random.fold_in(key, GRADIENT_FOLD),
+          'selection': jax.random.fold_in(key, SELECTION_FOLD),
+          'reporting': jax.random.fold_in(key, REPORTING_FOLD)}
+  if reporting_key is not None:
+    keys['reporting'] = reporting_key
+  return keys
+
+
+def key_data(key: jax.Array) -> list[int]:
+  """A PRNG key (typed or raw uint32) as plain integers, for results.json."""
+  if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
+    key = jax.random.key_data(key)
+  return np.asarray(key).reshape(-1).tolist()
 
 
 def default_attack_config(variant: str = 'quick') -> ml_collections.ConfigDict:
@@ -53,18 +87,20 @@ def default_attack_config(variant: str = 'quick') -> ml_collections.ConfigDict:
   cfg.noise_draws = 1                # dequantization draws averaged per gradient step
   cfg.batch_size = 64                # images attacked (and re-evaluated) together
   cfg.figure_examples = 3            # images per set shown in the figure
+  cfg.bootstrap_resamples = 1000     # resamples of each attack AUROC's 95% interval
   # OOD scores (glow_ood.scores names, comma-separated) whose evasion is attacked; '' = every
   # score that applies. Each adds 2 x evasion_examples attacked images per model.
   cfg.scores = ('log p(x),typicality,likelihood ratio,input complexity (PNG),level ratio,'
                 'DoSE (KDE),DoSE (Gaussian),WAIC')
   if variant == 'quick':
-    cfg.evasion_examples = 16
+    cfg.examples = 256
   if variant == 'tiny':
     cfg.examples = 6
     cfg.epsilons = (2, 8)
     cfg.num_steps = 4
     cfg.batch_size = 8
     cfg.figure_examples = 2
+    cfg.bootstrap_resamples = 200
   elif variant == 'paper':
     cfg.examples = 256
     cfg.num_steps = 50
@@ -77,40 +113,48 @@ def default_attack_config(variant: str = 'quick') -> ml_collections.ConfigDict:
 
 
 class _Attacker:
-  """One model's statistics, its one combined objective and its evaluation."""
+  """One model's statistics, its one combined objective and its evaluation.
 
-  def __init__(self, evaluator: evaluate.Evaluator, variables, attack_config, key,
-               score_fns: dict[str, Callable], extra_stats_fn: Callable | None,
-               fixed_stats_fn: Callable | None = None):
-    model_config = evaluator.config
-    self.config = model_config
+  keys: attack_keys' dict. Batch c of an attack is judged under fold_in(keys['selection'],
+  c) and reported (before and after) under fold_in(keys['reporting'], c), the key the
+  Evaluator gives its batch c of cfg.batch_size images.
+  """
+
+  def __init__(self, evaluator: evaluate.Evaluator, variables, attack_config,
+               keys: dict[str, jax.Array], score_fns: dict[str, Callable],
+               extra_stats_fn: Callable | None, fixed_stats_fn: Callable | None = None):
+    self.config = evaluator.config
     self.evaluator = evaluator
     self.state = variables
     self.cfg = attack_config
-    self.key = key  # the evaluation's noise key
-    self.attack_key = jax.random.fold_in(key, 1_000_003)  # noise of the gradient steps
-    self.dequantization = model_config.eval.dequantization
-    base = attacks.statistics_fn(evaluator.model, variables, model_config.n_bits,
-                                 self.dequantization)
+    self.keys = keys
+    self.dequantization = self.config.eval.dequantization
+    self.score_list = list(score_fns.values())
     # Compiled once: other models' forward passes, op by op, would be slow.
     self.extra_stats_fn = None if extra_stats_fn is None else jax.jit(extra_stats_fn)
     self.fixed_stats_fn = fixed_stats_fn
-    if extra_stats_fn is None:
-      stats_fn = base
-    else:
-      def stats_fn(x, k):
-        return {**base(x, k), **extra_stats_fn(x, k)}
+    dequantization = self.dequantization
+
+    def stats_fn(own_variables, x, k):
+      stats = evaluator.terms(own_variables, x, k, dequantization)
+      if extra_stats_fn is not None:
+        stats.update(extra_stats_fn(x, k))
+      return stats
     # Every attack of the section is a row of one objective: one compilation per model.
     self.objective = attacks.combined_objective(stats_fn, score_fns)
 
-  def evaluate(self, images: np.ndarray) -> dict[str, np.ndarray]:
-    """The ordinary evaluation: batches of cfg.batch_size, batch c's noise from fold_in(key, c)."""
+  def evaluate(self, images: np.ndarray, key: jax.Array | None = None) -> dict[str, np.ndarray]:
+    """The ordinary evaluation: batches of cfg.batch_size, batch c's noise from fold_in(key, c).
+
+    key: default the reporting key.
+    """
+    key = self.keys['reporting'] if key is None else key
     stats = self.evaluator(self.state, images, batch_size=self.cfg.batch_size,
-                           dequantization=self.dequantization, key=self.key)
+                           dequantization=self.dequantization, key=key)
     if self.extra_stats_fn is not None:
       bs = self.cfg.batch_size
       extra = [jax.device_get(self.extra_stats_fn(
-          jnp.asarray(images[i:i + bs], jnp.float32), jax.random.fold_in(self.key, i // bs)))
+          jnp.asarray(images[i:i + bs], jnp.float32), jax.random.fold_in(key, i // bs)))
                for i in range(0, len(images), bs)]
       stats.update({k: np.concatenate([np.asarray(e[k]) for e in extra]) for k in extra[0]})
     stats.update(self.fixed(images))
@@ -122,12 +166,22 @@ class _Attacker:
       return {}
     return {k: np.asarray(v, np.float32) for k, v in self.fixed_stats_fn(images).items()}
 
+  def objective_values(self, stats: dict, args: tuple) -> np.ndarray:
+    """The combined objective of evaluated statistics (rows of args), as pgd scores it."""
+    choice, sign, target = (np.asarray(a, np.float32) for a in args)
+    terms = [sign * stats['log_p_discrete'], -np.abs(stats['bits_per_dim'] - target)]
+    terms += [sign * np.asarray(fn(stats), np.float32) for fn in self.score_list]
+    # Each row's chosen column (a score that is not finite on a row it does not attack
+    # must not spoil that row).
+    chosen = np.argmax(choice, axis=-1)[:, None]
+    return np.take_along_axis(np.stack(terms, axis=-1), chosen, axis=-1)[:, 0]
+
   def attack(self, images: np.ndarray, epsilon: np.ndarray, args: tuple) -> dict:
     """Attacks rows of images (each with its epsilon and objective args), batch by batch.
 
-    Batch c is judged with fold_in(key, c), the key the Evaluator gives its
-    batch c: under uniform noise the best iterate is picked by the very noise the
-    reported evaluation (self.evaluate, same batches) uses.
+    Returns the attacked images, the objective under the selection key before and after
+    (pgd's own judgement), the statistics and the objective under the reporting key
+    before and after (an independent evaluation), the trace and the first-order promise.
     """
     bs = self.cfg.batch_size
     num = len(images)
@@ -144,21 +198,27 @@ class _Attacker:
     results = []
     for chunk in range(padded // bs):
       rows = slice(chunk * bs, (chunk + 1) * bs)
+      row_args = jax.tree.map(lambda a: jnp.asarray(a[rows]), args_p)
       results.append(attacks.pgd_attack(
           self.objective, images_p[rows], epsilon=eps_p[rows], num_steps=self.cfg.num_steps,
-          key=jax.random.fold_in(self.attack_key, chunk), noise_draws=self.cfg.noise_draws,
-          select_key=jax.random.fold_in(self.key, chunk),
-          objective_args=jax.tree.map(lambda a: jnp.asarray(a[rows]), args_p)))
+          key=jax.random.fold_in(self.keys['gradient'], chunk),
+          noise_draws=self.cfg.noise_draws,
+          select_key=jax.random.fold_in(self.keys['selection'], chunk),
+          objective_args=(self.state,) + row_args))
     attacked = np.concatenate([r.images for r in results])[:num]
+    before_stats = self.evaluate(np.asarray(images))
+    after_stats = self.evaluate(attacked)
     return {
         'images': attacked,
         'trace': np.concatenate([r.trace for r in results], axis=1)[:, :num],
-        'objective_before': np.concatenate([r.objective_before for r in results])[:num],
-        'objective_after': np.concatenate([r.objective_after for r in results])[:num],
+        'selection_before': np.concatenate([r.objective_before for r in results])[:num],
+        'selection_after': np.concatenate([r.objective_after for r in results])[:num],
         'first_order_gain': np.concatenate([r.first_order_gain for r in results])[:num],
         'edge_share': np.concatenate([r.edge_share for r in results])[:num],
-        'before_stats': self.evaluate(np.asarray(images)),
-        'after_stats': self.evaluate(attacked),
+        'before_stats': before_stats,
+        'after_stats': after_stats,
+        'objective_before': self.objective_values(before_stats, args),
+        'objective_after': self.objective_values(after_stats, args),
     }
 
 
@@ -196,9 +256,9 @@ class _Rows:
              np.concatenate(self._target)))
 
 
-def run(evaluator: evaluate.Evaluator, variables, images: dict[str, np.ndarray], *, ood_labels: list[str],
-        attack_config: ml_collections.ConfigDict, key: jax.Array, fig_dir: str,
-        model_name: str, title: str, in_label: str = 'test',
+def run(evaluator: evaluate.Evaluator, variables, images: dict[str, np.ndarray], *,
+        ood_labels: list[str], attack_config: ml_collections.ConfigDict, key: jax.Array,
+        fig_dir: str, model_name: str, title: str, in_label: str = 'test',
         score_fns: dict[str, Callable] | None = None,
         extra_stats_fn: Callable | None = None,
         fixed_stats_fn: Callable | None = None) -> dict:
@@ -206,6 +266,8 @@ def run(evaluator: evaluate.Evaluator, variables, images: dict[str, np.ndarray],
 
   images: label -> uint8 [N, H, W, C] (the first attack_config.examples of each are used).
   evaluator: the model's Evaluator; variables: what evaluate.load_state_for_eval returns.
+  key: the run key; the gradient, selection and reporting keys are folded from it
+    (attack_keys) and recorded in the result's 'keys'.
   score_fns: name -> score_fn(stats) -> [B], higher = more OOD, differentiable in jax;
     default: bits/dim alone ('log p(x)').
   extra_stats_fn: optional (x float pixels, key) -> dict of further per-image terms
@@ -220,12 +282,15 @@ def run(evaluator: evaluate.Evaluator, variables, images: dict[str, np.ndarray],
   if score_fns is None:
     score_fns = {'log p(x)': lambda stats: stats['bits_per_dim']}
   score_names = list(score_fns)
-  attacker = _Attacker(evaluator, variables, cfg, key, score_fns, extra_stats_fn,
+  keys = attack_keys(key)
+  attacker = _Attacker(evaluator, variables, cfg, keys, score_fns, extra_stats_fn,
                        fixed_stats_fn)
   labels = [in_label] + list(ood_labels)
   sets = {l: np.asarray(images[l][:cfg.examples]) for l in labels}
   headline = float(cfg.headline_epsilon)
   epsilons = sorted({float(e) for e in cfg.epsilons} | {headline})
+  num_dims = train_state_lib.num_dims(model_config)
+  nats_per_bit = num_dims * np.log(2.0)
 
   # Clean statistics first: the targets and medians the attacks are measured against.
   clean = {l: attacker.evaluate(sets[l]) for l in labels}
@@ -257,6 +322,17 @@ def run(evaluator: evaluate.Evaluator, variables, images: dict[str, np.ndarray],
   result = attacker.attack(images_all, eps_all, args_all)
   before, after = result['before_stats'], result['after_stats']
 
+  def gains(part) -> dict:
+    """The objective's change under the reporting key (honest: an image may lose) and
+    under the selection key (never negative: the selection's own judgement)."""
+    reported = result['objective_after'][part] - result['objective_before'][part]
+    selected = result['selection_after'][part] - result['selection_before'][part]
+    return {'objective_gain_mean': float(reported.mean()),
+            'fraction_improved': float(np.mean(reported > 0)),
+            'fraction_worse': float(np.mean(reported < 0)),
+            'selection_gain_mean': float(selected.mean()),
+            'selection_never_worse': bool(np.all(selected >= 0))}
+
   table, figure_rows, evaded = [], {}, {}
   for meta, part in rows.parts:
     label = meta['set']
@@ -265,18 +341,19 @@ def run(evaluator: evaluate.Evaluator, variables, images: dict[str, np.ndarray],
       evaded[(meta['score'], label)] = part
       continue
     bpd_before, bpd_after = before['bits_per_dim'][part], after['bits_per_dim'][part]
+    shift = bpd_after - bpd_before
     median, goal = reference(label)
     row = {
         'set': label, 'objective': meta['objective'], 'epsilon': meta['epsilon'],
         'n': int(part.stop - part.start),
         'bits_per_dim_before': float(bpd_before.mean()),
         'bits_per_dim_after': float(bpd_after.mean()),
-        'shift_mean': float((bpd_after - bpd_before).mean()),
-        'shift_max': float(np.max(np.abs(bpd_after - bpd_before))),
+        'shift_mean': float(shift.mean()),
+        'shift_stderr': float(shift.std(ddof=1) / np.sqrt(shift.size)) if shift.size > 1 else 0.0,
+        'shift_max': float(np.max(np.abs(shift))),
         'flip_before': _flip_fraction(before['log_p_discrete'][part], median, is_ood),
         'flip_after': _flip_fraction(after['log_p_discrete'][part], median, is_ood),
-        'objective_never_worse': bool(np.all(result['objective_after'][part]
-                                             >= result['objective_before'][part])),
+        **gains(part),
     }
     if 'log_pz' in after:
       # Which term of log p(x) = log p(z) + log|det| the attack moved (nats per image).
@@ -284,10 +361,13 @@ def run(evaluator: evaluate.Evaluator, variables, images: dict[str, np.ndarray],
                                    - before['log_pz'][part].sum(-1)).mean())
       row['logdet_shift'] = float((total_logdet(after)[part] - total_logdet(before)[part]).mean())
     if meta['objective'] in ('raise', 'lower'):
+      sign = 1.0 if meta['objective'] == 'raise' else -1.0
+      # The same shift as the selection's noise saw it (sign * log p, nats -> bits/dim).
+      row['shift_mean_selection_noise'] = float(
+          -sign * row['selection_gain_mean'] / nats_per_bit)
       # The gradient's first-order promise (nats of log p) against what 8-bit images gave.
-      num_dims = train_state_lib.num_dims(model_config)
       row['first_order_bits_per_dim'] = float(
-          result['first_order_gain'][part].mean() / (num_dims * np.log(2.0)))
+          result['first_order_gain'][part].mean() / nats_per_bit)
       row['first_order_edge_share'] = float(result['edge_share'][part].mean())
     if meta['objective'] == 'target':
       row.update(target=goal, distance_before=float(np.abs(bpd_before - goal).mean()),
@@ -303,6 +383,17 @@ def run(evaluator: evaluate.Evaluator, variables, images: dict[str, np.ndarray],
                                                        model_config),
           'label': label, 'objective': wanted}
 
+  resamples = int(cfg.get('bootstrap_resamples', 1000))
+
+  def with_interval(scores_in, scores_out) -> dict:
+    """AUROC (OOD positive), its 95% percentile bootstrap interval and the set sizes."""
+    entry = {'auroc': analysis.auroc(scores_in, scores_out),
+             'n_in': int(len(scores_in)), 'n_out': int(len(scores_out))}
+    if resamples:
+      entry['auroc_ci'] = list(ood_metrics.auroc_interval(
+          scores_in, scores_out, num_resamples=resamples, confidence=0.95, seed=0))
+    return entry
+
   evasion = {}
   for name, score_fn in score_fns.items():
     def scores(stats, label, fn=score_fn, name=name):
@@ -313,19 +404,19 @@ def run(evaluator: evaluate.Evaluator, variables, images: dict[str, np.ndarray],
     for label in ood_labels:
       out_before, out_after = scores(before, label), scores(after, label)
       per_set[label] = {
-          'auroc_clean': analysis.auroc(in_before, out_before),
-          'auroc_ood_attacked': analysis.auroc(in_before, out_after),
-          'auroc_in_attacked': analysis.auroc(in_after, out_before),
-          'auroc_both_attacked': analysis.auroc(in_after, out_after),
+          'clean': with_interval(in_before, out_before),
+          'ood_attacked': with_interval(in_before, out_after),
+          'in_attacked': with_interval(in_after, out_before),
+          'both_attacked': with_interval(in_after, out_after),
           'score_before': float(out_before.mean()), 'score_after': float(out_after.mean()),
+          **gains(evaded[(name, label)]),
       }
-    parts = [evaded[(name, l)] for l in labels]
+      for which in ('clean', 'ood_attacked', 'in_attacked', 'both_attacked'):
+        per_set[label][f'auroc_{which}'] = per_set[label][which]['auroc']
     evasion[name] = {
         'epsilon': headline, 'sets': per_set, 'n_per_set': int(len(in_before)),
         'in_score_before': float(in_before.mean()), 'in_score_after': float(in_after.mean()),
-        'objective_never_worse': bool(all(np.all(result['objective_after'][p]
-                                                 >= result['objective_before'][p])
-                                          for p in parts)),
+        'in': gains(evaded[(name, in_label)]),
     }
 
   figure = attack_figures.attack_panels(
@@ -336,6 +427,10 @@ def run(evaluator: evaluate.Evaluator, variables, images: dict[str, np.ndarray],
                    'dequantization': attacker.dequantization,
                    'step_rule': 'signed gradient, linearly decaying step from 4*eps/T, '
                                 'projected on the L-inf ball and [0, 255] every step'},
+      'keys': {'run': key_data(key), **{k: key_data(v) for k, v in keys.items()},
+               'fold_ins': {'gradient': GRADIENT_FOLD, 'selection': SELECTION_FOLD,
+                            'reporting': REPORTING_FOLD},
+               'per_batch': 'batch c of cfg.batch_size images: fold_in(key, c)'},
       'in_label': in_label, 'ood_labels': list(ood_labels),
       'reference': {'ood_median_log_p': ood_median, 'in_median_log_p': in_median,
                     'ood_mean_bits_per_dim': ood_mean_bpd, 'in_mean_bits_per_dim': in_mean_bpd},
@@ -348,15 +443,18 @@ def run(evaluator: evaluate.Evaluator, variables, images: dict[str, np.ndarray],
 COMMAND_OBJECTIVES = ('raise', 'lower', 'target')
 
 
-def attack_images(evaluator: evaluate.Evaluator, variables, images: np.ndarray, *, objective: str, epsilon: float, num_steps: int,
-                  noise_draws: int, key: jax.Array, target: float | None = None) -> dict:
+def attack_images(evaluator: evaluate.Evaluator, variables, images: np.ndarray, *,
+                  objective: str, epsilon: float, num_steps: int, noise_draws: int,
+                  key: jax.Array, target: float | None = None) -> dict:
   """One attack on a user's images, evaluated as --mode=evaluate would evaluate them.
 
   objective: 'raise' or 'lower' log p(x), or 'target' (bits/dim toward `target`).
-  key: the evaluation's key (evaluate.evaluate_checkpoint uses the run's 'eval' key);
-  batches are model_config.eval.batch_size, so the returned statistics are those that
-  --mode=evaluate writes for the returned images. Returns images (uint8), before and
-  after statistics (the evaluation's per-image terms) and the per-step trace.
+  key: the evaluation's key (evaluate.evaluate_checkpoint uses the run's 'eval' key): the
+  reporting key, with batches of model_config.eval.batch_size, so the returned statistics
+  are those that --mode=evaluate writes for the returned images. The best iterate is
+  selected under fold_in(key, SELECTION_FOLD), independent of it (attack_keys). Returns
+  images (uint8), before and after statistics (the evaluation's per-image terms), the
+  objective under both keys, the per-step trace and 'keys' (as integers).
   """
   if objective not in COMMAND_OBJECTIVES:
     raise ValueError(f'objective must be one of {COMMAND_OBJECTIVES}, got {objective!r}.')
@@ -364,13 +462,16 @@ def attack_images(evaluator: evaluate.Evaluator, variables, images: np.ndarray, 
     raise ValueError("objective='target' needs a target bits/dim.")
   cfg = ml_collections.ConfigDict(dict(num_steps=num_steps, noise_draws=noise_draws,
                                        batch_size=evaluator.config.eval.batch_size))
-  attacker = _Attacker(evaluator, variables, cfg, key, {}, None)
+  keys = attack_keys(key, reporting_key=key)
+  attacker = _Attacker(evaluator, variables, cfg, keys, {}, None)
   n = len(images)
   choice = np.zeros((n, 2), np.float32)
   choice[:, 1 if objective == 'target' else 0] = 1.0
   sign = np.full(n, -1.0 if objective == 'lower' else 1.0, np.float32)
   goal = np.full(n, 0.0 if target is None else target, np.float32)
-  return attacker.attack(images, np.full(n, epsilon, np.float32), (choice, sign, goal))
+  result = attacker.attack(images, np.full(n, epsilon, np.float32), (choice, sign, goal))
+  result['keys'] = {k: key_data(v) for k, v in keys.items()}
+  return result
 
 
 def _trace_to_bits_per_dim(trace: np.ndarray, sign: float, model_config) -> np.ndarray:
@@ -392,15 +493,22 @@ def describe(settings: dict) -> str:
   """How the attacks ran, in words, for the report."""
   noise = ('the midpoint (u = 1/2)' if settings['dequantization'] == 'midpoint' else
            f'uniform noise, the gradient averaged over {settings["noise_draws"]} draw(s) a step')
+  evasion = settings.get('evasion_examples') or settings['examples']
+  independent = ('' if settings['dequantization'] == 'midpoint' else
+                 ' Selection and report draw independent uniform noise, so an image can '
+                 'end slightly worse on its objective under the reported noise than it began '
+                 '(the table counts them).')
   return (
       f'Projected gradient attacks (L-inf PGD, Madry et al. 2018) on the input pixels: '
       f'{settings["num_steps"]} signed-gradient steps, the step decaying linearly from '
       f'4·eps/{settings["num_steps"]}, each projected onto the eps-ball in 8-bit levels and onto '
       f'[0, 255]. Dequantization: {noise}. Every iterate is rounded to integers and judged by '
-      'the ordinary evaluation (same noise as the reported numbers); the best one is kept, so '
-      'no image ends worse on its objective than it began. Numbers are evaluations of the '
-      'returned 8-bit images, the originals evaluated with the same noise. '
-      f'{settings["examples"]} images per set.')
+      'the evaluation under a selection noise key; the best one is kept. The numbers are a '
+      'fresh evaluation of the returned 8-bit images and of the originals, both under a '
+      f'separate reporting key (the same noise for before and after).{independent} '
+      f'{settings["examples"]} images per set for raising, lowering and the target, '
+      f'{evasion} per side for each evasion; AUROCs with 95% percentile bootstrap intervals '
+      f'(both sides resampled, {settings.get("bootstrap_resamples", 1000)} resamples).')
 
 
 def headline_lines(attacks_result: dict, names: dict[str, str]) -> list[str]:
@@ -429,6 +537,14 @@ def headline_lines(attacks_result: dict, names: dict[str, str]) -> list[str]:
   return lines + ['']
 
 
+def _auroc_cell(entry: dict) -> str:
+  """'0.812 [0.770, 0.851]': the AUROC and its 95% bootstrap interval (when computed)."""
+  if 'auroc_ci' not in entry:
+    return _f(entry['auroc'])
+  low, high = entry['auroc_ci']
+  return f'{_f(entry["auroc"])} [{_f(low)}, {_f(high)}]'
+
+
 def render(attacks_result: dict, workdir: str, names: dict[str, str], title: str) -> list[str]:
   """Markdown lines for one model: the epsilon x objective table, evasion AUROCs, the figure."""
   out = [f'### {title}', '', describe(attacks_result['settings']), '']
@@ -442,35 +558,42 @@ def render(attacks_result: dict, workdir: str, names: dict[str, str], title: str
                     f'{_f(row["distance_after"])})')
     flip = ('less likely than the OOD median' if is_in
             else 'more likely than the in-distribution median')
+    selection = row.get('shift_mean_selection_noise')
     rows.append([names.get(row['set'], row['set']), objective, f'{row["epsilon"]:g}',
-                 _f(row['bits_per_dim_before']), _f(row['bits_per_dim_after']),
-                 f'{row["shift_mean"]:+.3f}', _f(row['shift_max']),
+                 row['n'], _f(row['bits_per_dim_before']), _f(row['bits_per_dim_after']),
+                 f'{row["shift_mean"]:+.3f} ± {1.96 * row.get("shift_stderr", 0.0):.3f}',
+                 '' if selection is None else f'{selection:+.3f}',
+                 _f(row.get('fraction_worse', 0.0), 2), _f(row['shift_max']),
                  f'{row["log_pz_shift"]:+.1f} / {row["logdet_shift"]:+.1f}',
                  f'{_f(row["flip_before"], 2)} → {_f(row["flip_after"], 2)} ({flip})'])
-  out += _table(['set', 'objective', 'eps (levels)', 'bits/dim before', 'after', 'mean shift',
-                 'max abs shift', 'Δ log p(z) / Δ log-det (nats)',
+  out += _table(['set', 'objective', 'eps (levels)', 'images', 'bits/dim before', 'after',
+                 'mean shift ± 95%', 'mean shift, selection noise',
+                 'fraction of images worse', 'max abs shift', 'Δ log p(z) / Δ log-det (nats)',
                  'fraction ranked past the other set'], rows)
-  out += ['']
+  out += ['', 'Mean shift: bits/dim after minus before under the reporting noise, with 1.96 '
+          'standard errors; "selection noise": the same shift as the noise that picked the '
+          'best iterate saw it (higher in magnitude when the pick exploited that noise); '
+          '"worse": images whose objective fell under the reporting noise.', '']
   rows = []
   for name, entry in attacks_result['evasion'].items():
     for label, m in entry['sets'].items():
+      cells = [_auroc_cell(m[w]) if w in m else _f(m[f'auroc_{w}'])
+               for w in ('clean', 'ood_attacked', 'in_attacked', 'both_attacked')]
       rows.append([name, names.get(label, label), f'{entry["epsilon"]:g}',
-                   entry.get('n_per_set', ''), _f(m['auroc_clean']),
-                   _f(m['auroc_ood_attacked']), _f(m['auroc_in_attacked']),
-                   _f(m['auroc_both_attacked'])])
+                   entry.get('n_per_set', ''), *cells])
   if rows:
-    out += ['Each OOD score under its own evading attack (AUROC, OOD positive; OOD images '
-            'pushed to score as in-distribution, in-distribution images pushed to score as OOD; '
-            'each side compared with the other side clean):', '']
+    out += ['Each OOD score under its own evading attack (AUROC, OOD positive, with its 95% '
+            'percentile bootstrap interval; OOD images pushed to score as in-distribution, '
+            'in-distribution images pushed to score as OOD; each side compared with the other '
+            'side clean):', '']
     out += _table(['score', 'OOD set', 'eps (levels)', 'images a side', 'AUROC clean',
-                   'OOD attacked',
-                   'in-dist. attacked', 'both attacked'], rows)
+                   'OOD attacked', 'in-dist. attacked', 'both attacked'], rows)
     out += ['']
   if attacks_result.get('figure'):
     out += [f'![{title} attacks]({os.path.relpath(attacks_result["figure"], workdir)})', '',
             'Each row: the original, the perturbation (attacked − original, in levels, colour '
             'scale ±eps), the attacked image, and bits/dim of the rounded iterate over the '
-            'steps.', '']
+            'steps (under the selection noise).', '']
   out += [f'Attack time: {_f(attacks_result["seconds"], 0)} s.', '']
   return out
 

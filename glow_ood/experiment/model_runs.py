@@ -48,8 +48,13 @@ def read_timings(model_workdir: str) -> dict[str, float]:
     return json.load(f)
 
 
-def train_model(model_config: ml_collections.ConfigDict, model_workdir: str) -> int:
-  """Trains to model_config.train.num_steps unless a checkpoint there already exists; returns its step."""
+def train_model(model_config: ml_collections.ConfigDict, model_workdir: str,
+                evaluator: evaluate.Evaluator | None = None) -> int:
+  """Trains to model_config.train.num_steps unless a checkpoint there already exists; returns its step.
+
+  evaluator: the model's, for the train loop's periodic evaluation (so the caller's later
+  evaluation reuses its compiled forward pass).
+  """
   steps = checkpointing.available_steps(model_workdir)
   target = model_config.train.num_steps
   if steps and steps[-1] >= target:
@@ -58,7 +63,7 @@ def train_model(model_config: ml_collections.ConfigDict, model_workdir: str) -> 
   start = time.time()
   print(f'Training {model_workdir} to step {target}'
         + (f' (resuming from step {steps[-1]})' if steps else ''), flush=True)
-  train.train_and_evaluate(model_config, model_workdir, check_config=False)
+  train.train_and_evaluate(model_config, model_workdir, check_config=False, evaluator=evaluator)
   _record_time(model_workdir, 'train_s', time.time() - start)
   return checkpointing.available_steps(model_workdir)[-1]
 
@@ -97,10 +102,10 @@ def run_model(config: ml_collections.ConfigDict, model: str, workdir: str) -> di
   """Trains and evaluates one model; returns its step, final and per-checkpoint npz paths."""
   model_config = config[model]
   model_workdir = eval_plan.model_workdir(workdir, model)
-  step = train_model(model_config, model_workdir)
+  evaluator = evaluate.Evaluator(model_config)  # one per model: training's and evaluation's
+  step = train_model(model_config, model_workdir, evaluator)
   samples = write_samples(model_config, model_workdir, step)
   reuse = config.experiment.reuse_evaluations
-  evaluator = evaluate.Evaluator(model_config)
   final = evaluate_sets(evaluator, model_workdir, eval_plan.eval_sets(config, model), step, reuse)
   curves = {}
   if model in eval_plan.csv(config.experiment.curve_models):
@@ -163,9 +168,13 @@ def member_configs(config: ml_collections.ConfigDict, model: str) -> dict[str, m
 def run_member(member_config: ml_collections.ConfigDict, member_workdir: str,
                sets: list[eval_plan.EvalSet], arrays: dict[str, np.ndarray],
                reuse: bool) -> dict:
-  """Trains (or resumes) a background or ensemble model; evaluates it on every set."""
-  step = train_model(member_config, member_workdir)
+  """Trains (or resumes) a background or ensemble model; evaluates it on every set.
+
+  Returns its workdir, step, evaluation paths and its Evaluator (built once, for its
+  training, its evaluation and the attacks that read its terms).
+  """
   evaluator = evaluate.Evaluator(member_config)
+  step = train_model(member_config, member_workdir, evaluator)
   final = evaluate_sets(evaluator, member_workdir, sets, step, reuse)
   final.update(evaluate_arrays(evaluator, member_workdir, arrays, step, reuse))
-  return {'workdir': member_workdir, 'step': step, 'final': final}
+  return {'workdir': member_workdir, 'step': step, 'final': final, 'evaluator': evaluator}

@@ -16,8 +16,6 @@ import numpy as np
 
 from glow_ood import evaluate
 from glow_ood import scoring
-from glow_ood import train_state as train_state_lib
-from glow_ood.analysis import attacks
 from glow_ood.analysis import complexity
 from glow_ood.analysis import stress
 from glow_ood.experiment import attack_section
@@ -94,36 +92,42 @@ def score_model(config, model: str, final: dict[str, dict], members: dict[str, d
 
 
 def attack_inputs(config, model: str, own_state, fitted: dict, chosen: list, members: dict,
-                  mesh):
+                  mesh, evaluator: evaluate.Evaluator | None = None):
   """What the attack section needs to evade each score: {name: score_fn(stats)}, the
 
   other models' terms (a background model's log p(x), ensemble members' log p(x)) as a
   differentiable function of the image, and the code lengths as fixed per-image terms.
   config.experiment.attacks.scores names the scores attacked ('' = all that apply).
+  Every model's terms come from its own Evaluator's terms (the function its evaluation
+  runs): a member's from members[name]['evaluator'] (model_runs.run_member's), the
+  model's own from `evaluator` (one is built when not given).
   """
   model_config = config[model]
   wanted = eval_plan.csv(config.experiment.attacks.scores) or [sc.name for sc in chosen]
   score_fns = {sc.name: (lambda stats, sc=sc, f=fitted[sc.name]: sc.fn(stats, f))
                for sc in chosen if sc.name in wanted}
-  stats_fns = {}
+  member_models = {}  # name -> (its Evaluator, its variables)
   for name, member in members.items():
-    member_config = model_runs.member_configs(config, model)[name]
-    variables, _ = evaluate.load_state_for_eval(member_config, member['workdir'], mesh,
-                                                member['step'])
-    stats_fns[name] = attacks.statistics_fn(
-        train_state_lib.model_from_config(member_config), variables, member_config.n_bits, member_config.eval.dequantization)
-  ensemble = sorted(n for n in stats_fns if n.startswith(f'{model}_seed'))
+    member_evaluator = member.get('evaluator') or evaluate.Evaluator(
+        model_runs.member_configs(config, model)[name], mesh)
+    variables, _ = evaluate.load_state_for_eval(member_evaluator.config, member['workdir'],
+                                                mesh, member['step'])
+    member_models[name] = (member_evaluator, variables)
+  ensemble = sorted(n for n in member_models if n.startswith(f'{model}_seed'))
+  own_evaluator = evaluator or evaluate.Evaluator(model_config, mesh)
+
+  def log_px(name, x, key):
+    member_evaluator, variables = member_models[name]
+    return member_evaluator.terms(variables, x, key)['log_px']
 
   def extra_stats_fn(x, key):
     extra = {}
-    if f'{model}_background' in stats_fns:
-      extra['background_log_px'] = stats_fns[f'{model}_background'](x, key)['log_px']
+    if f'{model}_background' in member_models:
+      extra['background_log_px'] = log_px(f'{model}_background', x, key)
     if ensemble:
-      own = attacks.statistics_fn(train_state_lib.model_from_config(model_config),
-                                  own_state, model_config.n_bits,
-                                  model_config.eval.dequantization)(x, key)['log_px']
-      extra['ensemble_log_px'] = jnp.stack(
-          [own] + [stats_fns[n](x, key)['log_px'] for n in ensemble], axis=-1)
+      own = own_evaluator.terms(own_state, x, key)['log_px']
+      extra['ensemble_log_px'] = jnp.stack([own] + [log_px(n, x, key) for n in ensemble],
+                                           axis=-1)
     return extra
 
   compressors = [c for c in eval_plan.csv(config.experiment.compressors)

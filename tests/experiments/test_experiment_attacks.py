@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -61,9 +62,16 @@ def test_attack_section_table_figure_and_markdown(trained, tmp_path):
   table = result['table']
   epsilons = sorted(set(cfg.epsilons) | {cfg.headline_epsilon})
   assert len(table) == 2 * (2 * len(epsilons) + 1)
+  # The three keys are distinct fold-ins of the run key, recorded as integers.
+  keys = result['keys']
+  expected = attack_section.attack_keys(jax.random.PRNGKey(0))
+  for name in ('gradient', 'selection', 'reporting'):
+    assert keys[name] == attack_section.key_data(expected[name])
+  assert keys['selection'] != keys['reporting'] != keys['gradient'] != keys['selection']
   for row in table:
     assert row['n'] == cfg.examples
-    assert row['objective_never_worse'], row
+    assert row['selection_never_worse'], row
+    assert 0.0 <= row['fraction_worse'] <= 1.0 - row['fraction_improved']
     # The shift of log p(x) is split exactly into its two terms.
     nats = -(row['bits_per_dim_after'] - row['bits_per_dim_before']) * 16 * 16 * np.log(2.0)
     assert row['log_pz_shift'] + row['logdet_shift'] == pytest.approx(nats, rel=1e-3, abs=1e-2)
@@ -87,8 +95,14 @@ def test_attack_section_table_figure_and_markdown(trained, tmp_path):
   assert lit['in_score_after'] == lit['in_score_before']
   for entry in result['evasion'].values():
     assert entry['n_per_set'] == 4
-    assert entry['objective_never_worse']
+    assert entry['in']['selection_never_worse']
     metrics = entry['sets']['mnist']
+    assert metrics['selection_never_worse']
+    # Every AUROC with its 95% bootstrap interval and the images on each side.
+    for which in ('clean', 'ood_attacked', 'in_attacked', 'both_attacked'):
+      low, high = metrics[which]['auroc_ci']
+      assert low <= metrics[which]['auroc'] <= high
+      assert metrics[which]['n_in'] == metrics[which]['n_out'] == 4
     assert metrics['score_after'] <= metrics['score_before']
     assert entry['in_score_after'] >= entry['in_score_before']
     assert metrics['auroc_ood_attacked'] <= metrics['auroc_clean']
@@ -106,7 +120,10 @@ def test_attack_section_table_figure_and_markdown(trained, tmp_path):
   text = '\n'.join(lines)
   assert '![Glow attacks](figures/glow_attacks.png)' in text
   assert text.count('| FashionMNIST test | raise log p(x) |') == len(epsilons)
-  assert '| minus log p(z) | MNIST | 2 |' in text
+  assert '| minus log p(z) | MNIST | 2 | 4 |' in text
+  clean = result['evasion']['bits/dim']['sets']['mnist']['clean']
+  assert (f'{clean["auroc"]:.3f} [{clean["auroc_ci"][0]:.3f}, {clean["auroc_ci"][1]:.3f}]'
+          in text)
   # The report's section from results.json's shape, as the pair report renders it.
   results = {'sets': [{'label': 'test', 'display': 'FashionMNIST test'},
                       {'label': 'mnist', 'display': 'MNIST'}],
@@ -114,6 +131,76 @@ def test_attack_section_table_figure_and_markdown(trained, tmp_path):
   section = '\n'.join(attack_section.render_section(results, str(tmp_path)))
   assert section.startswith(attack_section.HEADING) and '### Glow' in section
   assert '### CV-Glow' not in section and text in section
+
+
+class _RecordingEvaluator(evaluate.Evaluator):
+  """An Evaluator that records the key of every uint8 evaluation."""
+
+  def __init__(self, *args, **kwargs):
+    super().__init__(*args, **kwargs)
+    self.keys_seen = []
+
+  def __call__(self, variables, images, *, key, **kwargs):
+    self.keys_seen.append(attack_section.key_data(key))
+    return super().__call__(variables, images, key=key, **kwargs)
+
+
+def test_selection_noise_is_not_the_reported_noise(trained, tmp_path, monkeypatch):
+  """The keys pgd selects with and the keys the reported evaluations use never coincide,
+  batch by batch."""
+  model_config, workdir, images = trained
+  evaluator = _RecordingEvaluator(model_config)
+  state, _ = evaluate.load_state_for_eval(model_config, workdir, evaluator.mesh)
+  selection_keys = []
+  pgd_attack = attack_section.attacks.pgd_attack
+
+  def recording_pgd(*args, select_key, **kwargs):
+    selection_keys.append(attack_section.key_data(select_key))
+    return pgd_attack(*args, select_key=select_key, **kwargs)
+  monkeypatch.setattr(attack_section.attacks, 'pgd_attack', recording_pgd)
+  cfg = attack_section.default_attack_config('tiny')
+  cfg.update(examples=4, epsilons=(2,), num_steps=2, batch_size=4, bootstrap_resamples=20)
+  result = attack_section.run(evaluator, state, images, ood_labels=['mnist'],
+                              attack_config=cfg, key=jax.random.PRNGKey(5),
+                              fig_dir=str(tmp_path), model_name='glow', title='Glow')
+  assert selection_keys and evaluator.keys_seen
+  # The evaluation's batch c draws fold_in(key, c): every per-batch key it can have drawn
+  # (more batches than any evaluation here had).
+  reported = {tuple(attack_section.key_data(jax.random.fold_in(jnp.asarray(k, jnp.uint32), c)))
+              for k in evaluator.keys_seen for c in range(64)}
+  assert not reported & {tuple(k) for k in selection_keys}
+  assert {tuple(k) for k in evaluator.keys_seen} == {tuple(result['keys']['reporting'])}
+  assert result['keys']['selection'] not in evaluator.keys_seen
+  assert len(selection_keys) == len({tuple(k) for k in selection_keys})  # one per batch
+
+
+def test_command_reports_under_an_independent_key(trained):
+  """The selection's objective is the Evaluator's under the selection key and never worse
+  there; the reported one is the Evaluator's under the reporting key, whatever its sign."""
+  model_config, workdir, images = trained
+  evaluator = evaluate.Evaluator(model_config)
+  state, _ = evaluate.load_state_for_eval(model_config, workdir, evaluator.mesh)
+  key = jax.random.PRNGKey(2)
+  originals = images['mnist'][:6]
+  result = attack_section.attack_images(evaluator, state, originals, objective='raise',
+                                        epsilon=2, num_steps=3, noise_draws=1, key=key)
+  keys = attack_section.attack_keys(key, reporting_key=key)
+  assert result['keys']['reporting'] == attack_section.key_data(key)
+  assert result['keys']['selection'] != result['keys']['reporting']
+
+  def log_p(x, k):
+    return evaluator(state, x, key=k)['log_p_discrete']
+  selected_after = log_p(result['images'], keys['selection'])
+  selected_before = log_p(originals, keys['selection'])
+  np.testing.assert_allclose(result['selection_after'], selected_after, rtol=1e-6)
+  np.testing.assert_allclose(result['selection_before'], selected_before, rtol=1e-6)
+  assert np.all(selected_after >= selected_before)
+  reported_gain = log_p(result['images'], key) - log_p(originals, key)
+  np.testing.assert_allclose(result['objective_after'] - result['objective_before'],
+                             reported_gain, rtol=1e-5, atol=1e-3)
+  np.testing.assert_array_equal(result['after_stats']['log_p_discrete'],
+                                log_p(result['images'], key))
+  assert reported_gain.mean() > 0
 
 
 def test_attack_command_flags_parse():
@@ -143,4 +230,6 @@ def test_attack_command_output_evaluates_as_reported(trained, tmp_path):
       eval_sets.resolve(model_config, {'attacked': eval_sets.eval_block('npz', path=out['npz'])}))
   (path,) = paths.values()
   with np.load(path) as f:
-    np.testing.assert_allclose(f['bits_per_dim'], after, rtol=1e-5)
+    # The evaluation reads the file in a seeded shuffle's order (subset_indices).
+    np.testing.assert_allclose(f['bits_per_dim'], after[f['subset_indices']], rtol=1e-6)
+    assert not np.array_equal(f['subset_indices'], np.arange(5))  # the order matters here
