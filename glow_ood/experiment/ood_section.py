@@ -9,6 +9,7 @@ workdir/scores/<model>/<label>.npz, and summarised against the test subset.
 
 from __future__ import annotations
 
+import hashlib
 import os
 
 import jax.numpy as jnp
@@ -17,6 +18,7 @@ import numpy as np
 from glow_ood import evaluate
 from glow_ood import scoring
 from glow_ood.analysis import complexity
+from glow_ood.analysis import corruptions
 from glow_ood.analysis import stress
 from glow_ood.experiment import attack_section
 from glow_ood.experiment import eval_plan
@@ -44,6 +46,34 @@ def stress_name(label: str) -> str:
   return label[len('stress_'):]
 
 
+CORRUPTION_PREFIX = 'corruption_'
+# Stress sets a detector must catch (noise at every sigma, constant images, brightening and
+# contrast changes, inversion): far from the data, not near it. Darkening is reported beside
+# them as hard; flips, rotations and shifts are near-OOD.
+FAR_OOD_STRESS = ('noise4', 'noise16', 'noise64', 'uniform_noise', 'constant', 'contrast0.5',
+                  'contrast2', 'brightness+64', 'invert')
+
+
+def corruption_sets(config, test_images: np.ndarray) -> dict[str, np.ndarray]:
+  """{'corruption_<name>_s<severity>': uint8 images}: the MNIST-C corruptions of the test
+  subset's first experiment.corruption_examples images, at each listed severity."""
+  exp = config.experiment
+  names = eval_plan.csv(exp.corruptions)
+  if not names:
+    return {}
+  images = test_images[:exp.corruption_examples or None]
+  sets = corruptions.corruption_suite(images, names, tuple(exp.corruption_severities),
+                                      seed=STRESS_SEED)
+  return {CORRUPTION_PREFIX + label: x for label, x in sets.items()}
+
+
+def corruption_of(label: str) -> tuple[str, int] | None:
+  """(corruption, severity) of a corruption set's label; None for any other label."""
+  if not label.startswith(CORRUPTION_PREFIX):
+    return None
+  return corruptions.parse_label(label[len(CORRUPTION_PREFIX):])
+
+
 def code_lengths(workdir: str, images: dict[str, np.ndarray],
                  compressors: list[str]) -> dict[str, dict[str, np.ndarray]]:
   """{label: {compressor: bits [N]}}, cached in workdir/scores/code_bits.npz."""
@@ -56,9 +86,13 @@ def code_lengths(workdir: str, images: dict[str, np.ndarray],
   out, changed = {}, False
   for label, x in images.items():
     out[label] = {}
+    # Lengths are reused only for the very same images (a changed subset recomputes).
+    digest = np.str_(hashlib.sha1(np.ascontiguousarray(x).tobytes()).hexdigest())
+    same_images = str(cached.get(f'{label}__sha1', '')) == digest
+    cached[f'{label}__sha1'] = digest
     for compressor in usable:
       key = f'{label}__{compressor}'
-      if key not in cached or cached[key].shape[0] != len(x):
+      if key not in cached or not same_images:
         cached[key] = complexity.code_length_bits(x, compressor)
         changed = True
       out[label][compressor] = cached[key]
@@ -141,33 +175,46 @@ def attack_inputs(config, model: str, own_state, fitted: dict, chosen: list, mem
 
 
 def score_descriptions(config, model: str) -> dict[str, dict[str, str]]:
-  return {s.name: {'description': s.description, 'reference': s.reference, 'needs': s.needs,
-                   'file_key': scoring.file_key(s.name)}
-          for s in scoring.model_scores(config[model],
-                                        eval_plan.csv(config.experiment.compressors))}
+  described = {s.name: {'description': s.description, 'reference': s.reference,
+                        'needs': s.needs, 'file_key': scoring.file_key(s.name)}
+               for s in scoring.model_scores(config[model],
+                                             eval_plan.csv(config.experiment.compressors))}
+  described[suite.REVERSED_LOG_P] = {'description': suite.REVERSED_DESCRIPTION,
+                                     'reference': 'baseline', 'needs': 'nothing',
+                                     'file_key': ''}
+  return described
 
 
 def analyse(config, model: str, final: dict[str, dict], values: dict[str, dict],
             ood_labels: list[str], stress_labels: list[str], fig_dir: str,
             names: dict[str, str]) -> dict:
-  """Metrics of every score on every OOD and stress set, the stress table, the figure."""
+  """Metrics of every score on every OOD, stress and corruption set; the figure.
+
+  stress_labels: the stress sets' and corruption sets' labels. The headline is the
+  detector declared in config.experiment.detector (fixed before any OOD set is seen);
+  'best_on_test_set' is the score with the highest AUROC on each OOD set itself, a
+  selection on test data that the report labels as such.
+  """
   exp = config.experiment
   train_bpd = final['train']['bits_per_dim']
   metrics = suite.ood_metrics(values, 'test', ood_labels + stress_labels,
                               train_bits_per_dim=train_bpd,
-                              typicality_batch_sizes=exp.typicality_batch_sizes)
-  result = {'ood_metrics': {l: metrics[l] for l in ood_labels},
-            'stress': {l: {'bits_per_dim': float(final[l]['bits_per_dim'].mean()),
-                           'n': int(len(final[l]['bits_per_dim'])),
-                           'metrics': metrics[l]} for l in stress_labels},
+                              typicality_batch_sizes=exp.typicality_batch_sizes,
+                              num_resamples=exp.bootstrap_resamples)
+  detector = exp.detector
+  summary = lambda l: {'bits_per_dim': float(final[l]['bits_per_dim'].mean()),
+                       'n': int(len(final[l]['bits_per_dim'])), 'metrics': metrics[l]}
+  corrupted = {l: corruption_of(l) for l in stress_labels if corruption_of(l)}
+  result = {'detector': detector,
+            'ood_metrics': {l: metrics[l] for l in ood_labels},
+            'stress': {l: summary(l) for l in stress_labels if l not in corrupted},
+            'corruptions': {l: dict(summary(l), corruption=c, severity=s)
+                            for l, (c, s) in corrupted.items()},
             'scores_dir': os.path.join(SCORES_DIR, model),
             'score_descriptions': score_descriptions(config, model), 'figures': {}}
+  result['best_on_test_set'] = {l: suite.best_on_test_set(metrics[l]) for l in ood_labels}
   if ood_labels:
-    headline = ood_labels[0]
-    ranked = sorted((k for k in metrics[headline] if '(batch' not in k),
-                    key=lambda k: -metrics[headline][k]['auroc'])
-    result['best_scores'] = {l: suite.best_single_image_score(metrics[l]) for l in ood_labels}
-    shown = ['log p(x)'] + [k for k in ranked if k != 'log p(x)'][:3]
+    shown = [name for name in ('log p(x)', detector) if name in values['test']]
     result['figures']['scores'] = figures.score_histograms(
         os.path.join(fig_dir, f'{model}_scores_hist.png'),
         {name: {names[l]: values[l][name] for l in ['test'] + ood_labels if name in values[l]}
@@ -175,4 +222,3 @@ def analyse(config, model: str, final: dict[str, dict], values: dict[str, dict],
         f'{eval_plan.MODEL_TITLES[model]}: OOD scores, higher = more OOD',
         exp.histogram_bins)
   return result
-

@@ -18,13 +18,16 @@ import numpy as np
 
 from glow_ood import analysis
 from glow_ood import config_validation
+from glow_ood.analysis import corruptions
 from glow_ood.analysis import stress as stress_lib
 from glow_ood import evaluate
 from glow_ood import model_kinds
 from glow_ood import parallel
+from glow_ood import scoring
 from glow_ood import workdir_config
 from glow_ood.flows.glow import LOGDET_KINDS, total_logdet
 from glow_ood.experiment import attack_section
+from glow_ood.experiment import background_tuning
 from glow_ood.experiment import eval_plan
 from glow_ood.experiment import figures
 from glow_ood.experiment import model_analysis
@@ -109,6 +112,8 @@ def analyse_model(config, model: str, run: dict, images: dict[str, np.ndarray], 
                                                    workdir)
   names = {s.label: eval_plan.display_name(s, in_name) for s in sets}
   names.update({l: f'{ood_section.stress_name(l)} (stress)' for l in stress_labels})
+  names.update({l: f'{c} severity {s} (corruption)' for l in stress_labels
+                for c, s in [ood_section.corruption_of(l) or (None, None)] if c})
   result.update(ood_section.analyse(config, model, every_set, values, ood_labels, stress_labels,
                                     fig_dir, names))
   result['members'] = {name: {'workdir': m['workdir'], 'step': m['step'],
@@ -214,6 +219,7 @@ def data_statistics(config, sets, images, fig_dir, in_name) -> dict:
 def check_pair_config(config: ml_collections.ConfigDict) -> list[str]:
   """Checks every model's config and the OOD blocks once, before any compute; returns the models."""
   models = eval_plan.models_of(config)
+  background_tuning.check_config(config)
   for key in ('experiment.curve_models', 'experiment.ensemble_models', 'background.models'):
     block, field = key.split('.')
     unknown = sorted(set(eval_plan.csv(config[block][field])) - set(eval_plan.MODELS))
@@ -234,6 +240,27 @@ def check_pair_config(config: ml_collections.ConfigDict) -> list[str]:
         ) from None
     config_validation.resolve_eval_sets(config[model], config.experiment.ood,
                                         device_count=jax.device_count(), where='experiment.ood')
+    known = [s.name for s in scoring.model_scores(
+        config[model], eval_plan.csv(config.experiment.compressors))]
+    if config.experiment.detector not in known:
+      raise config_validation.ConfigError(
+          f'config.experiment.detector={config.experiment.detector!r} is not a score of '
+          f'{model}: choose one of {known} (it must apply to every model of the pair).')
+  exp = config.experiment
+  unknown = sorted(set(eval_plan.csv(exp.corruptions)) - set(corruptions.CORRUPTIONS))
+  if unknown:
+    raise config_validation.ConfigError(
+        f'config.experiment.corruptions={exp.corruptions!r} names {unknown}: list '
+        f'corruptions among {sorted(corruptions.CORRUPTIONS)}, comma-separated.')
+  bad = [s for s in exp.corruption_severities if s not in corruptions.SEVERITIES]
+  if bad:
+    raise config_validation.ConfigError(
+        f'config.experiment.corruption_severities={tuple(exp.corruption_severities)!r}: '
+        f'each must be one of {corruptions.SEVERITIES}.')
+  if exp.bootstrap_resamples < 0:
+    raise config_validation.ConfigError(
+        f'config.experiment.bootstrap_resamples={exp.bootstrap_resamples!r}: must be >= 0 '
+        '(0 = no intervals).')
   eval_plan.ood_labels(config)
   return models
 
@@ -250,15 +277,18 @@ def run_pair(config: ml_collections.ConfigDict, workdir: str) -> dict:
   sets = eval_plan.eval_sets(config, first)
   images = {s.label: eval_plan.load_images(s) for s in sets}
   stress = ood_section.stress_sets(config, images['test'])
+  stress.update(ood_section.corruption_sets(config, images['test']))
   reuse = config.experiment.reuse_evaluations
   for model in models:
     run = runs[model]
     run['stress'] = model_runs.evaluate_arrays(run['evaluator'], run['workdir'], stress,
                                                run['step'], reuse)
+    run['background_tuning'] = background_tuning.tune(config, model, workdir, run, images)
     run['members'] = {
         name: model_runs.run_member(member_config, os.path.join(workdir, name),
                                     eval_plan.eval_sets(config, model), stress, reuse)
-        for name, member_config in model_runs.member_configs(config, model).items()}
+        for name, member_config in model_runs.member_configs(
+            config, model, background_tuning.chosen_rate(run['background_tuning'])).items()}
   code_bits = ood_section.code_lengths(workdir, {**images, **stress},
                                        eval_plan.csv(config.experiment.compressors))
   fig_dir = os.path.join(workdir, FIGURES_DIR)
@@ -266,7 +296,12 @@ def run_pair(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   results = {'pair': config.pair, 'variant': config.variant, 'in_name': in_name,
              'stress_descriptions': {l: stress_lib.DESCRIPTIONS[ood_section.stress_name(l)]
-                                     for l in stress},
+                                     for l in stress if l.startswith('stress_')},
+             'corruption_descriptions': dict(corruptions.DESCRIPTIONS),
+             'far_ood_stress': [f'stress_{n}' for n in ood_section.FAR_OOD_STRESS],
+             'subsets': {s.label: {'subset_seed': s.entry.subset_seed,
+                                   'max_examples': s.entry.max_examples,
+                                   'n': int(len(images[s.label]))} for s in sets},
              'sets': [{'label': s.label, 'name': s.entry.name, 'split': s.entry.split,
                        'display': eval_plan.display_name(s, in_name), 'is_ood': s.is_ood}
                       for s in sets],
@@ -279,6 +314,7 @@ def run_pair(config: ml_collections.ConfigDict, workdir: str) -> dict:
     results['models'][model] = analyse_model(config, model, runs[model], images, mesh, fig_dir,
                                              in_name, workdir, code_bits)
     results['models'][model]['samples'] = runs[model]['samples']
+    results['models'][model]['background_tuning'] = runs[model]['background_tuning']
   results['run_wall_clock_s'] = time.time() - start
   write_outputs(results, workdir)
   return results

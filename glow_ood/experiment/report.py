@@ -9,8 +9,12 @@ from __future__ import annotations
 import os
 
 from glow_ood.experiment import attack_section
+from glow_ood.experiment import background_tuning
 from glow_ood.experiment import eval_plan
 from glow_ood.experiment import paper_numbers
+from glow_ood.scores import suite
+
+_REVERSED = suite.REVERSED_LOG_P
 
 GRAYING_SHORT = {'grey': 'toward grey 128', 'mean_image': 'toward the mean image'}
 
@@ -31,9 +35,13 @@ HEADINGS = (
 )
 
 OOD_HEADINGS = (
-    '### 6.1 Every score on the OOD sets',
-    '### 6.2 Stress suite: which shift fools which score',
+    '### 6.1 The declared detector on the OOD sets',
+    '### 6.2 Every score on the OOD sets',
+    '### 6.3 Stress suite: which shift fools which score',
+    '### 6.4 Corruption suite: the declared detector at each severity',
 )
+# The declared detector's target on the far-OOD stress sets.
+FAR_OOD_TARGET = 0.95
 
 APPROXIMATIONS = """\
 What each prediction assumes (all predict E_q[log p(x)] - E_p*[log p(x)], nats per image,
@@ -161,15 +169,17 @@ def conclusions(results: dict) -> list[str]:
         lines.append(f'  - Graying {GRAYING_SHORT[target]} raises mean log p(x) (last blend vs '
                      'none): ' + ', '.join(f'{names[l]} **{_yes(r)}**'
                                             for l, r in rises.items()) + '.')
-      best = res.get('best_scores', {}).get(label)
-      if best:
-        best_auroc = res['ood_metrics'][label][best]['auroc']
+      detector = res.get('detector')
+      if detector and detector in res['ood_metrics'][label]:
+        m = res['ood_metrics'][label][detector]
         lines.append(
-            f'  - The best single-image score is **{best}** (AUROC {_f(best_auroc)}); it reaches '
-            f'AUROC >= 0.99: **{_yes(best_auroc >= 0.99)}**. Scores below 0.5 (ranking {names[label]} '
-            'as more in-distribution): ' + (', '.join(
+            f'  - The declared detector **{detector}** (fixed in the config before any OOD set '
+            f'was seen): AUROC {_ci(m)} on {names[label]}; AUROC >= 0.99: '
+            f'**{_yes(m["auroc"] >= 0.99)}**. Scores below 0.5 (ranking {names[label]} as more '
+            'in-distribution): ' + (', '.join(
                 k for k, m in res['ood_metrics'][label].items() if m['auroc'] < 0.5) or 'none')
             + '.')
+    lines += _far_ood_lines(results, res)
     for label, entry in sorted(res.get('stress', {}).items()):
       fooled = [k for k, m in entry['metrics'].items() if m['auroc'] < 0.5]
       if fooled:
@@ -184,6 +194,34 @@ def conclusions(results: dict) -> list[str]:
   return lines
 
 
+def _ci(m: dict, digits: int = 3) -> str:
+  """'0.953 [0.941, 0.964]': an AUROC and its 95% bootstrap interval (when computed)."""
+  if 'auroc_ci' not in m:
+    return _f(m['auroc'], digits)
+  low, high = m['auroc_ci']
+  return f'{_f(m["auroc"], digits)} [{_f(low, digits)}, {_f(high, digits)}]'
+
+
+def _far_ood_lines(results: dict, res: dict) -> list[str]:
+  """Where the declared detector lands on the far-OOD stress sets, darkening, near-OOD."""
+  detector, stress = res.get('detector'), res.get('stress', {})
+  far = [l for l in results.get('far_ood_stress', []) if l in stress]
+  if not detector or not far or detector not in stress[far[0]]['metrics']:
+    return []
+  aurocs = {l: stress[l]['metrics'][detector]['auroc'] for l in far}
+  misses = {l: a for l, a in aurocs.items() if a < FAR_OOD_TARGET}
+  lines = [f'  - {detector} on the {len(far)} far-OOD stress sets (noise, constant, contrast, '
+           f'brightening, inversion): lowest AUROC {_f(min(aurocs.values()))}; all >= '
+           f'{FAR_OOD_TARGET}: **{_yes(not misses)}**' + (
+               '; misses: ' + ', '.join(f'{l[len("stress_"):]} {_f(a)} '
+                                        f'({_f(FAR_OOD_TARGET - a)} short)'
+                                        for l, a in misses.items()) if misses else '') + '.']
+  if 'stress_brightness-64' in stress:
+    lines.append(f'  - Darkened by 64 levels (hard for every score): {detector} AUROC '
+                 f'{_ci(stress["stress_brightness-64"]["metrics"][detector])}.')
+  return lines
+
+
 def _short(score: str) -> str:
   """A narrow column header for the stress table."""
   return (score.replace('log p(x)', 'log p').replace('input complexity', 'IC').replace('likelihood ratio', 'LR')
@@ -191,50 +229,90 @@ def _short(score: str) -> str:
           .replace('(', '').replace('DoSE ', 'DoSE-').replace('JPEG 2000', 'JP2'))
 
 
+def _auroc_cell(m: dict) -> str:
+  """A stress-table cell: AUROC and interval, bold below 0.5 (the shift fools the score)."""
+  text = _ci(m, 2)
+  return f'**{text}**' if m['auroc'] < 0.5 else text
+
+
 def ood_detection(results: dict, workdir: str) -> list[str]:
-  """Section 6: every score's metrics per OOD set, histograms, the stress table."""
+  """Section 6: the declared detector, every score's metrics, the stress and corruption tables."""
   in_name = results['in_name']
   names = {s['label']: s['display'] for s in results['sets']}
   ood_labels = [s['label'] for s in results['sets'] if s['is_ood']]
   models = results['models']
+  exp = results.get('experiment', {})
+  subsets = results.get('subsets', {})
+  sizes = ', '.join(f'{names.get(l, l)} {v["n"]}' for l, v in subsets.items())
   out = ['Every score gives one number per image, higher = more OOD; OOD is the positive class '
          f'and the in-distribution test subset the negative one. Scores are fitted on the '
-         f'{in_name} train subset alone (never on an OOD set). Per-image values: '
-         '`scores/<model>/<set>.npz`. **Bold**: the best single-image score of each model and set. '
-         '"typicality (batch b)" scores batches of b images, not single ones.', '']
+         f'{in_name} train subset alone (never on an OOD set). Every subset is drawn by a seeded '
+         f'shuffle over its whole split (subset_seed {next(iter(subsets.values()), {}).get("subset_seed", 0)}; '
+         f'indices in each eval/*.npz): {sizes} images. AUROCs carry a 95% bootstrap interval '
+         f'({exp.get("bootstrap_resamples", "")} resamples, in- and out-of-distribution images '
+         'resampled independently). **The headline is the detector declared in the config** '
+         f'(`experiment.detector`), fixed before any OOD set was evaluated; "{_REVERSED}" '
+         '(bits/dim negated: higher likelihood = more OOD) stands beside every score, so a score '
+         'that only flips the likelihood\'s sign shows as no better than it. Per-image values: '
+         '`scores/<model>/<set>.npz`. "typicality (batch b)" scores batches of b images.', '']
   first = next(iter(models.values()))
   out += ['| score | what it computes | needs | reference |', '|---|---|---|---|']
   for name, d in first['score_descriptions'].items():
     if any(name in m['ood_metrics'][l] for m in models.values() for l in ood_labels):
       out.append(f'| {name} | {d["description"]} | {d["needs"]} | {d["reference"]} |')
+
   out += ['', OOD_HEADINGS[0], '']
   rows = []
   for model, res in models.items():
+    detector = res.get('detector')
     for label in ood_labels:
       metrics = res['ood_metrics'][label]
-      best = res.get('best_scores', {}).get(label)
-      for score, m in metrics.items():
-        bold = (lambda t: f'**{t}**') if score == best else (lambda t: t)
+      best = res.get('best_on_test_set', {}).get(label)
+      if detector not in metrics:
+        continue
+      d = metrics[detector]
+      rows.append([eval_plan.MODEL_TITLES[model], names[label], detector, f'**{_ci(d)}**',
+                   f'{d["n_in"]} / {d["n_out"]}', _ci(metrics['log p(x)']),
+                   _ci(metrics[_REVERSED]) if _REVERSED in metrics else '',
+                   f'{best} {_ci(metrics[best])}' if best else ''])
+  out += _table(['model', 'OOD set', 'declared detector', 'AUROC [95% CI]', 'images in / out',
+                 'log p(x) (bits/dim)', _REVERSED,
+                 'best of all scores, *picked on this test OOD set*'], rows)
+  out += ['', 'The last column is a selection on the test OOD set itself (the highest AUROC '
+          'among every single-image score); it is shown for comparison, not as a result.', '']
+
+  out += [OOD_HEADINGS[1], '']
+  rows = []
+  for model, res in models.items():
+    for label in ood_labels:
+      for score, m in res['ood_metrics'][label].items():
+        bold = (lambda t: f'**{t}**') if score == res.get('detector') else (lambda t: t)
         rows.append([eval_plan.MODEL_TITLES[model], names[label], bold(score),
-                     bold(_f(m['auroc'])), _f(m['auprc']), _f(m['fpr_at_95_tpr']),
+                     bold(_ci(m)), _f(m['auprc']), _f(m['fpr_at_95_tpr']),
                      paper_numbers.reported_auroc(in_name, label, score.split(' (batch')[0])
                      if '(batch' not in score else ''])
-  out += _table(['model', 'OOD set', 'score', 'AUROC', 'AUPRC', 'FPR@95%TPR',
+  out += _table(['model', 'OOD set', 'score', 'AUROC [95% CI]', 'AUPRC', 'FPR@95%TPR',
                  'AUROC reported elsewhere'], rows)
-  out += ['']
+  out += ['', '**Bold**: the declared detector.', '']
+  out += background_tuning.report_lines(results)
   for model, res in models.items():
     if 'scores' in res.get('figures', {}):
-      out += [f'{eval_plan.MODEL_TITLES[model]}: log p(x) and the three best other scores on '
+      out += [f'{eval_plan.MODEL_TITLES[model]}: log p(x) and the declared detector on '
               f'{names[ood_labels[0]]}, in- against out-of-distribution:', '',
               _img(res['figures']['scores'], workdir, f'{model} scores'), '']
 
   stress_labels = sorted({l for res in models.values() for l in res.get('stress', {})})
   if stress_labels:
-    out += [OOD_HEADINGS[1], '',
+    far = set(results.get('far_ood_stress', []))
+    out += [OOD_HEADINGS[2], '',
             f'The {in_name} test subset transformed (and synthetic sets), each scored as an OOD '
-            'set: its mean bits/dim beside the test subset\'s, and the AUROC of every score '
-            'against the untransformed test subset. An AUROC below 0.5 means the score calls the '
-            'shifted images *more* in-distribution than the real ones: the shift fools it.', '']
+            'set: its mean bits/dim beside the test subset\'s, and the AUROC [95% CI] of every '
+            'score against the untransformed test subset. An AUROC below 0.5 (**bold**) means '
+            'the score calls the shifted images *more* in-distribution than the real ones: the '
+            'shift fools it. Far-OOD sets (marked †: noise, constant, contrast, brightening, '
+            f'inversion) are the ones a detector must catch (target {FAR_OOD_TARGET}); flips, '
+            'rotations and small shifts are near-OOD (published detectors sit at 0.51-0.65 '
+            'there); darkening is hard for every score.', '']
     descriptions = results.get('stress_descriptions', {})
     for model, res in models.items():
       scores = [k for k in next(iter(res['stress'].values()))['metrics']]
@@ -243,13 +321,41 @@ def ood_detection(results: dict, workdir: str) -> list[str]:
                *[''] * len(scores)]]
       for label in stress_labels:
         entry = res['stress'][label]
-        cells = []
-        for k in scores:
-          auroc = entry['metrics'][k]['auroc']
-          cells.append(f'**{_f(auroc, 2)}**' if auroc < 0.5 else _f(auroc, 2))
-        rows.append([descriptions.get(label, label), _f(entry['bits_per_dim'])] + cells)
-      out += [f'{eval_plan.MODEL_TITLES[model]} (AUROC; **bold** = below 0.5, fooled):', '']
+        cells = [_auroc_cell(entry['metrics'][k]) for k in scores]
+        mark = ' †' if label in far else ''
+        rows.append([descriptions.get(label, label) + mark, _f(entry['bits_per_dim'])] + cells)
+      n = next(iter(res['stress'].values()))['metrics'][scores[0]]
+      out += [f'{eval_plan.MODEL_TITLES[model]} (AUROC [95% CI]; {n["n_in"]} test images '
+              f'against {n["n_out"]} per stress set):', '']
       out += _table(header, rows) + ['']
+      out += [l.strip() for l in _far_ood_lines(results, res)] + ['']
+
+  corrupted = {l for res in models.values() for l in res.get('corruptions', {})}
+  if corrupted:
+    descriptions = results.get('corruption_descriptions', {})
+    out += [OOD_HEADINGS[3], '',
+            f'The MNIST-C corruptions (Mu & Gilmer 2019), computed here, of the {in_name} test '
+            'subset, at each severity (1 mild, 5 severe): the declared detector\'s AUROC [95% CI] '
+            'against the untransformed test subset. Every score\'s metrics for every corruption '
+            'are in results.json (`models.<model>.corruptions`).', '']
+    for model, res in models.items():
+      entries = res.get('corruptions', {})
+      detector = res.get('detector')
+      if not entries or detector is None:
+        continue
+      severities = sorted({e['severity'] for e in entries.values()})
+      table = {}
+      for e in entries.values():
+        table.setdefault(e['corruption'], {})[e['severity']] = e
+      rows = []
+      for name, by_severity in table.items():
+        cells = [_auroc_cell(by_severity[s]['metrics'][detector]) if s in by_severity else ''
+                 for s in severities]
+        rows.append([f'{name} ({descriptions.get(name, "")})'] + cells)
+      e = next(iter(entries.values()))['metrics'][detector]
+      out += [f'{eval_plan.MODEL_TITLES[model]}, {detector} ({e["n_in"]} test images against '
+              f'{e["n_out"]} per corrupted set):', '']
+      out += _table(['corruption'] + [f'severity {s}' for s in severities], rows) + ['']
   return out
 
 

@@ -32,6 +32,11 @@ def _check_report(workdir: str, results: dict) -> str:
     text = f.read()
   for heading in report.HEADINGS:
     assert heading in text, heading
+  # The headline is the declared detector; a best-of-all pick says it was made on test data.
+  assert report.OOD_HEADINGS[0] in text and 'picked on this test OOD set' in text
+  assert 'log p(x) reversed' in text
+  if any(r.get('corruptions') for r in results['models'].values()):
+    assert report.OOD_HEADINGS[3] in text
   images = re.findall(r'!\[[^\]]*\]\(([^)]+)\)', text)
   models = list(results['models'])
   ood_labels = [s['label'] for s in results['sets'] if s['is_ood']]
@@ -89,13 +94,15 @@ def _check_numbers_match_npz(text: str, results: dict) -> None:
         assert summary['log_px'] == pytest.approx(f['log_p_discrete'].mean(), rel=1e-6)
 
 
-EVERY_SCORE = {'log p(x)', 'typicality', 'typicality (batch 4)', 'likelihood ratio',
-               'input complexity (PNG)', 'log p(z_0)', 'log p(z_1)', 'level ratio',
-               'DoSE (KDE)', 'DoSE (Gaussian)', 'WAIC'}
+EVERY_SCORE = {'log p(x)', 'log p(x) reversed', 'typicality', 'typicality (batch 4)',
+               'likelihood ratio', 'input complexity (PNG)', 'log p(z_0)', 'log p(z_1)',
+               'level ratio', 'level ratio (two-sided)', 'DoSE (KDE)', 'DoSE (Gaussian)',
+               'combined', 'WAIC'}
 
 
 # Scores that need a flow's per-level terms, or a background model (flows only by default).
-FLOW_ONLY_SCORES = {'log p(z_0)', 'log p(z_1)', 'level ratio', 'likelihood ratio'}
+FLOW_ONLY_SCORES = {'log p(z_0)', 'log p(z_1)', 'level ratio', 'level ratio (two-sided)',
+                    'likelihood ratio'}
 
 
 def _check_scores(workdir, model, res, config):
@@ -117,6 +124,19 @@ def _check_scores(workdir, model, res, config):
   for label in stress:
     assert set(res['stress'][label]['metrics']) == every
     assert res['stress'][label]['n'] == config.experiment.stress_examples
+  # The corruption suite: every listed corruption at every severity, every score on each.
+  exp = config.experiment
+  assert {(e['corruption'], e['severity']) for e in res['corruptions'].values()} == {
+      (c, s) for c in exp.corruptions.split(',') for s in exp.corruption_severities}
+  for entry in res['corruptions'].values():
+    assert set(entry['metrics']) == every and entry['n'] == exp.corruption_examples
+  # The declared detector is the config's, and every AUROC carries its interval and sizes.
+  assert res['detector'] == exp.detector == 'combined'
+  for name, metric in res['ood_metrics']['mnist'].items():
+    low, high = metric['auroc_ci']
+    assert low <= metric['auroc'] <= high
+    per_batch = 4 if name == 'typicality (batch 4)' else 1  # batches of 4 images
+    assert metric['n_in'] == metric['n_out'] == 32 // per_batch
   # The background model and the second ensemble member were trained in their own workdirs.
   members = (({f'{model}_seed1'} if with_seeds else set())
              | ({f'{model}_background'} if with_background else set()))
@@ -128,7 +148,7 @@ def _check_scores(workdir, model, res, config):
   with np.load(os.path.join(workdir, 'scores', model, 'test.npz')) as f_in, \
        np.load(os.path.join(workdir, 'scores', model, 'mnist.npz')) as f_out:
     for name, metric in res['ood_metrics']['mnist'].items():
-      if '(batch' in name:
+      if '(batch' in name or name == 'log p(x) reversed':
         continue
       key = keys[name]['file_key']
       assert f_in[key].shape == (32,) and f_out[key].shape == (32,)

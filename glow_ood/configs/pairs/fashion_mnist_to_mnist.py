@@ -48,4 +48,5 @@ def get_config(variant='quick'):
   exp.sample_trace_examples = 128
   exp.graying_alphas = (0.0, 0.2, 0.4, 0.6, 0.8)
   exp.graying_examples = 500
+  exp.corruption_examples = 500         # 45 corruption sets (15 x 3 severities)
   return config

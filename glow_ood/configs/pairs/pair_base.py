@@ -65,6 +65,17 @@ def experiment_block(ood) -> ml_collections.ConfigDict:
                 'contrast0.5,contrast2,brightness-64,brightness+64,invert,noise4,noise16,'
                 'noise64,uniform_noise,constant')
   exp.stress_examples = 1_000          # test images transformed per stress set; 0 = all
+  # Corruption suite (glow_ood.analysis.corruptions: the 15 of MNIST-C), each at every
+  # listed severity (1 mild .. 5 severe), on the first corruption_examples test images.
+  exp.corruptions = ('shot_noise,impulse_noise,glass_blur,motion_blur,shear,scale,rotate,'
+                     'brightness,translate,stripe,fog,spatter,dotted_line,zigzag,canny_edges')
+  exp.corruption_severities = (1, 3, 5)
+  exp.corruption_examples = 1_000
+  # The report's headline detector (a score name, glow_ood.scores), declared here before
+  # any OOD set is seen; every model quotes its AUROC. 'combined' is two-sided and
+  # fitted on the train subset alone.
+  exp.detector = 'combined'
+  exp.bootstrap_resamples = 1_000      # per AUROC, for its 95% interval; 0 = no intervals
   exp.histogram_bins = 60
   exp.reuse_evaluations = True         # keep eval/*.npz already written for a checkpoint
   return exp
@@ -91,7 +102,7 @@ def make_pair_config(pair: str, variant: str, glow: ml_collections.ConfigDict,
   # The paper's Figure 3 models, on the same data, at the variant's size.
   config.pixelcnn = pixelcnn.convert(glow.copy_and_resolve_references(), variant)
   config.vae = vae.convert(glow.copy_and_resolve_references(), variant)
-  config.background = background_block()
+  config.background = background_block(variant)
   config.experiment = experiment_block(ood)
   config.experiment.attacks = attack_section.default_attack_config(variant)
   if variant == 'paper':
@@ -104,18 +115,32 @@ def model_configs(config: ml_collections.ConfigDict) -> list[ml_collections.Conf
   return [config[name] for name in eval_plan.MODELS]
 
 
-def background_block() -> ml_collections.ConfigDict:
+def background_block(variant: str = 'paper') -> ml_collections.ConfigDict:
   """The likelihood-ratio background models (Ren et al. 2019).
 
   Each model listed gets one in workdir/<model>_background: its own training
   config (so every --config.<model>.* override applies to it too) with a
-  `mutation_rate` fraction of training pixel values made uniform and L2
-  regularisation. Ren et al. tune both on in-distribution validation data; these
-  are fixed, the mutation rate within the range they report for FashionMNIST.
+  fraction mu of training pixel values made uniform, and L2 regularisation.
+  Ren et al. tune mu on in-distribution validation data; so does the pipeline,
+  from `mutation_rates`, without any test or OOD image
+  (glow_ood.experiment.background_tuning): each candidate trains
+  `selection_steps` steps in workdir/<model>_background_mu<mu>, the one whose
+  ratio best separates the train subset from copies of it with a
+  `validation_perturbation` fraction of pixel values made uniform is copied to
+  workdir/<model>_background and trained on to num_steps. A one-value grid is
+  a fixed mu, not tuned. The L2 coefficient is fixed.
   """
   background = ml_collections.ConfigDict()
   background.models = 'glow,cv_glow'   # '' = no likelihood ratio
-  background.mutation_rate = 0.15      # fraction of pixel values replaced
+  # Candidate mutation rates (fraction of pixel values replaced); one value = fixed, no tuning.
+  background.mutation_rates = (0.05, 0.15, 0.3)
+  # Steps each candidate trains before the selection (the chosen one then resumes to
+  # num_steps); 0 = every candidate to num_steps, as published.
+  background.selection_steps = 0 if variant == 'paper' else 300
+  # The selection's positives: train-subset images with this fraction of pixel values
+  # made uniform (seeded; never a test or OOD image).
+  background.validation_perturbation = 0.1
+  background.validation_examples = 0 if variant == 'paper' else 1_000  # train subset; 0 = all
   background.weight_decay = 1e-4       # L2 coefficient (train.weight_decay)
   background.num_steps = 0             # training steps; 0 = as many as its model
   return background
@@ -146,7 +171,13 @@ def tiny_experiment(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
   exp.ensemble_size = 2
   exp.ensemble_models = 'glow'   # WAIC's plumbing is the same for every kind
   config.background.models = 'glow'  # so is the likelihood ratio's
+  config.background.mutation_rates = (0.05, 0.3)  # the tuning path, on two candidates
+  config.background.selection_steps = 3
   exp.compressors = 'png'
   exp.stress = 'rotate90,shift1,uniform_noise'
   exp.stress_examples = 16
+  exp.corruptions = 'shot_noise,rotate'
+  exp.corruption_severities = (1, 5)
+  exp.corruption_examples = 8
+  exp.bootstrap_resamples = 200
   return config
