@@ -140,23 +140,33 @@ def evaluate_arrays(evaluator: evaluate.Evaluator, model_workdir: str,
   return paths
 
 
-def member_configs(config: ml_collections.ConfigDict, model: str) -> dict[str, ml_collections.ConfigDict]:
+def background_config(config: ml_collections.ConfigDict, model: str,
+                      mutation_rate: float) -> ml_collections.ConfigDict:
+  """The training config of a model's likelihood-ratio background model at one mutation rate."""
+  background = config[model].copy_and_resolve_references()
+  background.train.mutation_rate = float(mutation_rate)
+  background.train.weight_decay = config.background.weight_decay
+  background.train.num_steps = config.background.num_steps or config[model].train.num_steps
+  background.train.eval_every = 0
+  background.train.keep_checkpoints = 2
+  return background
+
+
+def member_configs(config: ml_collections.ConfigDict, model: str,
+                   background_rate: float | None = None) -> dict[str, ml_collections.ConfigDict]:
   """The extra models a model's scores need: {name: training config}, each trained in workdir/name.
 
   '<model>_background' (likelihood ratio) when the model is in config.background.models,
-  with that block's mutation and L2; '<model>_seed<k>' for k = 1 .. ensemble_size-1 (WAIC)
-  when the model is in config.experiment.ensemble_models.
+  with that block's L2 and mutation rate `background_rate` (the one tuned by
+  glow_ood.experiment.background_tuning; None = the first of background.mutation_rates);
+  '<model>_seed<k>' for k = 1 .. ensemble_size-1 (WAIC) when the model is in
+  config.experiment.ensemble_models.
   """
   exp = config.experiment
   members = {}
   if model in eval_plan.csv(config.background.models):
-    background = config[model].copy_and_resolve_references()
-    background.train.mutation_rate = config.background.mutation_rate
-    background.train.weight_decay = config.background.weight_decay
-    background.train.num_steps = config.background.num_steps or config[model].train.num_steps
-    background.train.eval_every = 0
-    background.train.keep_checkpoints = 2
-    members[f'{model}_background'] = background
+    rate = config.background.mutation_rates[0] if background_rate is None else background_rate
+    members[f'{model}_background'] = background_config(config, model, rate)
   seeds = exp.ensemble_size if model in eval_plan.csv(exp.ensemble_models) else 0
   for k in range(1, seeds):
     member = config[model].copy_and_resolve_references()

@@ -46,6 +46,8 @@ def finish(config, variant):
     exp.curve_examples = 1_000
     exp.hutchinson_probes = 64
     exp.sample_trace_examples = 500
+    # The mutation-rate candidates train past the 500-step warm-up before the selection.
+    config.background.selection_steps = 2_000
   return config
 
 
