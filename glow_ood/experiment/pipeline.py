@@ -54,6 +54,8 @@ def set_summary(arrays: dict[str, np.ndarray], path: str) -> dict:
       'log_px': float(arrays['log_p_discrete'].mean()),
       'log_px_var': float(arrays['log_p_discrete'].var(ddof=1)) if n > 1 else 0.0,
   }
+  if 'settings' in arrays:  # what produced the file: step, weights, noise, subset, model
+    summary['settings'] = json.loads(str(arrays['settings']))
   if 'log_pz' in arrays:
     summary['log_pz'] = float(arrays['log_pz'].sum(-1).mean())
     summary['logdet'] = float(total_logdet(arrays).mean())
