@@ -16,7 +16,9 @@ validation data. Here, for each model listed in config.background.models:
    noise); a candidate's ratio is log p_background(x) - log p(x), the pipeline's
    'likelihood ratio' score, and its criterion the AUROC (with a 95% bootstrap
    interval) separating clean images (negative) from perturbed ones (positive).
-4. The highest AUROC wins; ties go to the smaller mu. The winner is copied to
+4. The highest AUROC wins; ties go to the smaller mu (the record and the report say
+   when a tie decided: a perturbation so strong that every candidate reaches AUROC 1
+   tunes nothing, hence the small default rate). The winner is copied to
    workdir/<model>_background and trained on to the full step count from its
    newest checkpoint; the candidates stay as they were at the selection.
 

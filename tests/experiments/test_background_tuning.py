@@ -111,6 +111,7 @@ def tuned(tmp_path, monkeypatch):
   config = tiny_pair_config('fashion_mnist_to_mnist')
   assert background_tuning.grid(config) == (0.05, 0.3)
   config.experiment.bootstrap_resamples = 50
+  config.background.validation_perturbation = 0.1  # clear separation on the hand-made scores
   calls = []
   monkeypatch.setattr(background_tuning.model_runs, 'train_model', _fake_train(calls))
   monkeypatch.setattr(background_tuning, '_log_px', _fake_log_px)

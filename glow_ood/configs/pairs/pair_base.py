@@ -138,8 +138,10 @@ def background_block(variant: str = 'paper') -> ml_collections.ConfigDict:
   # num_steps); 0 = every candidate to num_steps, as published.
   background.selection_steps = 0 if variant == 'paper' else 300
   # The selection's positives: train-subset images with this fraction of pixel values
-  # made uniform (seeded; never a test or OOD image).
-  background.validation_perturbation = 0.1
+  # made uniform (seeded; never a test or OOD image). Small on purpose: on the quick
+  # FashionMNIST Glow (candidates at 300 steps) 0.03 and 0.1 give every candidate AUROC
+  # 1.000 (a tie, so no tuning); 0.005 gave 0.93 / 0.90 / 0.88 for mu 0.05 / 0.15 / 0.3.
+  background.validation_perturbation = 0.005
   background.validation_examples = 0 if variant == 'paper' else 1_000  # train subset; 0 = all
   background.weight_decay = 1e-4       # L2 coefficient (train.weight_decay)
   background.num_steps = 0             # training steps; 0 = as many as its model
