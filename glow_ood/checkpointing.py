@@ -17,6 +17,8 @@ extras.require('train', 'orbax.checkpoint')  # before the imports it checks
 import hashlib
 import json
 import os
+import threading
+import time
 import weakref
 
 from absl import logging
@@ -26,6 +28,7 @@ import orbax.checkpoint as ocp
 
 from glow_ood import atomic_files
 from glow_ood import train_state as train_state_lib
+from glow_ood import user_errors
 from glow_ood.train_state import TrainState
 from glow_ood.user_errors import CheckpointRestoreError, CheckpointWriteError, NoCheckpointError
 
@@ -146,7 +149,11 @@ def make_manager(workdir: str, *, keep: int | None = None,
 
 
 def _os_error_in(error: BaseException) -> OSError | None:
-  """The OSError behind `error`, following the chain of causes orbax wraps it in."""
+  """The OSError behind `error`, following the chain of causes orbax wraps it in (or the
+  full disk or quota that TensorStore reports as RESOURCE_EXHAUSTED)."""
+  failure = user_errors.write_failure(error)
+  if failure is not None:
+    return failure
   seen = set()
   while error is not None and id(error) not in seen:
     if isinstance(error, OSError):
@@ -165,11 +172,40 @@ def wait(manager: ocp.CheckpointManager) -> None:
 
 
 def close(manager: ocp.CheckpointManager) -> None:
-  """Finishes the save in flight and shuts orbax's background threads down, always."""
+  """Finishes the save in flight and shuts orbax's background threads down, always; a failed
+  save raises CheckpointWriteError once its threads have ended."""
   try:
     wait(manager)
-  finally:
-    manager.close()
+    try:
+      manager.close()
+    except Exception as error:  # pylint: disable=broad-except
+      raise _write_error(manager, error) from error
+  except BaseException:
+    _finish_background_work(manager)
+    raise
+
+
+def _finish_background_work(manager: ocp.CheckpointManager, timeout_s: float = 120.0) -> None:
+  """After a failed save: closes the manager (orbax raises each stored error once, so this
+  may take a few tries) and waits for the save's remaining writer threads. Left running,
+  they reach the interpreter's shutdown and print tracebacks ('cannot schedule new
+  futures', 'Event loop is closed') after the one-line message."""
+  deadline = time.monotonic() + timeout_s
+  for _ in range(8):
+    try:
+      manager.close()
+      break
+    except Exception:  # pylint: disable=broad-except
+      continue
+  try:
+    from orbax.checkpoint._src.futures import future as ocp_future  # pylint: disable=g-import-not-at-top
+    writer_thread = ocp_future._SignalingThread  # pylint: disable=protected-access
+  except (ImportError, AttributeError):
+    return
+  for thread in threading.enumerate():
+    if isinstance(thread, writer_thread) and thread.is_alive():
+      # threading.Thread.join: the class's own join waits for orbax's signals instead.
+      threading.Thread.join(thread, max(0.0, deadline - time.monotonic()))
 
 
 def _write_error(manager: ocp.CheckpointManager, error: Exception) -> Exception:
@@ -190,6 +226,77 @@ def _complete_steps(directory: str) -> list[int]:
   if not os.path.isdir(directory):
     return []
   return sorted(int(name) for name in os.listdir(directory) if name.isdigit())
+
+
+def complete_steps(workdir: str) -> list[int]:
+  """Steps of the complete checkpoints in workdir, oldest first, from the directory listing
+  alone (no orbax manager: cheap, and safe before anything starts)."""
+  return _complete_steps(checkpoint_dir(workdir))
+
+
+def _step_problem(directory: str, steps: list[int], step: int | None) -> str | None:
+  """restore's message for a workdir without checkpoints or without `step` (None: latest)."""
+  if not steps:
+    return (f'No checkpoint in {directory}. Train first: the same command with --mode=train '
+            '(the default) writes one.')
+  if step is not None and step not in steps:
+    return (f'No checkpoint for step {step} in {directory}; available steps: '
+            f'{", ".join(map(str, sorted(steps)))}. Pass one of them as '
+            '--config.eval.checkpoint_step, or -1 for the latest.')
+  return None
+
+
+def check_step_exists(workdir: str, step: int | None) -> None:
+  """Raises NoCheckpointError, before anything is built, where restore_from_workdir(workdir,
+  step) would find no checkpoint (step None or -1: the latest)."""
+  problem = _step_problem(checkpoint_dir(workdir), complete_steps(workdir),
+                          None if step is None or step < 0 else step)
+  if problem:
+    raise NoCheckpointError(problem)
+
+
+def _aside_name(path: str, suffix: str) -> str:
+  aside, k = f'{path}.{suffix}', 1
+  while os.path.exists(aside):
+    k += 1
+    aside = f'{path}.{suffix}{k}'
+  return aside
+
+
+def set_aside_damaged_steps(workdir: str, *, process_count: int = 1) -> str | None:
+  """--on_damaged_checkpoint=fallback: renames the newest steps whose files differ from
+  their checksums to <step>.damaged (never deleting anything), down to the newest intact
+  step (or one without checksums), so that training and evaluation go on from it.
+
+  Returns the one-line note to print, or None when the newest step is not damaged; raises
+  CheckpointRestoreError (moving nothing) when no older step is left to go on from.
+  """
+  directory = checkpoint_dir(workdir)
+  damaged, newest_usable = [], None
+  for step in reversed(_complete_steps(directory)):
+    differing = differing_files(os.path.join(directory, str(step)))
+    if not differing:   # [] intact, None written without checksums: restore decides
+      newest_usable = step
+      break
+    damaged.append((step, differing))
+  if not damaged:
+    return None
+  if newest_usable is None or process_count > 1:
+    why = ('no older checkpoint is usable' if newest_usable is None
+           else 'it moves steps aside in single-process runs only')
+    step, differing = damaged[0]
+    raise CheckpointRestoreError(f'{_checksum_failure(directory, step, differing)} '
+                                 f'(--on_damaged_checkpoint=fallback: {why}.)')
+  moved = []
+  for step, differing in damaged:
+    where = os.path.join(directory, str(step))
+    aside = _aside_name(where, 'damaged')
+    os.rename(where, aside)
+    count = f'{len(differing)} files differ' if len(differing) > 1 else 'a file differs'
+    moved.append(f'step {step} ({count} from its checksums: {differing[0]}'
+                 f'{", ..." if len(differing) > 1 else ""}) kept aside as {aside}')
+  return (f'Damaged checkpoint {"; ".join(moved)}; going on from step {newest_usable}, the '
+          'newest checkpoint not found damaged.')
 
 
 def available_steps(workdir: str) -> list[int]:
@@ -224,17 +331,11 @@ def restore(manager: ocp.CheckpointManager, abstract_state: TrainState,
             step: int | None = None) -> tuple[TrainState, dict]:
   """Restores `step` (default: latest) into the shardings of `abstract_state`."""
   # Checked before the step: asking an empty workdir for step k needs the same advice.
-  if not manager.all_steps():
-    raise NoCheckpointError(
-        f'No checkpoint in {manager.directory}. Train first: the same command with '
-        '--mode=train (the default) writes one.')
+  problem = _step_problem(str(manager.directory), list(manager.all_steps()), step)
+  if problem:
+    raise NoCheckpointError(problem)
   if step is None:
     step = manager.latest_step()
-  if step not in manager.all_steps():
-    raise NoCheckpointError(
-        f'No checkpoint for step {step} in {manager.directory}; available steps: '
-        f'{", ".join(map(str, sorted(manager.all_steps())))}. Pass one of them as '
-        '--config.eval.checkpoint_step, or -1 for the latest.')
   _check_checksums(manager, step)
   # Checked against the stored shapes first: a failed orbax restore leaves its
   # background threads to print noise at exit.
@@ -310,7 +411,8 @@ def _checksum_failure(directory: str, step: int, differing: list[str]) -> str:
   if intact is not None and intact < step:
     return (f'{damaged} To go on from step {intact}, the newest intact checkpoint, '
             f'{move_aside(intact)} and rerun; to evaluate it, pass '
-            f'--config.eval.checkpoint_step={intact}.')
+            f'--config.eval.checkpoint_step={intact}. (--on_damaged_checkpoint=fallback makes '
+            'these moves itself.)')
   if intact is not None:   # an older step was asked for
     return (f'{damaged} Step {intact} is the newest intact checkpoint: pass '
             f'--config.eval.checkpoint_step={intact}.')
@@ -336,6 +438,8 @@ def _restore_failure(manager, step: int, error: Exception) -> str:
   lines = str(error).strip().splitlines()
   # TensorStore appends its JSON spec, which names a "dtype" and hides the reason.
   detail = lines[0].split(' [tensorstore_spec')[0] if lines else type(error).__name__
+  # ... and for a damaged chunk, the repr of a bound method in place of the details.
+  detail = detail.split(' See full TensorStore details')[0]
   where = os.path.join(str(manager.directory), str(step))
   if (not detail.startswith(_DAMAGE_CODES)
       and any(word in detail.lower() for word in _MISMATCH_WORDS)):

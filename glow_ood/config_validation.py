@@ -238,7 +238,11 @@ def validate_config(config: ml_collections.ConfigDict, *,
   if batch_size % device_count:
     _fail('train.batch_size', batch_size,
           f'must be divisible by the number of devices ({device_count})')
-  _require_int(config, 'train.num_steps', 0)
+  num_steps = _get(config, 'train.num_steps')
+  if isinstance(num_steps, int) and not isinstance(num_steps, bool) and num_steps < 1:
+    _fail('train.num_steps', num_steps, 'a run trains at least one step; give the step to '
+          'train to, e.g. --config.train.num_steps=1000')
+  _require_int(config, 'train.num_steps', 1)
   _require_choice(config, 'train.optimizer', OPTIMIZERS)
   _require_float(config, 'train.learning_rate', 0, low_open=True)
   _require_int(config, 'train.warmup_steps', 0)
@@ -280,3 +284,52 @@ def validate_config(config: ml_collections.ConfigDict, *,
           'expected a non-empty tuple of positive numbers, e.g. (0.7, 1.0)')
   _require_int(config, 'sample.num', 1)
   return resolved
+
+
+def check_available(spec, split: str, where: str) -> int | None:
+  """Raises DataUnavailableError (one line, naming config.<where>) when `split` of `spec`
+  cannot be read; returns its number of images (None where that is not known cheaply).
+
+  Reads no images: headers, directory listings, a prepared TFDS data set's info
+  (glow_ood.data.availability).
+  """
+  from glow_ood.data import availability  # pylint: disable=g-import-not-at-top
+  from glow_ood.data.errors import DataUnavailableError  # pylint: disable=g-import-not-at-top
+  try:
+    return availability.check_split(spec, split)
+  except DataUnavailableError as error:
+    source = f', path={spec.path}' if spec.path else ''
+    raise DataUnavailableError(
+        f'config.{where} ({spec.name!r}{source}) cannot serve split {split!r}: {error}. Fix '
+        f'config.{where} (name, path, source or data_dir) or the split, then rerun.') from None
+
+
+def check_batch_fits(count: int | None, batch_size: int, key: str, spec, split: str, *,
+                     process_count: int = 1) -> None:
+  """Raises ConfigError when a training batch is larger than the images it is drawn from."""
+  if count is None:
+    return
+  per_process, batch = count // process_count, batch_size // process_count
+  if per_process < batch:
+    where = f' ({spec.path})' if spec.path else ''
+    spread = f', {per_process} per process' if process_count > 1 else ''
+    _fail(key, batch_size, f'a training batch holds distinct images, and {spec.name!r} split '
+          f'{split!r}{where} has only {count}{spread}: lower config.{key} to at most '
+          f'{per_process * process_count}')
+
+
+def check_training_data(config, *, prefix: str = '', process_count: int = 1) -> None:
+  """The training split (its batch size against its size) and, with periodic evaluation,
+  the test split of config.data; prefix names the config in a pair ('glow.')."""
+  spec = spec_lib.DataSpec(**dict(config.data))
+  count = check_available(spec, 'train', f'{prefix}data')
+  check_batch_fits(count, config.train.batch_size, f'{prefix}train.batch_size', spec, 'train',
+                   process_count=process_count)
+  if config.train.eval_every:
+    check_available(dataclasses.replace(spec, augment='none'), 'test', f'{prefix}data')
+
+
+def check_eval_data(eval_sets, where) -> None:
+  """Every evaluation set's split; where(eval_set) is its config key ('evals.<key>.data')."""
+  for eval_set in eval_sets:
+    check_available(eval_set.data, eval_set.split, where(eval_set))

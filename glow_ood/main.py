@@ -57,6 +57,10 @@ flags.DEFINE_integer('cpu_devices', 1, 'Split the host CPU into this many JAX de
 flags.DEFINE_enum('host_memory', 'auto', host_memory.CHOICES, host_memory.FLAG_HELP)
 flags.DEFINE_bool('debug', False, 'Show the traceback of an expected failure (bad config, '
                   'data, workdir or checkpoint) instead of its one-line message.')
+flags.DEFINE_enum('on_damaged_checkpoint', 'stop', ['stop', 'fallback'],
+                  'When the newest checkpoint differs from its checksums: stop (say which '
+                  'files differ and how to go on) or fallback (keep it aside as '
+                  '<step>.damaged and go on from the newest intact checkpoint).')
 flags.mark_flags_as_required(['workdir'])
 
 
@@ -91,6 +95,8 @@ def with_recorded_config(argv) -> list[str]:
   workdir = argv_lib.flag_value(argv, 'workdir')
   if workdir is None:
     return list(argv)  # absl reports the missing --workdir
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise _a_file_error(workdir)
   if not os.path.isfile(workdir_config.config_path(workdir)):
     raise config_validation.ConfigError(
         f'--config is needed: {workdir} has no recorded config '
@@ -147,6 +153,78 @@ def parse_flags(argv):
     user_errors.exit_with_message(error)
 
 
+def _a_file_error(workdir: str) -> user_errors.WorkdirError:
+  return user_errors.WorkdirError(
+      f'--workdir={workdir} is a file, not a directory: pass the directory a training run '
+      'wrote (it holds checkpoints/ and config.json).')
+
+
+def _check_workdir_for_reading(workdir: str) -> None:
+  """--mode=evaluate/sample: the workdir must be an existing directory."""
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise _a_file_error(workdir)
+  if not os.path.exists(workdir):
+    raise user_errors.NoCheckpointError(
+        f'No checkpoint in {workdir}: the directory does not exist. Check --workdir, or train '
+        'first (the same command with --mode=train, the default).')
+
+
+def _before_compute(config, mode: str, workdir: str, device_count: int, process_count: int):
+  """Everything that can be checked before a step runs or a checkpoint is restored: the
+  config, the workdir, its checkpoints, the data every set needs (presence, split, size).
+  Returns the evaluation sets for --mode=evaluate; None where there is nothing to do."""
+  from glow_ood import checkpointing  # pylint: disable=g-import-not-at-top
+  sets = config_validation.validate_config(config, device_count=device_count)
+  if mode == 'train':
+    workdir_config.check_usable(workdir)
+    workdir_config.check_resume(config, workdir)
+  else:
+    _check_workdir_for_reading(workdir)
+    workdir_config.check_restore(config, workdir)
+  if FLAGS.on_damaged_checkpoint == 'fallback' and (
+      mode == 'train' or config.eval.checkpoint_step < 0):
+    note = checkpointing.set_aside_damaged_steps(workdir, process_count=process_count)
+    if note:
+      print(note, file=sys.stderr, flush=True)
+  if mode == 'train':
+    steps = checkpointing.complete_steps(workdir)
+    if steps and steps[-1] >= config.train.num_steps:
+      print(f'Nothing to train: {workdir} has checkpoint step {steps[-1]} and '
+            f'config.train.num_steps={config.train.num_steps}. To train on, pass '
+            f'--config.train.num_steps=<more than {steps[-1]}>; to evaluate it, '
+            '--mode=evaluate.', file=sys.stderr, flush=True)
+      return None
+    config_validation.check_training_data(config, process_count=process_count)
+    return sets
+  checkpointing.check_step_exists(workdir, config.eval.checkpoint_step)
+  if mode == 'evaluate':
+    config_validation.check_eval_data(sets, lambda s: f'evals.{s.key}.data')
+    if config.scores.enabled:   # the scores are fitted on the training data's splits
+      spec = config_validation.spec_lib.DataSpec(**dict(config.data, augment='none'))
+      for split in ('train', 'test'):
+        config_validation.check_available(spec, split, 'data')
+      for key in ('background_workdir', 'ensemble_workdirs'):
+        for other in [w.strip() for w in config.scores[key].split(',') if w.strip()]:
+          if not checkpointing.complete_steps(other):
+            raise user_errors.NoCheckpointError(
+                f'config.scores.{key}: no checkpoint in {other}. Train that model first, or '
+                f'set --config.scores.{key}= to leave its score out.')
+          workdir_config.check_restore(config, other)
+  return sets
+
+
+def _resume_note(mode: str, workdir: str) -> str:
+  """After a failed write while training: where a rerun goes on from."""
+  if mode != 'train':
+    return ''
+  from glow_ood import checkpointing  # pylint: disable=g-import-not-at-top
+  steps = checkpointing.complete_steps(workdir)
+  if not steps:
+    return ' No checkpoint had been written.'
+  return (f' The checkpoints up to step {steps[-1]} in {checkpointing.checkpoint_dir(workdir)} '
+          'are intact: rerunning the same command resumes from there.')
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
@@ -171,19 +249,24 @@ def main(argv):
 
   try:
     config = _with_added_evals(FLAGS.config)
+    sets = _before_compute(config, FLAGS.mode, FLAGS.workdir, jax.device_count(),
+                           jax.process_count())
+    if sets is None:
+      return
     if FLAGS.mode == 'train':
       train.train_and_evaluate(config, FLAGS.workdir)
     elif FLAGS.mode == 'evaluate':
-      sets = config_validation.validate_config(config, device_count=jax.device_count())
       evaluate.evaluate_checkpoint(config, FLAGS.workdir, sets, with_scores=True)
     else:
-      config_validation.validate_config(config, device_count=jax.device_count())
       for path in sample.write_samples(config, FLAGS.workdir):
         logging.info('Wrote %s', path)
   except Exception as error:  # pylint: disable=broad-except
     if FLAGS.debug:
       raise
-    user_errors.exit_with_message(error)
+    user_errors.exit_with_message(error, suffix=_resume_note(FLAGS.mode, FLAGS.workdir)
+                                  if user_errors.write_failure(error) is not None
+                                  and not isinstance(error, user_errors.CheckpointWriteError)
+                                  else '')
 
 
 def run(argv=None) -> None:
@@ -192,4 +275,7 @@ def run(argv=None) -> None:
 
 
 if __name__ == '__main__':
+  if '--debug' not in sys.argv:
+    from glow_ood import quiet_exit  # pylint: disable=g-import-not-at-top
+    quiet_exit.install()
   run()

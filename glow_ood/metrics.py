@@ -12,6 +12,8 @@ from clu import metric_writers
 import jax
 import numpy as np
 
+from glow_ood import user_errors
+
 
 class _QuietOrbaxInfo(std_logging.Filter):
   """Drops orbax's per-save INFO chatter; its warnings and errors still show."""
@@ -20,11 +22,31 @@ class _QuietOrbaxInfo(std_logging.Filter):
     return record.levelno > std_logging.INFO or '/orbax/' not in record.pathname
 
 
+class _QuietWriteFailures(std_logging.Filter):
+  """Drops the reports that orbax's and clu's background threads log (with tracebacks)
+  when a write fails on a full disk or quota, a read-only or forbidden place, and asyncio's
+  'Task exception was never retrieved' for the writes a failed save abandoned: the main
+  thread gets the same error when it waits for them and ends with one line saying so."""
+
+  def filter(self, record):
+    if record.levelno < std_logging.WARNING or not (
+        record.name == 'asyncio' or any(part in record.pathname for part in ('/orbax/', '/clu/'))):
+      return True
+    error = record.exc_info[1] if record.exc_info else None
+    if error is None:
+      try:
+        error = RuntimeError(record.getMessage())
+      except Exception:  # pylint: disable=broad-except
+        return True
+    return user_errors.write_failure(error) is None
+
+
 def quiet_checkpoint_logging() -> None:
   """Keeps the console to progress, metrics and problems (call once per process)."""
   handler = logging.get_absl_handler()
-  if not any(isinstance(f, _QuietOrbaxInfo) for f in handler.filters):
-    handler.addFilter(_QuietOrbaxInfo())
+  for kind in (_QuietOrbaxInfo, _QuietWriteFailures):
+    if not any(isinstance(f, kind) for f in handler.filters):
+      handler.addFilter(kind())
 
 
 def make_writer(workdir: str) -> metric_writers.MetricWriter:

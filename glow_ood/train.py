@@ -163,9 +163,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       start_step = int(jax.device_get(state.step))
       logging.info('Resumed from checkpoint step %d (%s)', start_step, meta)
 
+    fitted = []   # what the training images went through to fit the model
     batches = data.train_iterator(
         spec, 'train', batch_size=train_cfg.batch_size, seed=config.seed, start_step=start_step,
-        process_index=jax.process_index(), process_count=jax.process_count())
+        process_index=jax.process_index(), process_count=jax.process_count(), report=fitted)
     if state is None:
       # ActNorm is initialised from the global first batch, which is also step 0's batch.
       first = next(batches)
@@ -174,6 +175,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
           config, mesh, keys['init'], parallel.global_batch(mesh, first))
     if parallel.is_main_process():
       workdir_config.record(config, workdir)
+      workdir_config.record_training_data(workdir, spec, 'train', fitted)
 
     writer = metrics_lib.make_writer(workdir)
     if start_step == 0:

@@ -31,6 +31,8 @@ _STATE_KEYS = ('n_bits', 'data.image_size', 'data.channels', 'train.optimizer',
 # would silently make a run that no uninterrupted run repeats. (The learning rate
 # and warm-up may change on resume, e.g. to go on at a lower rate.)
 _RUN_KEYS = ('seed', 'train.batch_size')
+# What a resumed run must keep (check_resume).
+RESUME_KEYS = _STATE_KEYS + _RUN_KEYS
 # Model keys that change only how the step is executed, never the state.
 _EXECUTION_ONLY_MODEL_KEYS = ('model.remat', 'model.recompute', 'model.dtype',
                               'model.scan_unroll', 'model.num_importance_samples')
@@ -140,6 +142,20 @@ def prepare(workdir: str) -> None:
                        'directory you can write to.') from None
 
 
+def check_usable(workdir: str) -> None:
+  """prepare's checks without creating anything: a WorkdirError where workdir is a file or
+  lies inside one."""
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise WorkdirError(f'--workdir={workdir} is a file, not a directory. Choose a directory '
+                       '(it is created if missing).')
+  parent = os.path.abspath(workdir)
+  while not os.path.exists(parent) and os.path.dirname(parent) != parent:
+    parent = os.path.dirname(parent)
+  if not os.path.isdir(parent):
+    raise WorkdirError(f'--workdir={workdir} cannot be created ({parent} is a file). Choose a '
+                       'directory you can write to.')
+
+
 def record(config: ml_collections.ConfigDict, workdir: str) -> None:
   """Writes workdir/config.json unless it exists (atomically: never half a file)."""
   path = config_path(workdir)
@@ -147,6 +163,35 @@ def record(config: ml_collections.ConfigDict, workdir: str) -> None:
     return
   with atomic_files.atomic_write(path, 'w') as f:
     f.write(to_json(config) + '\n')
+
+
+TRAINING_DATA_FILE = 'training_data.json'
+
+
+def record_training_data(workdir: str, spec, split: str, report: list[str]) -> str:
+  """Prints (when anything was done) and records in workdir/training_data.json what the
+  training images went through to fit the model: each resize, pad, crop or channel
+  conversion with the shapes before and after ('none' if none), as evaluation files
+  record theirs. Rewritten (atomically) only when it changes. Returns the text."""
+  preprocessing = '; '.join(dict.fromkeys(report)) or 'none'
+  where = f', path={spec.path}' if spec.path else ''
+  if report:
+    print(f'Training images ({spec.name} {split!r}{where}) fitted to the model: '
+          f'{preprocessing}', flush=True)
+  text = json.dumps({'name': spec.name, 'split': split, 'source': spec.source,
+                     'path': spec.path, 'data_dir': spec.data_dir,
+                     'image_size': spec.image_size, 'channels': spec.channels,
+                     'preprocessing': preprocessing}, indent=1, sort_keys=True) + '\n'
+  path = os.path.join(workdir, TRAINING_DATA_FILE)
+  try:
+    with open(path, encoding='utf-8') as f:
+      unchanged = f.read() == text
+  except OSError:
+    unchanged = False
+  if not unchanged:
+    with atomic_files.atomic_write(path, 'w', encoding='utf-8') as f:
+      f.write(text)
+  return preprocessing
 
 
 def _relevant(key: str, keys: tuple[str, ...]) -> bool:
@@ -175,18 +220,22 @@ def _check(config, workdir: str, keys: tuple[str, ...], what: str) -> None:
   diffs = differences(recorded, config, keys)
   if not diffs:
     return
-  lines = '\n'.join(f'  config.{key}: recorded {old!r}, requested {new!r}'
-                    for key, old, new in diffs)
   raise WorkdirError(
       f'{workdir} was trained with another config ({config_path(workdir)}); {what} would not '
-      f'fit its checkpoints. Differing keys:\n{lines}\nUse a new --workdir for this config, or '
-      f'drop --config to use the recorded one (overrides such as --config.train.num_steps and '
-      f'--config.eval.* are fine).')
+      f'fit its checkpoints. Differing keys: {differences_text(diffs)}. Use a new --workdir '
+      'for this config, or drop --config to use the recorded one (overrides such as '
+      '--config.train.num_steps and --config.eval.* are fine).')
+
+
+def differences_text(diffs, prefix: str = 'config.') -> str:
+  """'config.n_bits: recorded 8, requested 5; ...' (one line)."""
+  return '; '.join(f'{prefix}{key}: recorded {old!r}, requested {new!r}'
+                   for key, old, new in diffs)
 
 
 def check_resume(config: ml_collections.ConfigDict, workdir: str) -> None:
   """Raises WorkdirError when resuming workdir's run with `config` would change it."""
-  _check(config, workdir, _STATE_KEYS + _RUN_KEYS, 'training with it')
+  _check(config, workdir, RESUME_KEYS, 'training with it')
 
 
 def check_restore(config: ml_collections.ConfigDict, workdir: str) -> None:

@@ -30,6 +30,10 @@ class DataUnavailableError(RuntimeError):
   """A data set cannot be had: no network, missing file, corrupt file, bad npz."""
 
 
+class TooFewImagesError(DataUnavailableError, ValueError):
+  """A split holds fewer images than one training batch (also a ValueError: a bad size)."""
+
+
 def unavailable(problem: str, looked_for: Iterable[str] = ()) -> DataUnavailableError:
   """Builds the error: what went wrong, what was looked for, the offline options."""
   lines = [problem]

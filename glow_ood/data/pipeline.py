@@ -23,6 +23,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from glow_ood.data import errors
 from glow_ood.data import preprocess
 from glow_ood.data import sources
 from glow_ood.data import spec as spec_lib
@@ -105,12 +106,14 @@ def _process_defaults(process_index: int | None,
 
 def train_iterator(spec: spec_lib.DataSpec, split: str, *, batch_size: int,
                    seed: int, start_step: int = 0, process_index: int | None = None,
-                   process_count: int | None = None) -> Iterator[np.ndarray]:
+                   process_count: int | None = None,
+                   report: list[str] | None = None) -> Iterator[np.ndarray]:
   """Endless shuffled batches, uint8 [batch_size // process_count, H, W, C].
 
   batch_size is the global batch; this process gets its share. Resumable:
   start_step=k yields exactly the batches from step k on (see module doc).
   The data are read before this returns, so a missing data set raises here.
+  report: if given, every resize, pad, crop or channel conversion is appended to it.
   """
   spec_lib.validate_spec(spec)
   process_index, process_count = _process_defaults(process_index, process_count)
@@ -128,13 +131,14 @@ def train_iterator(spec: spec_lib.DataSpec, split: str, *, batch_size: int,
     raise ValueError(f'start_step must be a non-negative integer, got {start_step!r}.')
 
   images = sources.load_images(spec, split, process_index=process_index,
-                               process_count=process_count)
+                               process_count=process_count, report=report)
   local_batch = batch_size // process_count
   steps_per_epoch = len(images) // local_batch
   if steps_per_epoch == 0:
-    raise ValueError(
+    raise errors.TooFewImagesError(
         f'{spec.name!r} split {split!r} has {len(images)} images for process '
-        f'{process_index}, fewer than its batch of {local_batch}.')
+        f'{process_index}, fewer than its batch of {local_batch}: lower the batch size '
+        '(config.train.batch_size) or train on more images.')
   return _batches(images, local_batch, steps_per_epoch, int(seed), int(start_step),
                   process_index, flip=spec.augment == 'flip')
 
