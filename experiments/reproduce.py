@@ -34,6 +34,10 @@ flags.DEFINE_string('workdir', None, 'Output directory: glow/, cv_glow/, figures
 flags.DEFINE_enum('host_memory', 'auto', host_memory.CHOICES, host_memory.FLAG_HELP)
 flags.DEFINE_bool('debug', False, 'Show the traceback of an expected failure (bad config, '
                   'data, workdir or checkpoint) instead of its one-line message.')
+flags.DEFINE_enum('on_damaged_checkpoint', 'stop', ['stop', 'fallback'],
+                  "When a model's newest checkpoint differs from its checksums: stop (say "
+                  'which files differ and how to go on) or fallback (keep it aside as '
+                  '<step>.damaged and go on from the newest intact checkpoint).')
 flags.mark_flags_as_required(['workdir'])
 FLAGS = flags.FLAGS
 
@@ -47,11 +51,17 @@ def main(argv):
   from glow_ood import user_errors  # pylint: disable=g-import-not-at-top
   metrics.quiet_checkpoint_logging()
   try:
+    if FLAGS.on_damaged_checkpoint == 'fallback':
+      from glow_ood.experiment import preflight  # pylint: disable=g-import-not-at-top
+      preflight.set_aside_damaged(FLAGS.config, FLAGS.workdir,
+                                  pipeline.check_pair_config(FLAGS.config))
     pipeline.run_pair(FLAGS.config, FLAGS.workdir)
   except Exception as error:  # pylint: disable=broad-except
     if FLAGS.debug:
       raise
-    user_errors.exit_with_message(error)
+    user_errors.exit_with_message(error, suffix=(
+        ' Finished trainings and evaluations are kept: rerunning the same command goes on '
+        'from them.' if user_errors.write_failure(error) is not None else ''))
 
 
 def parse_flags(argv):
@@ -62,11 +72,24 @@ def parse_flags(argv):
     if '--debug' in argv:
       raise
     from glow_ood import config_validation, user_errors  # pylint: disable=g-import-not-at-top
-    detail = ' '.join(str(error).replace('\\n', ' ').split())
-    user_errors.exit_with_message(config_validation.ConfigError(
-        f'Bad flag or --config override: {detail}'))
+    try:
+      loaded = FLAGS['config'].value
+    except (KeyError, AttributeError):
+      loaded = None
+    message = command_line.unknown_override_message(argv, loaded)
+    if message is None:
+      text = str(error).replace('\\n', '\n')
+      if 'Traceback (most recent call last)' in text:   # a config file that raised: its error
+        head, _, trace = text.partition('Traceback (most recent call last)')
+        text = head + [line for line in trace.splitlines() if line.strip()][-1].strip()
+      detail = ' '.join(text.split())
+      message = f'Bad flag or --config override: {detail}'
+    user_errors.exit_with_message(config_validation.ConfigError(message))
 
 
 if __name__ == '__main__':
+  if '--debug' not in sys.argv:
+    from glow_ood import quiet_exit  # pylint: disable=g-import-not-at-top
+    quiet_exit.install()
   app.run(main, argv=command_line.with_default_config(sys.argv, command_line.PAIRS_DIR),
           flags_parser=parse_flags)

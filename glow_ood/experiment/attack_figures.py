@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import os
-
 import matplotlib
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 import numpy as np
 
-_DPI = 110
+from glow_ood.experiment import figures
 
 
 def _show(ax, image: np.ndarray, title: str):
@@ -51,8 +49,7 @@ def attack_panels(path: str, groups: dict[str, dict], epsilon: float, title: str
     axes[r, 3].tick_params(labelsize=7)
     axes[r, 3].grid(alpha=0.3)
   fig.suptitle(title, fontsize=10)
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   fig.tight_layout()
-  fig.savefig(path, dpi=_DPI)
+  figures.save_atomic(fig, path)
   plt.close(fig)
   return path

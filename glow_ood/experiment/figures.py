@@ -9,15 +9,22 @@ matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 import numpy as np
 
+from glow_ood import atomic_files
+
 _DPI = 110
 
 
 def _save(fig, path: str) -> str:
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   fig.tight_layout()
-  fig.savefig(path, dpi=_DPI)
+  save_atomic(fig, path)
   plt.close(fig)
   return path
+
+
+def save_atomic(fig, path: str) -> None:
+  """fig.savefig(path) through a temporary file renamed into place: never half a PNG."""
+  with atomic_files.atomic_write(path, 'wb') as f:
+    fig.savefig(f, dpi=_DPI, format=os.path.splitext(path)[1].lstrip('.') or 'png')
 
 
 def _hist(ax, series: dict[str, np.ndarray], bins: int, xlabel: str):

@@ -17,6 +17,7 @@ from absl import logging
 import ml_collections
 import numpy as np
 
+from glow_ood import atomic_files
 from glow_ood import checkpointing
 from glow_ood import evaluate
 from glow_ood import sample
@@ -36,7 +37,7 @@ def _record_time(model_workdir: str, what: str, seconds: float) -> None:
     with open(path) as f:
       timings = json.load(f)
   timings[what] = timings.get(what, 0.0) + seconds
-  with open(path, 'w') as f:
+  with atomic_files.atomic_write(path, 'w') as f:   # never half a file, even if killed
     json.dump(timings, f, indent=1)
 
 

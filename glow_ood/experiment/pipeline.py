@@ -17,6 +17,7 @@ import ml_collections
 import numpy as np
 
 from glow_ood import analysis
+from glow_ood import atomic_files
 from glow_ood import config_validation
 from glow_ood.analysis import corruptions
 from glow_ood.analysis import stress as stress_lib
@@ -32,6 +33,7 @@ from glow_ood.experiment import eval_plan
 from glow_ood.experiment import figures
 from glow_ood.experiment import model_analysis
 from glow_ood.experiment import model_runs
+from glow_ood.experiment import preflight
 from glow_ood.experiment import ood_section
 from glow_ood.experiment import report
 
@@ -271,6 +273,7 @@ def run_pair(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains (or resumes) every model, evaluates, analyses; writes report.md. Returns the results."""
   start = time.time()
   models = check_pair_config(config)
+  preflight.check(config, workdir, models, process_count=jax.process_count())
   workdir_config.prepare(workdir)
   runs = {model: model_runs.run_model(config, model, workdir) for model in models}
 
@@ -323,11 +326,15 @@ def run_pair(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
 
 def write_outputs(results: dict, workdir: str) -> str:
-  with open(os.path.join(workdir, RESULTS_FILE), 'w') as f:
-    json.dump(results, f, indent=1, default=_json_default)
+  """results.json and report.md, each atomically (a reader, or a run killed midway, sees
+  the earlier file or the whole new one); the report is rendered before either is written."""
+  text = json.dumps(results, indent=1, default=_json_default)
+  rendered = report.render(results, workdir)
+  with atomic_files.atomic_write(os.path.join(workdir, RESULTS_FILE), 'w') as f:
+    f.write(text)
   path = os.path.join(workdir, REPORT_FILE)
-  with open(path, 'w') as f:
-    f.write(report.render(results, workdir))
+  with atomic_files.atomic_write(path, 'w') as f:
+    f.write(rendered)
   print(f'Wrote {path}', flush=True)
   return path
 
