@@ -162,7 +162,7 @@ def analyse_model(config, model: str, run: dict, images: dict[str, np.ndarray], 
 
   if exp.attacks.enabled and kind.smooth_in_pixels:
     score_fns, extra_stats_fn, fixed_stats_fn = ood_section.attack_inputs(
-        config, model, variables, fitted, chosen, run['members'], mesh)
+        config, model, variables, fitted, chosen, run['members'], mesh, run['evaluator'])
     result['attacks'] = attack_section.run(
         run['evaluator'], variables, images, ood_labels=ood_labels, attack_config=exp.attacks,
         key=jax.random.fold_in(key, 7919), fig_dir=fig_dir, model_name=model, title=title,

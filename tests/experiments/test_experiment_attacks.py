@@ -203,6 +203,43 @@ def test_command_reports_under_an_independent_key(trained):
   assert reported_gain.mean() > 0
 
 
+def test_only_the_scores_that_read_other_models_run_them(trained):
+  """Rows whose score reads extra_stats_fn's terms are attacked by an objective with that
+  function; every other row by one without it (no other model's passes)."""
+  model_config, workdir, _ = trained
+  evaluator = evaluate.Evaluator(model_config)
+  state, _ = evaluate.load_state_for_eval(model_config, workdir, evaluator.mesh)
+  calls = []
+
+  def brightness(x, key):
+    del key
+    calls.append(x.shape)
+    return {'brightness': x.mean(axis=(1, 2, 3))}
+  score_fns = {'bits/dim': lambda s: s['bits_per_dim'],
+               'brightness': lambda s: s['brightness'] + s['bits_per_dim'],
+               'lit': lambda s: s['lit'] * 1.0}
+  attacker = attack_section._Attacker(  # pylint: disable=protected-access
+      evaluator, state, attack_section.default_attack_config('tiny'),
+      attack_section.attack_keys(jax.random.PRNGKey(0)), score_fns, brightness,
+      lambda images: {'lit': (images > 0).sum(axis=(1, 2, 3))})
+  assert attacker.needs_extra == [False, True, False]
+  assert set(attacker.objectives) == {False, True}
+  calls.clear()
+  x = jnp.zeros((2, 16, 16, 1))
+  args = (state, jnp.eye(5)[jnp.array([0, 3])], jnp.ones(2), jnp.zeros(2), {'lit': jnp.zeros(2)})
+  attacker.objectives[False](x, jax.random.PRNGKey(1), *args)
+  assert not calls
+  attacker.objectives[True](x, jax.random.PRNGKey(1), *args)
+  assert calls
+
+
+@pytest.mark.parametrize('variant', ['quick', 'paper'])
+def test_attack_blocks_attack_at_least_256_images_a_side(variant):
+  cfg = attack_section.default_attack_config(variant)
+  assert cfg.examples >= 256 and (cfg.evasion_examples or cfg.examples) >= 256
+  assert cfg.bootstrap_resamples >= 1000
+
+
 def test_attack_command_flags_parse():
   """The script holds only flags; --help lists them without importing the model code."""
   out = subprocess.run([sys.executable, os.path.join(REPO_ROOT, 'experiments', 'attack.py'),
