@@ -91,7 +91,7 @@ def default_attack_config(variant: str = 'quick') -> ml_collections.ConfigDict:
   # OOD scores (glow_ood.scores names, comma-separated) whose evasion is attacked; '' = every
   # score that applies. Each adds 2 x evasion_examples attacked images per model.
   cfg.scores = ('log p(x),typicality,likelihood ratio,input complexity (PNG),level ratio,'
-                'DoSE (KDE),DoSE (Gaussian),WAIC')
+                'DoSE (KDE),DoSE (Gaussian),combined,WAIC')
   if variant == 'quick':
     # 256 images a side everywhere (the table and every score's evasion), so that each
     # AUROC's interval is informative. At the earlier 8 steps and four radii that is 65,536
