@@ -104,3 +104,24 @@ def base_config():
   config.sample.temperatures = (0.7, 1.0)  # std multiplier of the priors
   config.sample.num = 64               # images per grid
   return config
+
+
+def copy_keeping_types(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """config.copy_and_resolve_references(), with every field that is None keeping its type.
+
+  The plain copy turns a typed placeholder (data.path = None, a str when set) into an
+  untyped None, which a --config.<...>=value override can then no longer parse.
+  """
+  copy = config.copy_and_resolve_references()
+  _restore_placeholders(config, copy)
+  return copy
+
+
+def _restore_placeholders(source: ml_collections.ConfigDict,
+                          target: ml_collections.ConfigDict) -> None:
+  for key in source.keys():
+    value = source[key]
+    if isinstance(value, ml_collections.ConfigDict):
+      _restore_placeholders(value, target[key])
+    elif value is None and source.get_type(key) is not type(None):
+      target[key] = config_dict.placeholder(source.get_type(key))

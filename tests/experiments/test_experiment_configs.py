@@ -116,3 +116,27 @@ def test_a_misspelt_model_list_is_named(key):
     pipeline.check_pair_config(config)
   config[block][field] = ''   # an empty list is allowed: that part is off
   pipeline.check_pair_config(config)
+
+
+
+@pytest.mark.parametrize('pair', ['fashion_mnist_to_mnist', 'notmnist_to_mnist', 'cifar10_to_svhn'])
+def test_unset_fields_of_every_model_keep_their_type(pair):
+  """The pair's copies keep a None field typed, so --config.<model>.data.path=... parses."""
+  config = importlib.import_module(f'glow_ood.configs.pairs.{pair}').get_config('quick')
+  for model in eval_plan.MODELS:
+    for key in ('path', 'data_dir'):
+      assert config[model].data.get_type(key) is str, (model, key)
+
+
+def test_a_models_data_path_is_overridden_from_the_command_line(tmp_path):
+  """The real flag parser: the override reaches the check of the data (a missing file here)."""
+  import subprocess
+  import sys
+  result = subprocess.run(
+      [sys.executable, os.path.join(REPO_ROOT, 'experiments', 'reproduce.py'), '--variant=tiny',
+       f'--workdir={tmp_path / "run"}', f'--config.glow.data.path={tmp_path / "mine.npz"}'],
+      capture_output=True, text=True, timeout=300, cwd=str(tmp_path))
+  assert result.returncode != 0
+  last = result.stderr.strip().splitlines()[-1]
+  assert 'config.glow.data' in last and 'mine.npz' in last and 'not found' in last, last
+  assert 'NoneType' not in result.stderr

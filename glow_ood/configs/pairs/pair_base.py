@@ -14,6 +14,7 @@ repeated to RGB and an RGB set paired with a grey model converted to luma.
 """
 import ml_collections
 
+from glow_ood.configs import common
 from glow_ood.configs import pixelcnn
 from glow_ood.configs import tiny
 from glow_ood.configs import vae
@@ -86,12 +87,12 @@ def make_pair_config(pair: str, variant: str, glow: ml_collections.ConfigDict,
   """The pair config; `glow` is a complete affine-Glow training config."""
   if variant not in VARIANTS:
     raise ValueError(f'Unknown variant {variant!r} for pair {pair!r}; choose one of {VARIANTS}.')
-  glow = glow.copy_and_resolve_references()
+  glow = common.copy_keeping_types(glow)
   glow.train.keep_checkpoints = max(glow.train.keep_checkpoints, 100)  # Figure 5 needs them
   # A model's own --mode=evaluate default: its test split (the experiment plans the rest).
   name = glow.data.name
   glow.evals = ml_collections.ConfigDict({f'{name}_test': eval_block(name, 'test')})
-  cv_glow = glow.copy_and_resolve_references()
+  cv_glow = common.copy_keeping_types(glow)
   cv_glow.model.coupling = 'additive'
 
   config = ml_collections.ConfigDict()
@@ -100,8 +101,8 @@ def make_pair_config(pair: str, variant: str, glow: ml_collections.ConfigDict,
   config.glow = glow
   config.cv_glow = cv_glow
   # The paper's Figure 3 models, on the same data, at the variant's size.
-  config.pixelcnn = pixelcnn.convert(glow.copy_and_resolve_references(), variant)
-  config.vae = vae.convert(glow.copy_and_resolve_references(), variant)
+  config.pixelcnn = pixelcnn.convert(common.copy_keeping_types(glow), variant)
+  config.vae = vae.convert(common.copy_keeping_types(glow), variant)
   config.background = background_block(variant)
   config.experiment = experiment_block(ood)
   config.experiment.attacks = attack_section.default_attack_config(variant)
