@@ -35,7 +35,9 @@ def test_evaluate_writes_every_score_for_an_npz_set(tiny_config, tmp_path, capsy
     values = {k: f[k] for k in f.files}
     assert set(values) == {'log_p_x', 'typicality', 'likelihood_ratio', 'input_complexity_PNG',
                            'input_complexity_zlib', 'log_p_z_0', 'log_p_z_1', 'level_ratio',
-                           'DoSE_KDE', 'DoSE_Gaussian', 'WAIC', 'step'}
+                           'level_ratio_two_sided', 'combined', 'DoSE_KDE', 'DoSE_Gaussian',
+                           'WAIC', 'step'}
+    assert all(np.all(np.isfinite(values[k])) for k in values if k != 'step')
     np.testing.assert_allclose(values['log_p_x'], ev['bits_per_dim'], rtol=1e-6)
     np.testing.assert_array_equal(values['likelihood_ratio'], 0.0)
     np.testing.assert_allclose(values['WAIC'], -ev['log_px'], rtol=1e-6)

@@ -1,5 +1,6 @@
 """glow_ood.metrics: flattening, the TensorBoard writer read back, the progress line."""
 
+import errno
 import glob
 import io
 import logging as std_logging
@@ -176,25 +177,36 @@ def test_progress_line_prints_on_process_zero_only(clock, monkeypatch):
   assert stream.getvalue() == ''
 
 
-def test_quiet_checkpoint_logging_drops_only_orbax_info():
+def test_quiet_checkpoint_logging_drops_only_orbax_info_and_write_failures():
   handler = logging.get_absl_handler()
   original = list(handler.filters)
-  # An earlier training run in this process may have installed it already.
+  # An earlier training run in this process may have installed them already.
   for f in original:
-    if isinstance(f, metrics._QuietOrbaxInfo):
+    if isinstance(f, (metrics._QuietOrbaxInfo, metrics._QuietWriteFailures)):
       handler.removeFilter(f)
   before = list(handler.filters)
   try:
     metrics.quiet_checkpoint_logging()
     metrics.quiet_checkpoint_logging()   # idempotent
     added = [f for f in handler.filters if f not in before]
-    assert len(added) == 1
-    def record(level, pathname):
-      return std_logging.LogRecord('x', level, pathname, 1, 'msg', None, None)
+    assert sorted(type(f).__name__ for f in added) == ['_QuietOrbaxInfo', '_QuietWriteFailures']
+    def record(level, pathname, error=None, name='x'):
+      exc_info = (type(error), error, None) if error else None
+      return std_logging.LogRecord(name, level, pathname, 1, 'msg', None, exc_info)
+    def passes(r):
+      return all(f.filter(r) for f in added)
     orbax = '/venv/site-packages/orbax/checkpoint/checkpoint_manager.py'
-    assert not added[0].filter(record(std_logging.INFO, orbax))
-    assert added[0].filter(record(std_logging.WARNING, orbax))
-    assert added[0].filter(record(std_logging.INFO, '/repo/glow_ood/train.py'))
+    ours = '/repo/glow_ood/train.py'
+    full = OSError(errno.ENOSPC, 'No space left on device', '/ckpt/x')
+    assert not passes(record(std_logging.INFO, orbax))
+    assert passes(record(std_logging.WARNING, orbax))
+    assert passes(record(std_logging.INFO, ours))
+    # A background thread's disk-full report is dropped (the main thread says it in one
+    # line); any other orbax error, and a disk-full error logged by our own code, are kept.
+    assert not passes(record(std_logging.ERROR, orbax, full))
+    assert not passes(record(std_logging.ERROR, '/x/asyncio/base_events.py', full, 'asyncio'))
+    assert passes(record(std_logging.ERROR, orbax, ValueError('shape mismatch')))
+    assert passes(record(std_logging.ERROR, ours, full))
   finally:
     for f in handler.filters[:]:
       handler.removeFilter(f)
