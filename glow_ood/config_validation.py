@@ -16,6 +16,7 @@ from glow_ood import eval_sets as eval_sets_lib
 from glow_ood import likelihood
 from glow_ood import model_kinds
 from glow_ood.data import spec as spec_lib
+from glow_ood.user_errors import ConfigError  # raised here; callers also catch it by this name
 
 # Every key of the blocks whose schema lives here.
 TOP_KEYS = ('seed', 'n_bits', 'data', 'model', 'train', 'eval', 'evals', 'scores', 'sample')
@@ -39,10 +40,6 @@ RENAMED_KEYS = {
     'eval.datasets': "config.evals, one block per set (glow_ood.eval_sets.eval_block), or "
                      "--add_eval=NAME:SPLIT / --add_eval=PATH.npz on the command line",
 }
-
-
-class ConfigError(ValueError):
-  """A config value that cannot work; the message names the key."""
 
 
 def data_keys() -> tuple[str, ...]:

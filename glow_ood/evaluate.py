@@ -19,6 +19,7 @@ of the split, in evaluation order: a seeded shuffle, glow_ood.data.load_subset).
 from glow_ood import extras  # pylint: disable=g-bad-import-order
 extras.require('train', 'orbax.checkpoint')  # before the imports it checks
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -279,23 +280,40 @@ def load_state_for_eval(config: ml_collections.ConfigDict, workdir: str, mesh,
   return train_state_lib.eval_variables(state, config), int(meta['step'])
 
 
+@dataclasses.dataclass
+class CheckpointEvaluation:
+  """One checkpoint evaluated on several sets (what scoring builds on)."""
+  paths: dict[str, str]            # set key -> evaluation npz
+  evaluator: 'Evaluator'
+  variables: dict                  # the weights evaluated (EMA or raw, as configured)
+  step: int
+  kept: dict[str, tuple]           # set key -> (npz path, images, results) when kept
+
+
 def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
                         eval_sets: list[EvalDataset], step: int | None = None, *,
-                        evaluator: Evaluator | None = None,
-                        with_scores: bool = False) -> dict[str, str]:
+                        evaluator: Evaluator | None = None) -> dict[str, str]:
   """Evaluates one checkpoint on every set; returns {set key: npz path}.
 
   eval_sets: resolved sets (config_validation.validate_config returns config.evals').
   step: checkpoint step (default: config.eval.checkpoint_step, -1 = latest).
   evaluator: one built for this config, to reuse its compiled function.
-  with_scores: also write every OOD score per image (glow_ood.scoring) when
-  config.scores.enabled, as --mode=evaluate does.
+  Every OOD score as well: glow_ood.scoring.evaluate_and_score (--mode=evaluate).
   """
+  return evaluate_checkpoint_sets(config, workdir, eval_sets, step, evaluator=evaluator).paths
+
+
+def evaluate_checkpoint_sets(config: ml_collections.ConfigDict, workdir: str,
+                             eval_sets: list[EvalDataset], step: int | None = None, *,
+                             evaluator: Evaluator | None = None,
+                             keep_images: bool = False) -> CheckpointEvaluation:
+  """evaluate_checkpoint, also returning the weights, the step and (keep_images) each
+  set's images and per-image results."""
   evaluator = evaluator or Evaluator(config)
   variables, ckpt_step = load_state_for_eval(config, workdir, evaluator.mesh, step)
   key = train_state_lib.run_keys(config.seed)['eval']
 
-  paths, rows, evaluated = {}, {}, {}
+  paths, rows, kept = {}, {}, {}
   for eval_set in eval_sets:
     results, images, preprocessing = evaluator.evaluate_set(variables, eval_set, key)
     path = eval_path(workdir, eval_set.key, ckpt_step)
@@ -306,14 +324,11 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
                     preprocessing=preprocessing)
     paths[eval_set.key] = path
     rows[eval_set.key] = results
-    if with_scores and config.scores.enabled:
-      evaluated[eval_set.key] = (path, images, results)
+    if keep_images:
+      kept[eval_set.key] = (path, images, results)
     logging.info('Evaluated %s: %d images -> %s', eval_set.key, len(images), path)
 
   if parallel.is_main_process():
     print(f'Checkpoint step {ckpt_step} ({workdir}); means per image, log terms in nats:')
     print(summary_table(rows), flush=True)
-  if evaluated:
-    from glow_ood import scoring  # pylint: disable=g-import-not-at-top (it imports this module)
-    scoring.score_evaluated_sets(evaluator, workdir, variables, ckpt_step, evaluated)
-  return paths
+  return CheckpointEvaluation(paths, evaluator, variables, ckpt_step, kept)

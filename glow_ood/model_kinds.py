@@ -30,10 +30,9 @@ from typing import Any, Callable, Mapping
 import flax.linen as nn
 import jax
 
-from glow_ood.flows.glow import Glow
+from glow_ood.flows.glow import FLOW_TERMS, Glow
 from glow_ood.models.pixelcnn import DOWNSAMPLING_FACTOR, PixelCNNPP
 from glow_ood.models.vae import VAE
-from glow_ood.scores.registry import FLOW_DOSE_TERMS
 
 # Module fields the config's model block does not set: flax's own, and those filled
 # from elsewhere in the config (config.n_bits; the image shape from config.data).
@@ -108,7 +107,7 @@ KINDS: dict[str, ModelKind] = {
         'glow', Glow, 'Glow', 'density of the dequantized image; its bits/dim bound log P(x)',
         size_multiple=lambda f: (2 ** f['num_levels'], 'model.num_levels squeezes'),
         decomposes=True, smooth_in_pixels=True,
-        dose_terms=FLOW_DOSE_TERMS),
+        dose_terms=FLOW_TERMS),
     'pixelcnn': ModelKind(
         'pixelcnn', PixelCNNPP, 'PixelCNN++', 'exact log P(x) of the n-bit image',
         size_multiple=lambda f: (DOWNSAMPLING_FACTOR, 'its two downsamplings')),

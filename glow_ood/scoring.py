@@ -64,6 +64,17 @@ def _own_split(config, split: str, max_examples: int) -> np.ndarray:
                          subset_seed=config.eval.subset_seed)
 
 
+def evaluate_and_score(config: ml_collections.ConfigDict, workdir: str, eval_sets,
+                       step: int | None = None) -> dict[str, str]:
+  """evaluate.evaluate_checkpoint, then (config.scores.enabled) every OOD score per image
+  of each set, as --mode=evaluate does; returns {set key: evaluation npz path}."""
+  done = evaluate.evaluate_checkpoint_sets(config, workdir, eval_sets, step,
+                                           keep_images=config.scores.enabled)
+  if config.scores.enabled:
+    score_evaluated_sets(done.evaluator, workdir, done.variables, done.step, done.kept)
+  return done.paths
+
+
 def score_evaluated_sets(evaluator: evaluate.Evaluator, workdir: str, params, step: int,
                          evaluated: dict[str, tuple]) -> dict[str, str]:
   """Scores every evaluated set; evaluated = {key: (eval npz path, images, results)}.

@@ -11,6 +11,10 @@ import re
 import sys
 
 
+class ConfigError(ValueError):
+  """A config value that cannot work; the message names the key."""
+
+
 class WorkdirError(ValueError):
   """A workdir that cannot be used as asked: not a directory, or another run's."""
 
@@ -38,8 +42,7 @@ INTERRUPTED_EXIT_STATUS = 130  # what a shell reports for a process ended by SIG
 
 
 def _expected_types() -> tuple[type, ...]:
-  # Imported here: both modules are light, but keep this one importable alone.
-  from glow_ood.config_validation import ConfigError  # pylint: disable=g-import-not-at-top
+  # Imported here: the module is light, but keep this one importable alone.
   from glow_ood.data.errors import DataUnavailableError  # pylint: disable=g-import-not-at-top
   return (ConfigError, DataUnavailableError, WorkdirError, NoCheckpointError,
           CheckpointRestoreError, CheckpointWriteError, TrainingInterrupted,

@@ -1,7 +1,7 @@
 """Attacks on the likelihood of one trained model: numbers, figure and report markdown.
 
     attacks = attack_section.run(evaluator, variables, images, ood_labels=['mnist'],
-                                 attack_config=default_attack_config('quick'),
+                                 attack_config=config.experiment.attacks,
                                  score_fns={'log p(x)': lambda s: s['bits_per_dim']},
                                  key=key, fig_dir=fig_dir, model_name='glow', title='Glow')
     lines = attack_section.render(attacks, workdir, names={'test': ..., 'mnist': ...},
@@ -73,54 +73,6 @@ def key_data(key: jax.Array) -> list[int]:
   if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
     key = jax.random.key_data(key)
   return np.asarray(key).reshape(-1).tolist()
-
-
-def default_attack_config(variant: str = 'quick') -> ml_collections.ConfigDict:
-  """The attack block of a pair config (config.experiment.attacks); sizes are images per set."""
-  cfg = ml_collections.ConfigDict()
-  cfg.enabled = True                 # the pair pipeline skips the section when False
-  cfg.examples = 32                  # in-distribution test images, and per OOD set
-  cfg.epsilons = (1, 2, 4, 8)        # 8-bit levels (2 = 2/255) for raising and lowering
-  cfg.headline_epsilon = 2           # levels for the target and evasion attacks, and the figure
-  cfg.evasion_examples = 0           # images per set in each score's evasion; 0 = examples
-  cfg.num_steps = 8                  # signed-gradient steps per attack
-  cfg.noise_draws = 1                # dequantization draws averaged per gradient step
-  cfg.batch_size = 64                # images attacked (and re-evaluated) together
-  cfg.figure_examples = 3            # images per set shown in the figure
-  cfg.bootstrap_resamples = 1000     # resamples of each attack AUROC's 95% interval
-  # OOD scores (glow_ood.scores names, comma-separated) whose evasion is attacked; '' = every
-  # score that applies. Each adds 2 x evasion_examples attacked images per model.
-  cfg.scores = ('log p(x),typicality,likelihood ratio,input complexity (PNG),level ratio,'
-                'DoSE (KDE),DoSE (Gaussian),combined,WAIC')
-  if variant == 'quick':
-    # 256 images a side everywhere (the table and every score's evasion), so that each
-    # AUROC's interval is informative. At the earlier 8 steps and four radii that is 65,536
-    # attacked image-steps per model, 10x the 32-image block before it (6,400) and far
-    # too slow beside a ~40-minute run on 2 CPU cores, so the steps and radii are cut
-    # instead of the images: 4 steps (the step still decays from 4*eps/T, a path ~2*eps
-    # long) and eps 2 and 8 levels: 24,576 image-steps (2 sets x 5 rows x 256 + 7 scores x
-    # 2 x 256, x 4 steps), only the likelihood ratio's rows running the background model.
-    # Timed on untrained quick-size models, 2 shared CPU cores: Glow 261 s (232 CPU-s),
-    # CV-Glow 174 s, against 179 s (120 CPU-s) for the old block on the same machine.
-    cfg.examples = 256
-    cfg.epsilons = (2, 8)
-    cfg.num_steps = 4
-  if variant == 'tiny':
-    cfg.examples = 6
-    cfg.epsilons = (2, 8)
-    cfg.num_steps = 4
-    cfg.batch_size = 8
-    cfg.figure_examples = 2
-    cfg.bootstrap_resamples = 200
-  elif variant == 'paper':
-    cfg.examples = 256
-    cfg.num_steps = 50
-    cfg.noise_draws = 4
-    cfg.batch_size = 128
-    cfg.figure_examples = 4
-  elif variant != 'quick':
-    raise ValueError(f'Unknown variant {variant!r}; choose tiny, quick or paper.')
-  return cfg
 
 
 class _Attacker:

@@ -17,11 +17,18 @@ import numpy as np
 from glow_ood import data
 from glow_ood import eval_sets as eval_sets_lib
 from glow_ood import evaluate
+from glow_ood.configs.pairs import pair_base
 from glow_ood.eval_sets import EvalDataset, eval_block
 
 CURVE_PREFIX = 'curve_'
-MODELS = ('glow', 'cv_glow', 'pixelcnn', 'vae')
+MODELS = pair_base.MODELS
 MODEL_TITLES = {'glow': 'Glow', 'cv_glow': 'CV-Glow', 'pixelcnn': 'PixelCNN++', 'vae': 'VAE'}
+MODEL_DESCRIPTIONS = {
+    'glow': 'Glow (affine couplings)',
+    'cv_glow': 'CV-Glow (additive couplings, constant volume)',
+    'pixelcnn': 'PixelCNN++ (autoregressive, exact discrete likelihood)',
+    'vae': 'a VAE (importance-weighted bound)',
+}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -66,14 +66,6 @@ p* = in-distribution test images, q = OOD images):
   second order around the shared mean x0."""
 
 
-MODEL_DESCRIPTIONS = {
-    'glow': 'Glow (affine couplings)',
-    'cv_glow': 'CV-Glow (additive couplings, constant volume)',
-    'pixelcnn': 'PixelCNN++ (autoregressive, exact discrete likelihood)',
-    'vae': 'a VAE (importance-weighted bound)',
-}
-
-
 def model_summary(model_cfg: dict) -> str:
   """One cell describing a model block."""
   if model_cfg['kind'] == 'glow':
@@ -367,7 +359,7 @@ def render(results: dict, workdir: str) -> str:
   models = results['models']
   out = [f'# {results["pair"]} ({results["variant"]}): do deep generative models know what '
          "they don't know?", '',
-         ', '.join(MODEL_DESCRIPTIONS.get(m, eval_plan.MODEL_TITLES[m]) for m in models)
+         ', '.join(eval_plan.MODEL_DESCRIPTIONS.get(m, eval_plan.MODEL_TITLES[m]) for m in models)
          + f' trained on **{in_name}**, evaluated on its train and test splits and on '
          + ', '.join(f'**{names[l]}**' for l in ood_labels) + '. '
          'Bits/dim are the discrete bound with uniform dequantization (lower = more likely); '

@@ -34,6 +34,9 @@ from glow_ood.flows.recompute import invertible_chain
 from glow_ood.flows.squeeze import Squeeze
 
 LOGDET_KINDS = ('actnorm', 'invconv', 'coupling')
+# A Glow evaluation's per-image terms besides log_px: log p(z) per level, then each
+# kind's log-det per level (what DoSE models, and the decomposition reports).
+FLOW_TERMS = ('log_pz',) + tuple(f'logdet_{kind}' for kind in LOGDET_KINDS)
 COUPLINGS = ('affine', 'additive')
 INVCONVS = ('lu', 'plain')
 RECOMPUTES = ('none', 'checkpoint', 'invertible')

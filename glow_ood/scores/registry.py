@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from glow_ood.flows.glow import LOGDET_KINDS
+from glow_ood.flows.glow import FLOW_TERMS
 from glow_ood.scores import density
 
 COMPRESSOR_NAMES = {'png': 'PNG', 'jpeg2000': 'JPEG 2000', 'zlib': 'zlib'}
@@ -46,8 +46,7 @@ class Score:
     return all(key in stats for key in self.requires)
 
 
-# A flow's per-image terms: log p(z) per level, then each kind's log-det per level.
-FLOW_DOSE_TERMS = ('log_pz',) + tuple(f'logdet_{kind}' for kind in LOGDET_KINDS)
+FLOW_DOSE_TERMS = FLOW_TERMS  # DoSE's statistics for a flow: all of its terms
 
 
 def dose_features(stats: Stats, terms: Sequence[str] = FLOW_DOSE_TERMS) -> jax.Array:

@@ -13,6 +13,7 @@ import pytest
 from glow_ood import eval_sets
 from glow_ood import evaluate
 from glow_ood import train
+from glow_ood.configs.pairs import pair_base
 from glow_ood.experiment import attack_command
 from glow_ood.experiment import attack_section
 from glow_ood.experiment import eval_plan
@@ -38,7 +39,7 @@ def test_attack_section_table_figure_and_markdown(trained, tmp_path):
   model_config, workdir, images = trained
   evaluator = evaluate.Evaluator(model_config)
   state, _ = evaluate.load_state_for_eval(model_config, workdir, evaluator.mesh)
-  cfg = attack_section.default_attack_config('tiny')
+  cfg = pair_base.attack_block('tiny')
   cfg.evasion_examples = 4
   # A score over a term the section does not compute itself (as a second model's log_px
   # would be), supplied by extra_stats_fn to both the attack and the re-evaluation.
@@ -158,7 +159,7 @@ def test_selection_noise_is_not_the_reported_noise(trained, tmp_path, monkeypatc
     selection_keys.append(attack_section.key_data(select_key))
     return pgd_attack(*args, select_key=select_key, **kwargs)
   monkeypatch.setattr(attack_section.attacks, 'pgd_attack', recording_pgd)
-  cfg = attack_section.default_attack_config('tiny')
+  cfg = pair_base.attack_block('tiny')
   cfg.update(examples=4, epsilons=(2,), num_steps=2, batch_size=4, bootstrap_resamples=20)
   result = attack_section.run(evaluator, state, images, ood_labels=['mnist'],
                               attack_config=cfg, key=jax.random.PRNGKey(5),
@@ -219,7 +220,7 @@ def test_only_the_scores_that_read_other_models_run_them(trained):
                'brightness': lambda s: s['brightness'] + s['bits_per_dim'],
                'lit': lambda s: s['lit'] * 1.0}
   attacker = attack_section._Attacker(  # pylint: disable=protected-access
-      evaluator, state, attack_section.default_attack_config('tiny'),
+      evaluator, state, pair_base.attack_block('tiny'),
       attack_section.attack_keys(jax.random.PRNGKey(0)), score_fns, brightness,
       lambda images: {'lit': (images > 0).sum(axis=(1, 2, 3))})
   assert attacker.needs_extra == [False, True, False]
@@ -235,7 +236,7 @@ def test_only_the_scores_that_read_other_models_run_them(trained):
 
 @pytest.mark.parametrize('variant', ['quick', 'paper'])
 def test_attack_blocks_attack_at_least_256_images_a_side(variant):
-  cfg = attack_section.default_attack_config(variant)
+  cfg = pair_base.attack_block(variant)
   assert cfg.examples >= 256 and (cfg.evasion_examples or cfg.examples) >= 256
   assert cfg.bootstrap_resamples >= 1000
 

@@ -5,7 +5,6 @@ import os
 import numpy as np
 
 from glow_ood import eval_sets
-from glow_ood import evaluate
 from glow_ood import scoring
 from glow_ood import train
 
@@ -28,7 +27,7 @@ def test_evaluate_writes_every_score_for_an_npz_set(tiny_config, tmp_path, capsy
   config.scores.background_workdir = workdir
   config.scores.ensemble_workdirs = workdir
   own_set = eval_sets.resolve(config, {'npz_test': eval_sets.eval_block('npz', 'test', path=own)})
-  paths = evaluate.evaluate_checkpoint(config, workdir, own_set, with_scores=True)
+  paths = scoring.evaluate_and_score(config, workdir, own_set)
   scores_file = scoring.scores_path(paths['npz_test'])
   assert scores_file.endswith(os.path.join('eval', 'npz_test_step2_scores.npz'))
   with np.load(scores_file) as f, np.load(paths['npz_test']) as ev:
@@ -54,5 +53,5 @@ def test_evaluate_writes_every_score_for_an_npz_set(tiny_config, tmp_path, capsy
   # Scores off: evaluation files only.
   config.scores.enabled = False
   os.remove(scores_file)
-  evaluate.evaluate_checkpoint(config, workdir, own_set, with_scores=True)
+  scoring.evaluate_and_score(config, workdir, own_set)
   assert not os.path.exists(scores_file)
