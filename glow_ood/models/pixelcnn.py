@@ -41,6 +41,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from glow_ood.models import discrete_images
 from glow_ood.models.logistic import (discretized_mix_logistic_channel_log_probs,
                                       num_mix_params, pixel_centres,
                                       sample_discretized_mix_logistic)
@@ -197,7 +198,7 @@ class PixelCNNPP(nn.Module):
     channel_log_probs = self.channel_log_probs(y, train)
     num_dims = math.prod(y.shape[1:])
     log_prob = channel_log_probs.sum(axis=(1, 2, 3))
-    return PixelCNNOutput(log_px=log_prob + num_dims * self.n_bits * math.log(2.0))
+    return PixelCNNOutput(log_px=log_prob + discrete_images.density_offset(num_dims, self.n_bits))
 
   def channel_log_probs(self, y: jax.Array, train: bool = False) -> jax.Array:
     """[B, H, W, C] log P(x_{i,j,c} | everything before it), in nats.
@@ -206,7 +207,7 @@ class PixelCNNPP(nn.Module):
     channels; the sum over all entries is log P(x) of each image.
     """
     _check_image(y, 'y')
-    x_int = integer_pixels(y, self.n_bits)
+    x_int = discrete_images.integer_pixels(y, self.n_bits)
     params = self.distribution_params(pixel_centres(x_int, self.n_bits), train)
     return discretized_mix_logistic_channel_log_probs(x_int, params, self.n_bits)
 
@@ -286,14 +287,7 @@ class PixelCNNPP(nn.Module):
         raise ValueError(f'PixelCNNPP.{name} must be an integer >= 1, got {value!r}.')
     if not 0.0 <= self.dropout_rate < 1.0:
       raise ValueError(f'PixelCNNPP.dropout_rate must be in [0, 1), got {self.dropout_rate!r}.')
-    if not isinstance(self.n_bits, int) or not 1 <= self.n_bits <= 8:
-      raise ValueError(f'PixelCNNPP.n_bits must be an integer in 1..8, got {self.n_bits!r}.')
-
-
-def integer_pixels(y: jax.Array, n_bits: int) -> jax.Array:
-  """Dequantized y in [0, 1) -> the integer pixels x = floor(y * 2**n_bits), int32."""
-  levels = 2 ** n_bits
-  return jnp.clip(jnp.floor(y * levels), 0, levels - 1).astype(jnp.int32)
+    discrete_images.check_n_bits(self.n_bits, 'PixelCNNPP')
 
 
 def autoregressive_sample(params_fn: Callable[[jax.Array], jax.Array], key: jax.Array,
@@ -329,16 +323,11 @@ def autoregressive_sample(params_fn: Callable[[jax.Array], jax.Array], key: jax.
 
   x_int = jnp.zeros((num, height, width, channels), jnp.int32)
   x_int = jax.lax.fori_loop(0, height * width, draw_pixel, x_int)
-  return (x_int.astype(jnp.float32) + 0.5) / 2 ** n_bits
+  return discrete_images.midpoints(x_int, n_bits)
 
 
 def _check_image(images: jax.Array, name: str):
-  if images.ndim != 4:
-    raise ValueError(f'PixelCNNPP expects {name} as [batch, height, width, channels], '
-                     f'got shape {images.shape}.')
-  if not jnp.issubdtype(images.dtype, jnp.floating):
-    raise TypeError(f'PixelCNNPP expects float {name}, got dtype {images.dtype}; dequantize '
-                    'integer pixels first (glow_ood.likelihood.dequantize).')
+  discrete_images.check_dequantized(images, 'PixelCNNPP', name)
   if images.shape[1] % DOWNSAMPLING_FACTOR or images.shape[2] % DOWNSAMPLING_FACTOR:
     raise ValueError(
         f'PixelCNNPP halves the resolution twice, so {name} height and width must be '

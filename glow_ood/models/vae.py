@@ -59,6 +59,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from glow_ood.models import discrete_images
 from glow_ood.models.logistic import (discretized_logistic_log_prob, pixel_centres,
                                       sample_discretized_logistic)
 
@@ -192,8 +193,7 @@ class VAE(nn.Module):
       value = getattr(self, name)
       if not isinstance(value, int) or value < 1:
         raise ValueError(f'VAE.{name} must be a positive integer, got {value!r}.')
-    if not isinstance(self.n_bits, int) or not 1 <= self.n_bits <= 8:
-      raise ValueError(f'VAE.n_bits must be an integer in 1..8, got {self.n_bits!r}.')
+    discrete_images.check_n_bits(self.n_bits, 'VAE')
     if self.decoder_scale not in DECODER_SCALES:
       raise ValueError(f'VAE.decoder_scale must be one of {DECODER_SCALES}, got '
                        f'{self.decoder_scale!r}.')
@@ -210,13 +210,11 @@ class VAE(nn.Module):
     return math.prod(self.image_shape)
 
   def _discretization_offset(self) -> float:
-    """D n log 2: turns a bound on log P(x) into a log density on [0, 1)^D."""
-    return self.num_dims * self.n_bits * math.log(2.0)
+    return discrete_images.density_offset(self.num_dims, self.n_bits)
 
   def _integer_pixels(self, y: jax.Array) -> jax.Array:
     _check_image(y, self.image_shape)
-    levels = 2 ** self.n_bits
-    return jnp.clip(jnp.floor(y * levels), 0, levels - 1).astype(jnp.int32)
+    return discrete_images.integer_pixels(y, self.n_bits)
 
   def encode(self, y: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Dequantized images y [B, H, W, C] -> mean and log-std of q(z|x), each [B, latent_dim]."""
@@ -331,7 +329,7 @@ class VAE(nn.Module):
     z = temperature * jax.random.normal(latent_key, (num, self.latent_dim))
     mean, log_scale = self.decoder(z)
     x_int = sample_discretized_logistic(pixel_key, mean, log_scale, self.n_bits)
-    return (x_int.astype(jnp.float32) + 0.5) / 2 ** self.n_bits
+    return discrete_images.midpoints(x_int, self.n_bits)
 
 
 def _depth_to_space(h: jax.Array) -> jax.Array:
@@ -342,12 +340,7 @@ def _depth_to_space(h: jax.Array) -> jax.Array:
 
 
 def _check_image(y, image_shape):
-  if y.ndim != 4:
-    raise ValueError(f'VAE expects images [batch, height, width, channels], got shape '
-                     f'{y.shape}.')
-  if not jnp.issubdtype(y.dtype, jnp.floating):
-    raise TypeError(f'VAE expects dequantized float images in [0, 1), got dtype {y.dtype}; '
-                    'use glow_ood.likelihood.reduce_bits and dequantize first.')
+  discrete_images.check_dequantized(y, 'VAE')
   if tuple(y.shape[1:]) != tuple(image_shape):
     raise ValueError(f'This VAE was built for images {tuple(image_shape)} (height, width, '
                      f'channels), got a batch of shape {y.shape}; set the model\'s '
