@@ -74,14 +74,15 @@ SUMMARY_SKIPPED = ('log_px', 'log_p_discrete', 'bits_per_dim', 'log_pz') + tuple
     f'logdet_{k}' for k in LOGDET_KINDS) + evaluate.METADATA_KEYS
 
 
-def _model_figures(model: str, title: str, sets, final, curves, fig_dir, bins, in_name):
+def _model_figures(model: str, title: str, kind: model_kinds.ModelKind, sets, final, curves,
+                   fig_dir, bins, in_name):
   names = {s.label: eval_plan.display_name(s, in_name) for s in sets}
   out = {}
   out['log_px'] = figures.log_px_histogram(
       os.path.join(fig_dir, f'{model}_log_px_hist.png'),
       {names[l]: a['log_p_discrete'] for l, a in final.items()},
       f'{title}: log p(x)', bins)
-  if 'log_pz' in final['test']:
+  if kind.decomposes:
     out['decomposition'] = figures.decomposition_histograms(
         os.path.join(fig_dir, f'{model}_decomposition_hist.png'),
         {names[l]: a['log_pz'].sum(-1) for l, a in final.items()},
@@ -178,7 +179,7 @@ def analyse_model(config, model: str, run: dict, images: dict[str, np.ndarray], 
       for target in model_analysis.GRAYING_TARGETS}
   result['analysis_s'] = time.time() - start
 
-  result['figures'].update(_model_figures(model, title, sets, final, curves, fig_dir,
+  result['figures'].update(_model_figures(model, title, kind, sets, final, curves, fig_dir,
                                           exp.histogram_bins, in_name))
   names = {s.label: eval_plan.display_name(s, in_name) for s in sets}
   result['figures']['graying'] = figures.graying_curves(

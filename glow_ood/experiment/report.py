@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 
+from glow_ood import model_kinds
 from glow_ood.experiment import attack_section
 from glow_ood.experiment import background_tuning
 from glow_ood.experiment import eval_plan
@@ -387,7 +388,7 @@ def render(results: dict, workdir: str) -> str:
 
   out += [HEADINGS[2], '']
   rows = []
-  flows = {m: r for m, r in models.items() if 'log_pz' in r['sets']['test']}
+  flows = {m: r for m, r in models.items() if model_kinds.KINDS[r['kind']].decomposes}
   for model, res in flows.items():
     for s in sets:
       m = res['sets'][s['label']]
