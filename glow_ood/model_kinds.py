@@ -30,6 +30,7 @@ from typing import Any, Callable, Mapping
 import flax.linen as nn
 import jax
 
+from glow_ood import literal_fields
 from glow_ood.flows.glow import FLOW_TERMS, Glow
 from glow_ood.models.pixelcnn import DOWNSAMPLING_FACTOR, PixelCNNPP
 from glow_ood.models.vae import VAE
@@ -66,10 +67,7 @@ class ModelKind:
 
   def choices(self, field: str) -> tuple | None:
     """The allowed values of a Literal-annotated field, else None."""
-    annotation = _field_type(self.module, field)
-    if typing.get_origin(annotation) is typing.Literal:
-      return typing.get_args(annotation)
-    return None
+    return literal_fields.choices(self.module, field)
 
   def field_type(self, field: str) -> type:
     """The field's value type (a Literal's values' type; Optional[T] -> T)."""

@@ -25,6 +25,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from glow_ood import literal_fields
 from glow_ood.flows.actnorm import ActNorm
 from glow_ood.flows.base import InvertibleLayer
 from glow_ood.flows.coupling import COUPLING_NETS, AdditiveCoupling, AffineCoupling
@@ -167,11 +168,7 @@ class Glow(nn.Module):
   scan_unroll: int | None = None
 
   def setup(self):
-    _check_choice('coupling', self.coupling, COUPLINGS)
-    _check_choice('invconv', self.invconv, INVCONVS)
-    _check_choice('coupling_net', self.coupling_net, COUPLING_NETS)
-    _check_choice('recompute', self.recompute, RECOMPUTES)
-    _check_choice('dtype', self.dtype, DTYPES)
+    literal_fields.check(self)  # coupling, invconv, coupling_net, recompute, dtype
     if self.scan_unroll is not None and self.scan_unroll < 1:
       raise ValueError(f'Glow.scan_unroll must be None or >= 1, got {self.scan_unroll}.')
     if self.num_levels < 1 or self.steps_per_level < 1:
@@ -297,11 +294,6 @@ class Glow(nn.Module):
     weights = jax.vmap(invconv_matrix)(params['conv'], constants)
     scales = jnp.exp(params['actnorm']['log_scale'])
     return weights, scales
-
-
-def _check_choice(name, value, allowed):
-  if value not in allowed:
-    raise ValueError(f'Glow.{name} must be one of {allowed}, got {value!r}.')
 
 
 def _check_image(y, num_levels):

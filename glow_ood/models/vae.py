@@ -59,6 +59,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from glow_ood import literal_fields
 from glow_ood.models import discrete_images
 from glow_ood.models.logistic import (discretized_logistic_log_prob, pixel_centres,
                                       sample_discretized_logistic)
@@ -194,9 +195,7 @@ class VAE(nn.Module):
       if not isinstance(value, int) or value < 1:
         raise ValueError(f'VAE.{name} must be a positive integer, got {value!r}.')
     discrete_images.check_n_bits(self.n_bits, 'VAE')
-    if self.decoder_scale not in DECODER_SCALES:
-      raise ValueError(f'VAE.decoder_scale must be one of {DECODER_SCALES}, got '
-                       f'{self.decoder_scale!r}.')
+    literal_fields.check(self)  # decoder_scale
     height, width, _ = self.image_shape
     factor = 2 ** self.num_blocks
     if height % factor or width % factor:
