@@ -27,7 +27,7 @@ import jax
 import orbax.checkpoint as ocp
 
 from glow_ood import atomic_files
-from glow_ood import train_state as train_state_lib
+from glow_ood import checkpoint_migration
 from glow_ood import user_errors
 from glow_ood.train_state import TrainState
 from glow_ood.user_errors import CheckpointRestoreError, CheckpointWriteError, NoCheckpointError
@@ -342,10 +342,10 @@ def restore(manager: ocp.CheckpointManager, abstract_state: TrainState,
   stored = _stored_shapes(manager, step)
   legacy = stored is not None and any(key[-2:] in (('lu', 'p'), ('lu', 'sign'))
                                       for key in stored if key[0] == 'params')
-  unrolled = stored is not None and train_state_lib.has_unrolled_steps(stored)
-  target = (train_state_lib.unrolled_abstract_state(abstract_state) if unrolled
+  unrolled = stored is not None and checkpoint_migration.has_unrolled_steps(stored)
+  target = (checkpoint_migration.unrolled_abstract_state(abstract_state) if unrolled
             else abstract_state)
-  target = train_state_lib.legacy_abstract_state(target) if legacy else target
+  target = checkpoint_migration.legacy_abstract_state(target) if legacy else target
   if stored is not None:
     _check_param_shapes(manager, step, stored, target)
   try:
@@ -353,12 +353,12 @@ def restore(manager: ocp.CheckpointManager, abstract_state: TrainState,
   except Exception as error:  # pylint: disable=broad-except
     raise CheckpointRestoreError(_restore_failure(manager, step, error)) from None
   if legacy:
-    state = train_state_lib.from_legacy_state(state)
+    state = checkpoint_migration.from_legacy_state(state)
     logging.warning('Checkpoint step %d in %s keeps the LU convs\' P and sign inside params '
                     '(the layout before the constants collection); converted on load. The '
                     'next save writes the new layout.', step, manager.directory)
   if unrolled:
-    state = train_state_lib.from_unrolled_state(state)
+    state = checkpoint_migration.from_unrolled_state(state)
     logging.warning('Checkpoint step %d in %s keeps one subtree per flow step (the layout '
                     'before the scanned steps); stacked per level on load. The next save '
                     'writes the new layout.', step, manager.directory)

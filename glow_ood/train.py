@@ -28,6 +28,7 @@ from glow_ood import interrupt
 from glow_ood import likelihood
 from glow_ood import metrics as metrics_lib
 from glow_ood import model_kinds
+from glow_ood import optimizer as optimizer_lib
 from glow_ood import parallel
 from glow_ood import sample
 from glow_ood import train_state as train_state_lib
@@ -60,8 +61,8 @@ def make_train_step(config: ml_collections.ConfigDict, mesh):
   (for Glow and PixelCNN++ the exact log density; for the VAE its ELBO).
   """
   model = model_kinds.build_model(config)
-  optimizer = train_state_lib.make_optimizer(config.train)
-  schedule = train_state_lib.learning_rate_schedule(config.train)
+  optimizer = optimizer_lib.make_optimizer(config.train)
+  schedule = optimizer_lib.learning_rate_schedule(config.train)
   n_bits = config.n_bits
   num_dims = train_state_lib.num_dims(config)
   ema_decay = config.train.ema_decay
@@ -82,7 +83,7 @@ def make_train_step(config: ml_collections.ConfigDict, mesh):
       return likelihood.bits_per_dim(terms['log_px'], num_dims, n_bits).mean(), terms
 
     (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    grads = train_state_lib.add_l2_gradient(grads, state.params, weight_decay)
+    grads = optimizer_lib.add_l2_gradient(grads, state.params, weight_decay)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     ema_params = state.ema_params

@@ -1,19 +1,18 @@
-"""Train state, optimizer and model initialisation (ActNorm from the global first batch)."""
+"""The train state and its initialisation (ActNorm from the global first batch); the
+optimizer is glow_ood.optimizer, older checkpoint layouts glow_ood.checkpoint_migration."""
 
 from glow_ood import extras  # pylint: disable=g-bad-import-order
 extras.require('train', 'optax')  # before the imports it checks
 
-import re
 from typing import Any
 
 import flax
-from flax import traverse_util
 import jax
 import jax.numpy as jnp
 import ml_collections
-import optax
 
 from glow_ood import likelihood
+from glow_ood import optimizer as optimizer_lib
 from glow_ood import parallel
 from glow_ood import model_kinds
 from glow_ood.flows.invconv import CONSTANTS
@@ -42,42 +41,6 @@ def run_keys(seed: int) -> dict[str, jax.Array]:
   return dict(zip(names, jax.random.split(jax.random.PRNGKey(seed), len(names))))
 
 
-def learning_rate_schedule(train_cfg: ml_collections.ConfigDict) -> optax.Schedule:
-  """Linear warm-up from 0 to the peak rate, then constant."""
-  peak = train_cfg.learning_rate
-  if train_cfg.warmup_steps <= 0:
-    return optax.constant_schedule(peak)
-  return optax.join_schedules(
-      [optax.linear_schedule(0.0, peak, train_cfg.warmup_steps),
-       optax.constant_schedule(peak)],
-      boundaries=[train_cfg.warmup_steps])
-
-
-def add_l2_gradient(grads, params, weight_decay: float):
-  """grads + weight_decay * params: the gradient of a loss penalty weight_decay/2 |params|^2.
-
-  Done on the gradient, not as an optimizer transform, so the optimizer state (and so a
-  checkpoint's layout) is the same with and without it. Only the trainable collection is
-  decayed; the LU 1x1 conv's permutation and signs live in 'constants', out of its reach.
-  """
-  if weight_decay <= 0:
-    return grads
-  return jax.tree.map(lambda g, p: g + weight_decay * p, grads, params)
-
-
-def make_optimizer(train_cfg: ml_collections.ConfigDict) -> optax.GradientTransformation:
-  schedule = learning_rate_schedule(train_cfg)
-  optimizers = {'adam': optax.adam, 'adamax': optax.adamax, 'rmsprop': optax.rmsprop}
-  if train_cfg.optimizer not in optimizers:
-    raise ValueError(f'config.train.optimizer={train_cfg.optimizer!r} is not valid: '
-                     f'choose one of {", ".join(optimizers)}.')
-  transforms = []
-  if train_cfg.grad_clip_norm > 0:
-    transforms.append(optax.clip_by_global_norm(train_cfg.grad_clip_norm))
-  transforms.append(optimizers[train_cfg.optimizer](schedule))
-  return optax.chain(*transforms)
-
-
 def image_shape(config: ml_collections.ConfigDict) -> tuple[int, int, int]:
   return (config.data.image_size, config.data.image_size, config.data.channels)
 
@@ -87,13 +50,9 @@ def num_dims(config: ml_collections.ConfigDict) -> int:
   return h * w * c
 
 
-def model_from_config(config: ml_collections.ConfigDict):
-  return model_kinds.build_model(config)
-
-
 def _init_fn(config: ml_collections.ConfigDict):
-  model = model_from_config(config)
-  optimizer = make_optimizer(config.train)
+  model = model_kinds.build_model(config)
+  optimizer = optimizer_lib.make_optimizer(config.train)
   use_ema = config.train.ema_decay > 0
 
   def init(key, x_uint8):
@@ -136,108 +95,3 @@ def eval_variables(state: TrainState, config: ml_collections.ConfigDict) -> dict
   if state.ema_params is not None and config.eval.use_ema:
     params = state.ema_params
   return model_variables(params, state.constants)
-
-
-# Checkpoints written before the 'constants' collection kept the LU convs' P and sign
-# inside params (and so inside the optimizer state and EMA params too).
-_LEGACY_CONSTANT_NAMES = ('p', 'sign')
-
-
-def _merge(params, constants):
-  flat = traverse_util.flatten_dict(params)
-  flat.update(traverse_util.flatten_dict(constants))
-  return traverse_util.unflatten_dict(flat)
-
-
-def _split(merged):
-  flat = traverse_util.flatten_dict(merged)
-  fixed = {k: v for k, v in flat.items() if k[-2:-1] == ('lu',) and k[-1] in _LEGACY_CONSTANT_NAMES}
-  rest = {k: v for k, v in flat.items() if k not in fixed}
-  return traverse_util.unflatten_dict(rest), traverse_util.unflatten_dict(fixed)
-
-
-def _map_params_like(tree, params_like, fn):
-  """Applies fn to every subtree of `tree` shaped like `params_like` (optimizer moments...)."""
-  treedef = jax.tree.structure(params_like)
-  matches = lambda node: jax.tree.structure(node) == treedef
-  return jax.tree.map(lambda node: fn(node) if matches(node) else node, tree, is_leaf=matches)
-
-
-def legacy_abstract_state(abstract_state: TrainState) -> dict:
-  """The abstract state in the layout of checkpoints from before the constants collection
-  (a dict: those had no constants field)."""
-  merged = _merge(abstract_state.params, abstract_state.constants or {})
-  to_merged = lambda tree: _map_params_like(tree, abstract_state.params, lambda _: merged)
-  return {'step': abstract_state.step, 'params': merged,
-          'opt_state': to_merged(abstract_state.opt_state),
-          'ema_params': to_merged(abstract_state.ema_params)}
-
-
-def from_legacy_state(legacy: dict) -> TrainState:
-  """Moves P and sign out of params (and drops their optimizer state and EMA copies)."""
-  params, constants = _split(legacy['params'])
-  constants = constants or None
-  trainable = lambda tree: _map_params_like(tree, legacy['params'], lambda t: _split(t)[0])
-  return TrainState(step=legacy['step'], params=params, opt_state=trainable(legacy['opt_state']),
-                    ema_params=trainable(legacy['ema_params']), constants=constants)
-
-
-# Checkpoints written before a level's steps ran under nn.scan kept one subtree per step,
-# params['level{l}_step{k}'] (and so in the optimizer state, EMA params and constants);
-# now a level's steps are one subtree, params['level{l}_steps'], stacked on a leading axis.
-_UNROLLED_STEP = re.compile(r'level(\d+)_step(\d+)')
-_STACKED_STEPS = re.compile(r'level(\d+)_steps')
-
-
-def has_unrolled_steps(keys) -> bool:
-  """Whether stored key paths (tuples of names, collection first) are in the per-step layout."""
-  return any(len(key) > 1 and _UNROLLED_STEP.fullmatch(key[1]) for key in keys)
-
-
-def _unstack_steps(tree):
-  """{'level{l}_steps': [K, ...] leaves} -> {'level{l}_step{k}': [...] leaves} (abstract)."""
-  out = {}
-  for name, sub in tree.items():
-    match = _STACKED_STEPS.fullmatch(name)
-    if not match:
-      out[name] = sub
-      continue
-    num_steps = jax.tree.leaves(sub)[0].shape[0]
-    for k in range(num_steps):
-      out[f'level{match.group(1)}_step{k}'] = jax.tree.map(
-          lambda s: jax.ShapeDtypeStruct(s.shape[1:], s.dtype, sharding=s.sharding), sub)
-  return out
-
-
-def _stack_steps(tree):
-  """The inverse of `_unstack_steps`, on arrays: per-step subtrees stacked in step order."""
-  out, steps = {}, {}
-  for name, sub in tree.items():
-    match = _UNROLLED_STEP.fullmatch(name)
-    if match:
-      steps.setdefault(int(match.group(1)), {})[int(match.group(2))] = sub
-    else:
-      out[name] = sub
-  for level, per_step in steps.items():
-    ordered = [per_step[k] for k in sorted(per_step)]
-    out[f'level{level}_steps'] = jax.tree.map(lambda *xs: jnp.stack(xs), *ordered)
-  return out
-
-
-def unrolled_abstract_state(abstract_state: TrainState) -> TrainState:
-  """The abstract state in the per-step layout of checkpoints from before the scanned steps."""
-  per_step = lambda tree: _map_params_like(tree, abstract_state.params, _unstack_steps)
-  return abstract_state.replace(
-      params=_unstack_steps(abstract_state.params), opt_state=per_step(abstract_state.opt_state),
-      ema_params=per_step(abstract_state.ema_params),
-      constants=(_unstack_steps(abstract_state.constants)
-                 if abstract_state.constants else abstract_state.constants))
-
-
-def from_unrolled_state(state: TrainState) -> TrainState:
-  """Stacks a per-step state's steps, level by level, into the scanned layout."""
-  stacked = lambda tree: _map_params_like(tree, state.params, _stack_steps)
-  return state.replace(
-      params=_stack_steps(state.params), opt_state=stacked(state.opt_state),
-      ema_params=stacked(state.ema_params),
-      constants=_stack_steps(state.constants) if state.constants else state.constants)

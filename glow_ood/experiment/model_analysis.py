@@ -16,7 +16,7 @@ import numpy as np
 from glow_ood import analysis
 from glow_ood import evaluate
 from glow_ood import likelihood
-from glow_ood import train_state as train_state_lib
+from glow_ood import model_kinds
 from glow_ood.flows.glow import Glow
 from glow_ood.flows.squeeze import squeeze
 
@@ -27,7 +27,7 @@ CLOSED_FORM_PRIOR_STD = 1.0
 
 def log_prob_fn(model_config: ml_collections.ConfigDict, variables):
   """y [H, W, C] (float, model scale) -> log p(y), nats, at fixed variables (model.init's dict)."""
-  model = train_state_lib.model_from_config(model_config)
+  model = model_kinds.build_model(model_config)
 
   def fn(y_HxWxC):
     out = model.apply(variables, y_HxWxC[None], method=Glow.forward)
@@ -68,7 +68,7 @@ def cv_glow_closed_form_prediction(model_config, variables, var_p: np.ndarray,
   levels are ignored), and only the per-pixel variance differences enter
   (cross-pixel and cross-channel covariances are dropped).
   """
-  weights, scales = first_level_linear_map(train_state_lib.model_from_config(model_config),
+  weights, scales = first_level_linear_map(model_kinds.build_model(model_config),
                                            variables)
   result = analysis.cv_glow_closed_form(
       weights, analysis.squeeze_variances(var_q, _squeeze_np),

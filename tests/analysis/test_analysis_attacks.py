@@ -10,7 +10,7 @@ import pytest
 from glow_ood.configs import common
 from glow_ood import evaluate
 from glow_ood import likelihood
-from glow_ood import train_state as train_state_lib
+from glow_ood import model_kinds
 from glow_ood.analysis import attacks
 
 SHAPE = (3, 4, 4, 1)
@@ -89,7 +89,7 @@ def _tiny_glow(coupling='affine', n_bits=8, size=16, num=6):
                    + (xx - rng.uniform(4, 12, (num, 1, 1))) ** 2) / 12.0)
   images = np.clip(blobs * 230 + rng.normal(0, 6, blobs.shape), 0, 255).astype(np.uint8)
   images = images[..., None]
-  model = train_state_lib.model_from_config(config)
+  model = model_kinds.build_model(config)
   y = (images.astype(np.float32) + 0.5) / 256
   variables = model.init(jax.random.PRNGKey(0), jnp.asarray(y))
   # A few random coupling weights, so the affine couplings depend on the input.

@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from glow_ood import parallel
+from glow_ood import optimizer as optimizer_lib
 from glow_ood import train
 from glow_ood import train_state as train_state_lib
 
@@ -13,11 +14,11 @@ def test_l2_gradient_is_the_gradient_of_the_penalty():
   params = {'step': {'lu': {'l': jnp.full((2, 2), 3.0), 'log_s': jnp.array([0.5, -1.0])},
                      'bias': jnp.array([1.0, -2.0])}}
   grads = jax.tree.map(jnp.ones_like, params)
-  out = train_state_lib.add_l2_gradient(grads, params, 0.5)
+  out = optimizer_lib.add_l2_gradient(grads, params, 0.5)
   penalty = jax.grad(lambda p: 0.25 * sum(jnp.sum(x**2) for x in jax.tree.leaves(p)))(params)
   for got, g, pen in zip(jax.tree.leaves(out), jax.tree.leaves(grads), jax.tree.leaves(penalty)):
     np.testing.assert_allclose(got, g + pen)
-  assert train_state_lib.add_l2_gradient(grads, params, 0.0) is grads
+  assert optimizer_lib.add_l2_gradient(grads, params, 0.0) is grads
 
 
 def _one_step(config, images):

@@ -14,6 +14,8 @@ import pytest
 from flax import traverse_util
 
 from glow_ood import checkpointing
+from glow_ood import checkpoint_migration
+from glow_ood import optimizer as optimizer_lib
 from glow_ood import parallel
 from glow_ood import train
 from glow_ood import train_state as train_state_lib
@@ -55,7 +57,7 @@ def _oldest_layout(state, config) -> dict:
   flat.update(traverse_util.flatten_dict(_per_step(state.constants)))
   merged = traverse_util.unflatten_dict(flat)
   return {'step': state.step, 'params': merged,
-          'opt_state': train_state_lib.make_optimizer(config.train).init(merged),
+          'opt_state': optimizer_lib.make_optimizer(config.train).init(merged),
           'ema_params': merged}
 
 
@@ -105,7 +107,7 @@ def test_earlier_checkpoint_layouts_are_converted_on_load_and_resumed(tiny_confi
   with checkpointing.make_manager(oldest, read_only=True) as manager:
     stored = checkpointing._stored_shapes(manager, 4)  # pylint: disable=protected-access
   assert ('params', 'level0_steps', 'actnorm', 'bias') in stored
-  assert not train_state_lib.has_unrolled_steps(stored)
+  assert not checkpoint_migration.has_unrolled_steps(stored)
   resumed, _ = load_checkpoint(tiny_config, oldest, 4)
   _assert_equal_trees(resumed.constants, state.constants)
 
