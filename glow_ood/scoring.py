@@ -12,7 +12,6 @@ array per score (npz keys: the score names with non-alphanumerics as '_').
 
 from __future__ import annotations
 
-import os
 
 from absl import logging
 import ml_collections

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Callable, Mapping
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
