@@ -7,31 +7,20 @@ entry point (the launcher, the experiment command, train_and_evaluate).
 """
 
 import dataclasses
-import math
-from typing import Any, Iterable
+from typing import Literal
 
 import ml_collections
 
+from glow_ood import config_blocks
 from glow_ood import eval_sets as eval_sets_lib
 from glow_ood import likelihood
 from glow_ood import model_kinds
 from glow_ood.data import spec as spec_lib
 from glow_ood.user_errors import ConfigError  # raised here; callers also catch it by this name
 
-# Every key of the blocks whose schema lives here.
 TOP_KEYS = ('seed', 'n_bits', 'data', 'model', 'train', 'eval', 'evals', 'scores', 'sample')
-BLOCK_KEYS = {
-    'train': ('batch_size', 'num_steps', 'optimizer', 'learning_rate', 'warmup_steps',
-              'grad_clip_norm', 'ema_decay', 'weight_decay', 'mutation_rate', 'log_every',
-              'eval_every', 'eval_examples', 'checkpoint_every', 'keep_checkpoints',
-              'profile_steps'),
-    'eval': ('batch_size', 'max_examples', 'subset_seed', 'dequantization', 'checkpoint_step',
-             'use_ema'),
-    'scores': ('enabled', 'fit_examples', 'reference_examples', 'compressors',
-               'background_workdir', 'ensemble_workdirs'),
-    'sample': ('temperatures', 'num'),
-}
-OPTIMIZERS = ('adam', 'adamax', 'rmsprop')
+# The keys of the blocks declared as dataclasses in glow_ood.config_blocks.
+BLOCK_KEYS = {name: config_blocks.keys(cls) for name, cls in config_blocks.BLOCKS.items()}
 
 # Keys that were renamed or replaced: old key -> what to write instead.
 RENAMED_KEYS = {
@@ -64,8 +53,7 @@ def known_keys(config, block: str) -> tuple[str, ...] | None:
   return BLOCK_KEYS.get(block)
 
 
-def _fail(key: str, value: Any, allowed: str) -> None:
-  raise ConfigError(f'config.{key}={value!r} is not valid: {allowed}.')
+_fail = config_blocks.fail
 
 
 def _get(config, dotted: str):
@@ -75,42 +63,9 @@ def _get(config, dotted: str):
   return node
 
 
-def _require_int(config, key, low=None, high=None):
-  value = _get(config, key)
-  if isinstance(value, bool) or not isinstance(value, int):
-    _fail(key, value, 'expected an integer')
-  if (low is not None and value < low) or (high is not None and value > high):
-    lo = '-inf' if low is None else low
-    hi = 'inf' if high is None else high
-    _fail(key, value, f'allowed range is {lo}..{hi}')
-  return value
-
-
-def _require_float(config, key, low=None, high=None, *, low_open=False, high_open=False):
-  value = _get(config, key)
-  if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-    _fail(key, value, 'expected a finite number')
-  too_low = low is not None and (value <= low if low_open else value < low)
-  too_high = high is not None and (value >= high if high_open else value > high)
-  if too_low or too_high:
-    left = '(' if low_open else '['
-    right = ')' if high_open else ']'
-    _fail(key, value, f'allowed range is {left}{low}, {high}{right}')
-  return value
-
-
-def _require_bool(config, key):
-  value = _get(config, key)
-  if not isinstance(value, bool):
-    _fail(key, value, 'expected True or False')
-  return value
-
-
-def _require_choice(config, key, choices):
-  value = _get(config, key)
-  if value not in choices:
-    _fail(key, value, 'choose one of ' + ', '.join(repr(c) for c in choices))
-  return value
+def _check(config, key: str, annotation, **limits):
+  """config.<key> checked against a type annotation and range (config_blocks.check_value)."""
+  return config_blocks.check_value(key, _get(config, key), annotation, **limits)
 
 
 def _check_keys(config, block: str) -> None:
@@ -160,15 +115,10 @@ def _check_model(config) -> None:
     if kind.optional(name) and _get(config, key) is None:
       continue
     if choices is not None:
-      _require_choice(config, key, choices)
-    elif field_type is bool:
-      _require_bool(config, key)
-    elif field_type is int:
-      _require_int(config, key, 1)  # model sizes and counts
-    elif field_type is float:
-      _require_float(config, key)  # ranges beyond finiteness: the module's own check
-    elif field_type is str and not isinstance(_get(config, key), str):
-      _fail(key, _get(config, key), 'expected a string')
+      _check(config, key, Literal[choices])
+    elif field_type in (bool, int, float, str):
+      # Integers are sizes and counts; a float's range beyond finiteness is the module's check.
+      _check(config, key, field_type, low=1 if field_type is int else None)
 
 
 def _check_eval_sets(config, device_count: int) -> list[eval_sets_lib.EvalDataset]:
@@ -220,67 +170,24 @@ def validate_config(config: ml_collections.ConfigDict, *,
   """
   for block in ('', 'data', 'train', 'eval', 'scores', 'sample'):
     _check_keys(config, block)
-  _require_int(config, 'seed')
-  _require_int(config, 'n_bits', 1, 8)
+  _check(config, 'seed', int)
+  _check(config, 'n_bits', int, low=1, high=8)
 
   _check_model(config)
-  image_size = _require_int(config, 'data.image_size', 1)
+  image_size = _check(config, 'data.image_size', int, low=1)
   factor, why = model_kinds.kind_of(config.model).size_multiple(dict(config.model))
   if image_size % factor:
     _fail('data.image_size', image_size, f'must be divisible by {factor} for this model '
           f'({why}: {config.model.kind})')
   _check_data_spec('data', spec_lib.DataSpec(**dict(config.data)))
 
-  batch_size = _require_int(config, 'train.batch_size', 1)
-  if batch_size % device_count:
-    _fail('train.batch_size', batch_size,
-          f'must be divisible by the number of devices ({device_count})')
-  num_steps = _get(config, 'train.num_steps')
-  if isinstance(num_steps, int) and not isinstance(num_steps, bool) and num_steps < 1:
-    _fail('train.num_steps', num_steps, 'a run trains at least one step; give the step to '
-          'train to, e.g. --config.train.num_steps=1000')
-  _require_int(config, 'train.num_steps', 1)
-  _require_choice(config, 'train.optimizer', OPTIMIZERS)
-  _require_float(config, 'train.learning_rate', 0, low_open=True)
-  _require_int(config, 'train.warmup_steps', 0)
-  _require_float(config, 'train.grad_clip_norm', 0)
-  _require_float(config, 'train.ema_decay', 0, 1, high_open=True)
-  _require_float(config, 'train.weight_decay', 0)
-  _require_float(config, 'train.mutation_rate', 0, 1)
-  _require_int(config, 'train.log_every', 1)
-  _require_int(config, 'train.eval_every', 0)
-  _require_int(config, 'train.eval_examples', 0)
-  _require_int(config, 'train.checkpoint_every', 1)
-  _require_int(config, 'train.keep_checkpoints', 1)
-  _require_int(config, 'train.profile_steps', 0)
-
-  _require_int(config, 'eval.batch_size', 1)
-  _require_int(config, 'eval.max_examples', 0)
-  _require_int(config, 'eval.subset_seed', 0)
-  _require_choice(config, 'eval.dequantization', likelihood.DEQUANTIZATION_NOISE)
-  _require_int(config, 'eval.checkpoint_step', -1)
-  _require_bool(config, 'eval.use_ema')
-  if config.eval.batch_size % device_count:
-    _fail('eval.batch_size', config.eval.batch_size,
-          f'must be divisible by the number of devices ({device_count})')
-  resolved = _check_eval_sets(config, device_count)
-
-  _require_bool(config, 'scores.enabled')
-  _require_int(config, 'scores.fit_examples', 0)
-  _require_int(config, 'scores.reference_examples', 0)
-  for key in ('compressors', 'background_workdir', 'ensemble_workdirs'):
-    if not isinstance(config.scores[key], str):
-      _fail(f'scores.{key}', config.scores[key], 'expected a (comma-separated) string')
-
-  temperatures = config.sample.temperatures
-  if isinstance(temperatures, (int, float)):
-    temperatures = (temperatures,)
-  if (not isinstance(temperatures, Iterable) or not list(temperatures) or
-      not all(isinstance(t, (int, float)) and 0 < t < math.inf for t in temperatures)):
-    _fail('sample.temperatures', config.sample.temperatures,
-          'expected a non-empty tuple of positive numbers, e.g. (0.7, 1.0)')
-  _require_int(config, 'sample.num', 1)
-  return resolved
+  blocks = {name: config_blocks.parse(cls, config[name], name)
+            for name, cls in config_blocks.BLOCKS.items()}
+  for block in ('train', 'eval'):
+    if blocks[block].batch_size % device_count:
+      _fail(f'{block}.batch_size', blocks[block].batch_size,
+            f'must be divisible by the number of devices ({device_count})')
+  return _check_eval_sets(config, device_count)
 
 
 def check_available(spec, split: str, where: str) -> int | None:

@@ -1,28 +1,15 @@
-"""Evaluation: the per-example terms of a model's log-likelihood on any set, written to .npz.
+"""Evaluation: the per-example terms of a model's log-likelihood on any set.
 
-workdir/eval/<key>_step<step>.npz holds, for N images, every per-example term
-the model kind reports (glow_ood.model_kinds), e.g. for Glow with L levels:
-  log_px [N]          log density of the dequantized y, nats (continuous)
-  log_pz [N, L]       prior term per level
-  logdet_{actnorm,invconv,coupling} [N, L]
-and for every kind
-  log_p_discrete [N]  log_px - D*n*log 2: log P(x) of the n-bit image, nats (exact
-                      for PixelCNN++, a lower bound for Glow and the VAE)
-  bits_per_dim [N]
-with the scalars step, n_bits, num_dims, dataset, split, dequantization and
-preprocessing (each resize, pad, crop or channel conversion the images went
-through to fit the model, with the shapes before and after; 'none' if none),
-and for a set read from a data set subset_seed and subset_indices [N] (which rows
-of the split, in evaluation order: a seeded shuffle, glow_ood.data.load_subset).
+The Evaluator holds the one pixels -> terms function (reduce bits, dequantize,
+apply, per-image terms: differentiable in float pixels, the uint8 evaluation built
+on it); evaluate_checkpoint runs it on a checkpoint's evaluation sets and writes one
+file per set (their layout and settings key: glow_ood.eval_files).
 """
 
 from glow_ood import extras  # pylint: disable=g-bad-import-order
 extras.require('train', 'orbax.checkpoint')  # before the imports it checks
 
 import dataclasses
-import hashlib
-import json
-import os
 
 from absl import logging
 import jax
@@ -30,23 +17,15 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from glow_ood import atomic_files
 from glow_ood import checkpointing
 from glow_ood import data
+from glow_ood import eval_files
 from glow_ood import likelihood
 from glow_ood import model_kinds
 from glow_ood import parallel
 from glow_ood import train_state as train_state_lib
 from glow_ood import workdir_config
 from glow_ood.eval_sets import EvalDataset
-
-# Written beside the model's own terms in every evaluation file.
-DERIVED_KEYS = ('log_p_discrete', 'bits_per_dim')
-# Arrays of an evaluation file that are not per-image statistics of the model: what was
-# evaluated and how (subset_indices [N]: the images' rows in their split).
-METADATA_KEYS = ('step', 'n_bits', 'num_dims', 'dataset', 'split', 'dequantization',
-                 'preprocessing', 'subset_indices', 'subset_seed', 'settings')
-
 
 class Evaluator:
   """Per-example log-likelihood terms of images under one config's model, on one mesh.
@@ -161,112 +140,11 @@ class Evaluator:
   def write(self, path: str, results: dict[str, np.ndarray], step: int, *, dataset: str,
             split: str, dequantization: str, settings: dict,
             preprocessing: str = 'none') -> None:
-    """The per-example file of one evaluated set (process 0 writes; atomic).
-
-    settings (eval_settings) are stored in it; a file already at `path` that was
-    written under other settings is renamed aside first (keep_aside), never overwritten.
-    """
-    if not parallel.is_main_process():
-      return
-    keep_aside(path, settings)
-    write_npz_atomic(path, dict(
-        results, step=np.int64(step), n_bits=np.int64(self.n_bits),
-        num_dims=np.int64(self.num_dims), dataset=np.str_(dataset), split=np.str_(split),
-        dequantization=np.str_(dequantization), preprocessing=np.str_(preprocessing),
-        settings=np.str_(settings_text(settings))))
-
-
-def eval_settings(config: ml_collections.ConfigDict, step: int, *, dequantization: str,
-                  batch_size: int, eval_set: EvalDataset | None = None,
-                  images: np.ndarray | None = None) -> dict:
-  """Everything that changes an evaluation file's numbers, as plain values.
-
-  The checkpoint step and which weights (EMA or raw), the noise (dequantization,
-  the batch layout its keys follow, the run seed), n_bits and a hash of the model
-  and data shape; for a data set its source, split and subset (size and seed); for
-  images made in memory (stress sets) a hash of their bytes.
-  """
-  model = json.dumps({'model': config.model.to_dict(), 'n_bits': config.n_bits,
-                      'image': [config.data.image_size, config.data.channels]},
-                     sort_keys=True, default=str)
-  settings = {
-      'step': int(step),
-      'weights': 'ema' if config.train.ema_decay > 0 and config.eval.use_ema else 'raw',
-      'dequantization': dequantization, 'batch_size': int(batch_size),
-      'n_bits': int(config.n_bits), 'seed': int(config.seed),
-      'model_sha1': hashlib.sha1(model.encode()).hexdigest()[:16],
-  }
-  if eval_set is not None:
-    settings.update(data={k: getattr(eval_set.data, k) for k in ('name', 'source', 'path',
-                                                                 'data_dir')},
-                    split=eval_set.split, max_examples=int(eval_set.max_examples),
-                    subset_seed=int(eval_set.subset_seed))
-  if images is not None:
-    settings['images_sha1'] = hashlib.sha1(np.ascontiguousarray(images).tobytes()).hexdigest()
-  return settings
-
-
-def settings_text(settings: dict) -> str:
-  return json.dumps(settings, sort_keys=True, default=str)
-
-
-def stored_settings(path: str) -> dict | None:
-  """The settings an evaluation file was written under (None: no file, or an older file)."""
-  if not os.path.exists(path):
-    return None
-  with np.load(path) as f:
-    return json.loads(str(f['settings'])) if 'settings' in f.files else None
-
-
-def reusable(path: str, settings: dict) -> bool:
-  """An evaluation file exists at `path` and was written under exactly these settings."""
-  stored = stored_settings(path)
-  return stored is not None and settings_text(stored) == settings_text(settings)
-
-
-def keep_aside(path: str, settings: dict) -> str | None:
-  """Renames a file at `path` written under other settings to <path>.<their hash>.npz.
-
-  Returns the new path (None when nothing was moved). A file without settings (an
-  older version's) is kept as <path>.unkeyed.npz.
-  """
-  if not os.path.exists(path):
-    return None
-  stored = stored_settings(path)
-  if stored is not None and settings_text(stored) == settings_text(settings):
-    return None
-  tag = ('unkeyed' if stored is None else
-         hashlib.sha1(settings_text(stored).encode()).hexdigest()[:10])
-  aside = f'{path[:-len(".npz")]}.{tag}.npz'
-  os.replace(path, aside)
-  print(f'{path} was written under other settings: kept as {aside}', flush=True)
-  return aside
-
-
-def eval_path(workdir: str, key: str, step: int) -> str:
-  return os.path.join(workdir, 'eval', f'{key}_step{step}.npz')
-
-
-def write_npz_atomic(path: str, arrays: dict) -> None:
-  """Writes to a temporary file in the same directory, then renames it into place."""
-  with atomic_files.atomic_write(path, 'wb') as f:
-    np.savez(f, **arrays)
-
-
-def summary_table(rows: dict[str, dict[str, np.ndarray]]) -> str:
-  """Means per data set of bits/dim and every log term (nats per image, summed over levels)."""
-  first = next(iter(rows.values()))
-  names = ['log_px'] + [k for k in first
-                       if k not in ('log_px', 'bits_per_dim') + DERIVED_KEYS + METADATA_KEYS]
-  columns = ['N', 'bits/dim'] + names
-  width = max([len(name) for name in rows] + [12])
-  lines = [f'{"data set":<{width}}' + ''.join(f'{c:>16}' for c in columns)]
-  for name, res in rows.items():
-    values = [res['bits_per_dim'].mean()]
-    values += [res[k].reshape(len(res[k]), -1).sum(-1).mean() for k in names]
-    cells = [f'{len(res["log_px"]):>16d}'] + [f'{v:>16.4f}' for v in values]
-    lines.append(f'{name:<{width}}' + ''.join(cells))
-  return '\n'.join(lines)
+    """The evaluation file of one set (glow_ood.eval_files.write, with this model's n_bits
+    and dimension count)."""
+    eval_files.write(path, results, step, n_bits=self.n_bits, num_dims=self.num_dims,
+                     dataset=dataset, split=split, dequantization=dequantization,
+                     settings=settings, preprocessing=preprocessing)
 
 
 def load_state_for_eval(config: ml_collections.ConfigDict, workdir: str, mesh,
@@ -282,7 +160,7 @@ def load_state_for_eval(config: ml_collections.ConfigDict, workdir: str, mesh,
 
 @dataclasses.dataclass
 class CheckpointEvaluation:
-  """One checkpoint evaluated on several sets (what scoring builds on)."""
+  """One checkpoint evaluated on several sets (what score_files builds on)."""
   paths: dict[str, str]            # set key -> evaluation npz
   evaluator: 'Evaluator'
   variables: dict                  # the weights evaluated (EMA or raw, as configured)
@@ -298,7 +176,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
   eval_sets: resolved sets (config_validation.validate_config returns config.evals').
   step: checkpoint step (default: config.eval.checkpoint_step, -1 = latest).
   evaluator: one built for this config, to reuse its compiled function.
-  Every OOD score as well: glow_ood.scoring.evaluate_and_score (--mode=evaluate).
+  Every OOD score as well: glow_ood.score_files.evaluate_and_score (--mode=evaluate).
   """
   return evaluate_checkpoint_sets(config, workdir, eval_sets, step, evaluator=evaluator).paths
 
@@ -316,8 +194,8 @@ def evaluate_checkpoint_sets(config: ml_collections.ConfigDict, workdir: str,
   paths, rows, kept = {}, {}, {}
   for eval_set in eval_sets:
     results, images, preprocessing = evaluator.evaluate_set(variables, eval_set, key)
-    path = eval_path(workdir, eval_set.key, ckpt_step)
-    settings = eval_settings(config, ckpt_step, dequantization=eval_set.dequantization,
+    path = eval_files.eval_path(workdir, eval_set.key, ckpt_step)
+    settings = eval_files.eval_settings(config, ckpt_step, dequantization=eval_set.dequantization,
                              batch_size=eval_set.batch_size, eval_set=eval_set)
     evaluator.write(path, results, ckpt_step, dataset=eval_set.name, split=eval_set.split,
                     dequantization=eval_set.dequantization, settings=settings,
@@ -330,5 +208,5 @@ def evaluate_checkpoint_sets(config: ml_collections.ConfigDict, workdir: str,
 
   if parallel.is_main_process():
     print(f'Checkpoint step {ckpt_step} ({workdir}); means per image, log terms in nats:')
-    print(summary_table(rows), flush=True)
+    print(eval_files.summary_table(rows), flush=True)
   return CheckpointEvaluation(paths, evaluator, variables, ckpt_step, kept)

@@ -238,7 +238,7 @@ def main(argv):
                                   num_processes=FLAGS.num_processes,
                                   process_id=FLAGS.process_id)
   # Imported after distributed init: nothing may touch a JAX backend before it.
-  from glow_ood import metrics, sample, scoring, train  # pylint: disable=g-import-not-at-top
+  from glow_ood import metrics, sample, score_files, train  # pylint: disable=g-import-not-at-top
   metrics.quiet_checkpoint_logging()
   import jax  # pylint: disable=g-import-not-at-top
   if jax.default_backend() != 'cpu':
@@ -256,7 +256,7 @@ def main(argv):
     if FLAGS.mode == 'train':
       train.train_and_evaluate(config, FLAGS.workdir)
     elif FLAGS.mode == 'evaluate':
-      scoring.evaluate_and_score(config, FLAGS.workdir, sets)
+      score_files.evaluate_and_score(config, FLAGS.workdir, sets)
     else:
       for path in sample.write_samples(config, FLAGS.workdir):
         logging.info('Wrote %s', path)

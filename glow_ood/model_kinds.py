@@ -41,13 +41,33 @@ _NOT_CONFIG_FIELDS = ('parent', 'name', 'n_bits', 'image_shape')
 RNG_STREAMS = ('dropout', 'latent')
 
 
+SIZES = ('tiny', 'quick', 'paper')
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelKind:
-  """One model kind: its module and how the report names it."""
+  """Everything about one model kind: its module, how the report names it, its sizes."""
   name: str
   module: type[nn.Module]
   title: str
   likelihood: str  # what its log p(x) is, for the README and report
+  description: str = ''  # the report's one-line description ('' = the title)
+  # Named variants: (field, value) -> (title, description), e.g. Glow with additive
+  # couplings is CV-Glow.
+  variants: Mapping[tuple[str, Any], tuple[str, str]] = dataclasses.field(default_factory=dict)
+  # Module fields per size: 'tiny' (tests, smoke runs: seconds), 'quick' (minutes on 2
+  # CPU cores), 'paper' (the published size: accelerators). A size without an entry
+  # keeps the config's own fields (Glow's quick and paper sizes depend on the data set:
+  # glow_ood/configs/<data set>.py).
+  sizes: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
+  # The other config blocks' settings that go with a size, as {'train.batch_size': 32, ...}.
+  size_settings: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
+  # One table cell describing a model block's fields (the report); default: every field.
+  summary: Callable[[Mapping[str, Any]], str] = lambda fields: ', '.join(
+      f'{k}={v}' for k, v in fields.items() if k != 'kind')
+  # Module fields that change how the step runs, never the state: a workdir trained with
+  # one value evaluates and resumes with another (glow_ood.workdir_config).
+  execution_only: tuple[str, ...] = ()
   # The image side must be a multiple of this (its downsamplings), given the fields:
   size_multiple: Callable[[Mapping[str, Any]], tuple[int, str]] = lambda fields: (1, '')
   # log p(x) = log p(z) + log|det|, each term reported per level (a normalising flow).
@@ -57,6 +77,21 @@ class ModelKind:
   smooth_in_pixels: bool = False
   # Per-image terms beyond log p(x) that DoSE models (glow_ood.scores).
   dose_terms: tuple[str, ...] = ()
+
+  def __post_init__(self):
+    for size in {**self.sizes, **self.size_settings}:
+      if size not in SIZES:
+        raise ValueError(f'{self.name}: unknown size {size!r}; sizes are {SIZES}.')
+    unknown = set(self.execution_only).union(*map(set, self.sizes.values())) - set(self.fields())
+    if unknown:
+      raise ValueError(f'{self.name}: {sorted(unknown)} are not fields of {self.module.__name__}.')
+
+  def names(self, fields: Mapping[str, Any] = {}) -> tuple[str, str]:  # pylint: disable=dangerous-default-value
+    """(title, description) of the model with these fields (a named variant's, if any)."""
+    for (field, value), names in self.variants.items():
+      if dict(fields).get(field) == value:
+        return names
+    return self.title, self.description or self.title
 
   def fields(self) -> dict[str, dataclasses.Field]:
     return {f.name: f for f in dataclasses.fields(self.module)
@@ -103,17 +138,68 @@ def _field_type(module: type, field: str):
 KINDS: dict[str, ModelKind] = {
     'glow': ModelKind(
         'glow', Glow, 'Glow', 'density of the dequantized image; its bits/dim bound log P(x)',
+        description='Glow (affine couplings)',
+        variants={('coupling', 'additive'): (
+            'CV-Glow', 'CV-Glow (additive couplings, constant volume)')},
         size_multiple=lambda f: (2 ** f['num_levels'], 'model.num_levels squeezes'),
         decomposes=True, smooth_in_pixels=True,
-        dose_terms=FLOW_TERMS),
+        dose_terms=FLOW_TERMS,
+        sizes={'tiny': dict(num_levels=2, steps_per_level=2, coupling_net='glow',
+                            hidden_channels=8, num_highway_blocks=1)},
+        summary=lambda f: (f'L={f["num_levels"]}, K={f["steps_per_level"]}, '
+                           f'{f["coupling_net"]} nets of {f["hidden_channels"]}'),
+        execution_only=('recompute', 'dtype', 'scan_unroll')),
+    # Quick: 1 gated resnet per stage, 16 filters, 5 logistics, about 8 minutes of training
+    # on 2 CPU cores at 32x32 (a fraction of an epoch: per image, PixelCNN++ is the costliest
+    # model here on a CPU). Paper: Salimans et al.'s CIFAR-10 model (2.92 bits/dim there).
+    # Sampling runs the network once per pixel: grids of at most 16 images.
     'pixelcnn': ModelKind(
         'pixelcnn', PixelCNNPP, 'PixelCNN++', 'exact log P(x) of the n-bit image',
-        size_multiple=lambda f: (DOWNSAMPLING_FACTOR, 'its two downsamplings')),
+        description='PixelCNN++ (autoregressive, exact discrete likelihood)',
+        size_multiple=lambda f: (DOWNSAMPLING_FACTOR, 'its two downsamplings'),
+        sizes={
+            'tiny': dict(num_resnets=1, num_filters=8, num_logistic_mix=2, dropout_rate=0.0),
+            'quick': dict(num_resnets=1, num_filters=16, num_logistic_mix=5, dropout_rate=0.0),
+            'paper': dict(num_resnets=5, num_filters=160, num_logistic_mix=10,
+                          dropout_rate=0.5),
+        },
+        size_settings={
+            'tiny': {'sample.num': 4},
+            'quick': {'train.batch_size': 32, 'train.num_steps': 1_000,
+                      'train.optimizer': 'adam', 'train.learning_rate': 1e-3,
+                      'train.warmup_steps': 50, 'train.checkpoint_every': 200,
+                      'sample.num': 16},
+            'paper': {'train.batch_size': 16, 'train.num_steps': 500_000,
+                      'train.optimizer': 'adam', 'train.learning_rate': 1e-3,
+                      'train.warmup_steps': 1_000, 'train.checkpoint_every': 10_000,
+                      'sample.num': 16},
+        }),
+    # Quick: about 4 minutes of training on 2 CPU cores; its log-likelihood is the
+    # importance-weighted bound with K = 10 samples (K = 100 costs 10x the evaluation).
+    # Paper: the nearest documented setting to Rosca et al. 2018, which the paper used
+    # (its exact layers are not given: see glow_ood.models.vae).
     'vae': ModelKind(
         'vae', VAE, 'VAE', 'importance-weighted lower bound on log P(x) '
         '(num_importance_samples samples); training maximises the ELBO',
+        description='a VAE (importance-weighted bound)',
         size_multiple=lambda f: (2 ** f['num_blocks'], 'model.num_blocks strided convolutions'),
-        dose_terms=('log_px_given_z', 'kl')),
+        dose_terms=('log_px_given_z', 'kl'),
+        sizes={
+            'tiny': dict(latent_dim=4, num_filters=4, num_blocks=2, num_importance_samples=4),
+            'quick': dict(latent_dim=32, num_filters=16, num_blocks=3,
+                          num_importance_samples=10),
+            'paper': dict(latent_dim=64, num_filters=64, num_blocks=3,
+                          num_importance_samples=100),
+        },
+        size_settings={
+            'quick': {'train.batch_size': 64, 'train.num_steps': 2_500,
+                      'train.optimizer': 'adam', 'train.learning_rate': 1e-3,
+                      'train.warmup_steps': 100, 'train.checkpoint_every': 500},
+            'paper': {'train.batch_size': 64, 'train.num_steps': 200_000,
+                      'train.optimizer': 'adam', 'train.learning_rate': 3e-4,
+                      'train.warmup_steps': 1_000, 'train.checkpoint_every': 10_000},
+        },
+        execution_only=('num_importance_samples',)),
 }
 
 

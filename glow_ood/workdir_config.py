@@ -18,24 +18,31 @@ import ml_collections
 from ml_collections import config_dict
 
 from glow_ood import atomic_files
+from glow_ood import config_blocks
+from glow_ood import model_kinds
 from glow_ood.configs import common
 from glow_ood.user_errors import WorkdirError
 
 CONFIG_FILE = 'config.json'
 
 # Keys that fix the shapes or tree structure of the saved state: evaluating or
-# resuming with another value cannot restore the checkpoint.
-_STATE_KEYS = ('n_bits', 'data.image_size', 'data.channels', 'train.optimizer',
-               'train.grad_clip_norm', 'train.ema_decay')
+# resuming with another value cannot restore the checkpoint (the train block's are
+# the fields config_blocks declares with role='state').
+_STATE_KEYS = ('n_bits', 'data.image_size', 'data.channels') + config_blocks.recorded_keys(
+    'state')
 # Keys that fix the data and noise each step sees: resuming with another value
-# would silently make a run that no uninterrupted run repeats. (The learning rate
-# and warm-up may change on resume, e.g. to go on at a lower rate.)
-_RUN_KEYS = ('seed', 'train.batch_size')
+# would silently make a run that no uninterrupted run repeats (role='run'). The
+# learning rate and warm-up may change on resume, e.g. to go on at a lower rate.
+_RUN_KEYS = ('seed',) + config_blocks.recorded_keys('run')
 # What a resumed run must keep (check_resume).
 RESUME_KEYS = _STATE_KEYS + _RUN_KEYS
-# Model keys that change only how the step is executed, never the state.
-_EXECUTION_ONLY_MODEL_KEYS = ('model.remat', 'model.recompute', 'model.dtype',
-                              'model.scan_unroll', 'model.num_importance_samples')
+
+
+def execution_only_model_keys() -> tuple[str, ...]:
+  """Model keys that change only how the step is executed, never the state: every
+  registered kind's execution_only fields, and model.remat, which earlier configs recorded."""
+  return ('model.remat',) + tuple(dict.fromkeys(
+      f'model.{field}' for kind in model_kinds.KINDS.values() for field in kind.execution_only))
 
 
 def config_path(workdir: str) -> str:
@@ -196,7 +203,7 @@ def record_training_data(workdir: str, spec, split: str, report: list[str]) -> s
 
 def _relevant(key: str, keys: tuple[str, ...]) -> bool:
   if key.startswith('model.'):
-    return key not in _EXECUTION_ONLY_MODEL_KEYS
+    return key not in execution_only_model_keys()
   return key in keys
 
 

@@ -117,9 +117,9 @@ def test_temp_names_keep_the_extension_and_differ():
 # The writers that use it.
 
 def test_write_npz_atomic_round_trip_and_failure(tmp_path, monkeypatch):
-  from glow_ood import evaluate  # pylint: disable=g-import-not-at-top
+  from glow_ood import eval_files  # pylint: disable=g-import-not-at-top
   path = str(tmp_path / 'eval' / 'x.npz')
-  evaluate.write_npz_atomic(path, {'a': np.arange(3), 'b': np.float32(2.5)})
+  eval_files.write_npz_atomic(path, {'a': np.arange(3), 'b': np.float32(2.5)})
   with np.load(path) as f:
     np.testing.assert_array_equal(f['a'], np.arange(3))
     assert f['b'] == np.float32(2.5)
@@ -128,9 +128,9 @@ def test_write_npz_atomic_round_trip_and_failure(tmp_path, monkeypatch):
   def interrupted_savez(file, **arrays):
     file.write(b'PK\x03\x04 half a zip')
     raise KeyboardInterrupt
-  monkeypatch.setattr(evaluate.np, 'savez', interrupted_savez)
+  monkeypatch.setattr(eval_files.np, 'savez', interrupted_savez)
   with pytest.raises(KeyboardInterrupt):
-    evaluate.write_npz_atomic(path, {'a': np.arange(4)})
+    eval_files.write_npz_atomic(path, {'a': np.arange(4)})
   assert open(path, 'rb').read() == before
   assert _listing(tmp_path / 'eval') == ['x.npz']
 

@@ -9,22 +9,14 @@ variant uses it); `get_config(kind)` is the FashionMNIST one, for any model kind
 """
 import ml_collections
 
+from glow_ood import model_kinds
 from glow_ood.configs import common
-from glow_ood.configs import pixelcnn
-from glow_ood.configs import vae
-
-CONVERTERS = {'pixelcnn': pixelcnn.convert, 'vae': vae.convert}
 
 
 def shrink(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Shrinks a training config to a seconds-long run at 16x16; returns it."""
   config.data.image_size = 16
-  if config.model.kind == 'glow':
-    config.model.num_levels = 2
-    config.model.steps_per_level = 2
-    config.model.coupling_net = 'glow'
-    config.model.hidden_channels = 8
-    config.model.num_highway_blocks = 1
+  common.with_kind(config, config.model.kind, 'tiny')
   config.train.batch_size = 8
   config.train.num_steps = 8
   config.train.optimizer = 'adam'
@@ -40,11 +32,9 @@ def shrink(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 
 
 def get_config(kind='glow'):
-  config = shrink(common.base_config())
-  if kind in CONVERTERS:
-    config = CONVERTERS[kind](config, 'tiny')
-  elif kind != 'glow':
-    raise ValueError(f'Unknown model kind {kind!r}; choose glow, {", ".join(CONVERTERS)}.')
+  if kind not in model_kinds.KINDS:
+    raise ValueError(f'Unknown model kind {kind!r}; choose one of {", ".join(model_kinds.KINDS)}.')
+  config = common.with_kind(shrink(common.base_config()), kind, 'tiny')
   config.data.name = 'fashion_mnist'
   config.data.channels = 1
   config.train.keep_checkpoints = 20

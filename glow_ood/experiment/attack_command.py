@@ -12,6 +12,7 @@ import numpy as np
 from PIL import Image
 
 from glow_ood import data
+from glow_ood import eval_files
 from glow_ood import evaluate
 from glow_ood import parallel
 from glow_ood import train_state as train_state_lib
@@ -57,7 +58,7 @@ def attack_file(config, workdir: str, images_path: str, output: str, *, objectiv
   before = result['before_stats']['bits_per_dim']
   after = result['after_stats']['bits_per_dim']
   npz_path = os.path.join(output, 'attacked.npz')
-  evaluate.write_npz_atomic(npz_path, dict(
+  eval_files.write_npz_atomic(npz_path, dict(
       test=result['images'], original=images, bits_per_dim_before=before,
       bits_per_dim_after=after, objective=np.str_(objective), epsilon=np.float64(epsilon),
       num_steps=np.int64(num_steps), noise_draws=np.int64(noise_draws),

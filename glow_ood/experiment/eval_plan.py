@@ -16,23 +16,20 @@ import numpy as np
 
 from glow_ood import data
 from glow_ood import eval_sets as eval_sets_lib
-from glow_ood import evaluate
+from glow_ood import eval_files
 from glow_ood.configs.pairs import pair_base
 from glow_ood.eval_sets import EvalDataset, eval_block
 
 CURVE_PREFIX = 'curve_'
 MODELS = pair_base.MODELS
-MODEL_TITLES = {'glow': 'Glow', 'cv_glow': 'CV-Glow', 'pixelcnn': 'PixelCNN++', 'vae': 'VAE'}
-MODEL_DESCRIPTIONS = {
-    'glow': 'Glow (affine couplings)',
-    'cv_glow': 'CV-Glow (additive couplings, constant volume)',
-    'pixelcnn': 'PixelCNN++ (autoregressive, exact discrete likelihood)',
-    'vae': 'a VAE (importance-weighted bound)',
-}
+# How the report names each pair model, from its kind (glow_ood.model_kinds).
+MODEL_TITLES = {model: pair_base.names(model)[0] for model in MODELS}
+MODEL_DESCRIPTIONS = {model: pair_base.names(model)[1] for model in MODELS}
 
 
 @dataclasses.dataclass(frozen=True)
-class EvalSet:
+class ExperimentSet:
+  """An evaluation set (glow_ood.eval_sets.EvalDataset) in its role in the experiment."""
   label: str                      # 'train', 'test' or the OOD set's label
   entry: EvalDataset
 
@@ -63,7 +60,7 @@ def ood_labels(config: ml_collections.ConfigDict) -> list[str]:
   return [exp.headline_ood] + [l for l in labels if l != exp.headline_ood]
 
 
-def eval_sets(config: ml_collections.ConfigDict, model: str, *, curve: bool = False) -> list[EvalSet]:
+def eval_sets(config: ml_collections.ConfigDict, model: str, *, curve: bool = False) -> list[ExperimentSet]:
   """The in-distribution train/test subsets and the OOD sets, for one model's config.
 
   Values are not checked here: pipeline.check_pair_config checks every block once.
@@ -82,7 +79,7 @@ def eval_sets(config: ml_collections.ConfigDict, model: str, *, curve: bool = Fa
   for label, key, block in blocks:
     if curve:
       key, block.max_examples = CURVE_PREFIX + key, exp.curve_examples
-    result.append(EvalSet(label, eval_sets_lib.resolve_block(model_config, key, block)))
+    result.append(ExperimentSet(label, eval_sets_lib.resolve_block(model_config, key, block)))
   labels = [s.label for s in result]
   if len(set(labels)) != len(labels):
     raise ValueError(f'An OOD set is labelled like an in-distribution split in {labels}; '
@@ -90,8 +87,8 @@ def eval_sets(config: ml_collections.ConfigDict, model: str, *, curve: bool = Fa
   return result
 
 
-def npz_path(model_workdir: str, eval_set: EvalSet, step: int) -> str:
-  return evaluate.eval_path(model_workdir, eval_set.entry.key, step)
+def npz_path(model_workdir: str, eval_set: ExperimentSet, step: int) -> str:
+  return eval_files.eval_path(model_workdir, eval_set.entry.key, step)
 
 
 def load_npz(path: str) -> dict[str, np.ndarray]:
@@ -99,7 +96,7 @@ def load_npz(path: str) -> dict[str, np.ndarray]:
     return {k: f[k] for k in f.files}
 
 
-def load_images(eval_set: EvalSet, max_examples: int | None = None) -> np.ndarray:
+def load_images(eval_set: ExperimentSet, max_examples: int | None = None) -> np.ndarray:
   """The same images the evaluation of eval_set scores, in its order (first max_examples).
 
   Its order is a seeded shuffle of the whole split, so any first k rows are a random
@@ -112,7 +109,7 @@ def load_images(eval_set: EvalSet, max_examples: int | None = None) -> np.ndarra
                          subset_seed=eval_set.entry.subset_seed)
 
 
-def display_name(eval_set: EvalSet, in_name: str) -> str:
+def display_name(eval_set: ExperimentSet, in_name: str) -> str:
   if eval_set.is_ood:
     return f'{eval_set.entry.name} {eval_set.entry.split} (OOD)'
   return f'{in_name} {eval_set.label}'

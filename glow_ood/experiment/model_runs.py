@@ -3,7 +3,7 @@
 Everything is resumable: training resumes from the newest checkpoint, and an
 evaluation file already written for a (set, checkpoint) is reused when
 config.experiment.reuse_evaluations is set and the file was written under exactly
-the settings asked for now (evaluate.eval_settings: weights, noise, subset, model);
+the settings asked for now (eval_files.eval_settings: weights, noise, subset, model);
 otherwise it is recomputed and the earlier file kept aside under its settings' hash.
 """
 
@@ -19,6 +19,7 @@ import numpy as np
 
 from glow_ood import atomic_files
 from glow_ood import checkpointing
+from glow_ood import eval_files
 from glow_ood import evaluate
 from glow_ood import sample
 from glow_ood import train
@@ -70,15 +71,15 @@ def train_model(model_config: ml_collections.ConfigDict, model_workdir: str,
 
 
 def evaluate_sets(evaluator: evaluate.Evaluator, model_workdir: str,
-                  sets: list[eval_plan.EvalSet], step: int, reuse: bool) -> dict[str, str]:
+                  sets: list[eval_plan.ExperimentSet], step: int, reuse: bool) -> dict[str, str]:
   """{label: npz path} of every set at checkpoint `step`, evaluating only what is missing."""
   paths = {s.label: eval_plan.npz_path(model_workdir, s, step) for s in sets}
   config = evaluator.config
-  settings = {s.label: evaluate.eval_settings(config, step, dequantization=s.entry.dequantization,
+  settings = {s.label: eval_files.eval_settings(config, step, dequantization=s.entry.dequantization,
                                               batch_size=s.entry.batch_size, eval_set=s.entry)
               for s in sets}
   missing = [s for s in sets
-             if not (reuse and evaluate.reusable(paths[s.label], settings[s.label]))]
+             if not (reuse and eval_files.reusable(paths[s.label], settings[s.label]))]
   if missing:
     start = time.time()
     written = evaluate.evaluate_checkpoint(
@@ -121,14 +122,14 @@ def evaluate_arrays(evaluator: evaluate.Evaluator, model_workdir: str,
                     arrays: dict[str, np.ndarray], step: int, reuse: bool) -> dict[str, str]:
   """{label: npz path} for image sets made in memory (eval/{label}_generated_step{S}.npz)."""
   model_config = evaluator.config
-  paths = {label: evaluate.eval_path(model_workdir, f'{label}_{ARRAY_SET_SPLIT}', step)
+  paths = {label: eval_files.eval_path(model_workdir, f'{label}_{ARRAY_SET_SPLIT}', step)
            for label in arrays}
   batch_size = model_config.eval.batch_size
   dequantization = model_config.eval.dequantization
-  settings = {l: evaluate.eval_settings(model_config, step, dequantization=dequantization,
+  settings = {l: eval_files.eval_settings(model_config, step, dequantization=dequantization,
                                         batch_size=batch_size, images=arrays[l])
               for l in arrays}
-  missing = [l for l in arrays if not (reuse and evaluate.reusable(paths[l], settings[l]))]
+  missing = [l for l in arrays if not (reuse and eval_files.reusable(paths[l], settings[l]))]
   if missing:
     start = time.time()
     params, _ = evaluate.load_state_for_eval(model_config, model_workdir, evaluator.mesh, step)
@@ -177,7 +178,7 @@ def member_configs(config: ml_collections.ConfigDict, model: str,
 
 
 def run_member(member_config: ml_collections.ConfigDict, member_workdir: str,
-               sets: list[eval_plan.EvalSet], arrays: dict[str, np.ndarray],
+               sets: list[eval_plan.ExperimentSet], arrays: dict[str, np.ndarray],
                reuse: bool) -> dict:
   """Trains (or resumes) a background or ensemble model; evaluates it on every set.
 

@@ -15,8 +15,9 @@ import os
 import jax.numpy as jnp
 import numpy as np
 
+from glow_ood import eval_files
 from glow_ood import evaluate
-from glow_ood import scoring
+from glow_ood import score_files
 from glow_ood.analysis import complexity
 from glow_ood.analysis import corruptions
 from glow_ood.analysis import stress
@@ -97,7 +98,7 @@ def code_lengths(workdir: str, images: dict[str, np.ndarray],
         changed = True
       out[label][compressor] = cached[key]
   if changed:
-    evaluate.write_npz_atomic(path, cached)
+    eval_files.write_npz_atomic(path, cached)
   return out
 
 
@@ -115,12 +116,12 @@ def score_model(config, model: str, final: dict[str, dict], members: dict[str, d
       arrays, background=background[label] if background else None,
       ensemble=[m[label] for m in ensemble], code_bits=code_bits.get(label))
            for label, arrays in final.items()}
-  every = scoring.model_scores(model_config, eval_plan.csv(config.experiment.compressors))
+  every = score_files.model_scores(model_config, eval_plan.csv(config.experiment.compressors))
   values, fitted = suite.score_sets(every, stats, fit_label='train')
   for label, per_score in values.items():
-    evaluate.write_npz_atomic(
+    eval_files.write_npz_atomic(
         os.path.join(workdir, SCORES_DIR, model, f'{label}.npz'),
-        {scoring.file_key(name): v for name, v in per_score.items()})
+        {score_files.file_key(name): v for name, v in per_score.items()})
   chosen = [sc for sc in every if sc.name in fitted]
   return values, fitted, chosen
 
@@ -176,8 +177,8 @@ def attack_inputs(config, model: str, own_state, fitted: dict, chosen: list, mem
 
 def score_descriptions(config, model: str) -> dict[str, dict[str, str]]:
   described = {s.name: {'description': s.description, 'reference': s.reference,
-                        'needs': s.needs, 'file_key': scoring.file_key(s.name)}
-               for s in scoring.model_scores(config[model],
+                        'needs': s.needs, 'file_key': score_files.file_key(s.name)}
+               for s in score_files.model_scores(config[model],
                                              eval_plan.csv(config.experiment.compressors))}
   described[suite.REVERSED_LOG_P] = {'description': suite.REVERSED_DESCRIPTION,
                                      'reference': 'baseline', 'needs': 'nothing',

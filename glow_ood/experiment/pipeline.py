@@ -21,10 +21,11 @@ from glow_ood import atomic_files
 from glow_ood import config_validation
 from glow_ood.analysis import corruptions
 from glow_ood.analysis import stress as stress_lib
+from glow_ood import eval_files
 from glow_ood import evaluate
 from glow_ood import model_kinds
 from glow_ood import parallel
-from glow_ood import scoring
+from glow_ood import score_files
 from glow_ood import workdir_config
 from glow_ood.flows.glow import LOGDET_KINDS, total_logdet
 from glow_ood.experiment import attack_section
@@ -71,7 +72,7 @@ def set_summary(arrays: dict[str, np.ndarray], path: str) -> dict:
 
 # Evaluation-file arrays the summary does not average (metadata, or averaged above).
 SUMMARY_SKIPPED = ('log_px', 'log_p_discrete', 'bits_per_dim', 'log_pz') + tuple(
-    f'logdet_{k}' for k in LOGDET_KINDS) + evaluate.METADATA_KEYS
+    f'logdet_{k}' for k in LOGDET_KINDS) + eval_files.METADATA_KEYS
 
 
 def _model_figures(model: str, title: str, kind: model_kinds.ModelKind, sets, final, curves,
@@ -245,7 +246,7 @@ def check_pair_config(config: ml_collections.ConfigDict) -> list[str]:
         ) from None
     config_validation.resolve_eval_sets(config[model], config.experiment.ood,
                                         device_count=jax.device_count(), where='experiment.ood')
-    known = [s.name for s in scoring.model_scores(
+    known = [s.name for s in score_files.model_scores(
         config[model], eval_plan.csv(config.experiment.compressors))]
     if config.experiment.detector not in known:
       raise config_validation.ConfigError(

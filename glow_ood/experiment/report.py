@@ -68,11 +68,8 @@ p* = in-distribution test images, q = OOD images):
 
 
 def model_summary(model_cfg: dict) -> str:
-  """One cell describing a model block."""
-  if model_cfg['kind'] == 'glow':
-    return (f'L={model_cfg["num_levels"]}, K={model_cfg["steps_per_level"]}, '
-            f'{model_cfg["coupling_net"]} nets of {model_cfg["hidden_channels"]}')
-  return ', '.join(f'{k}={v}' for k, v in model_cfg.items() if k != 'kind')
+  """One cell describing a model block (its kind's summary)."""
+  return model_kinds.kind_of(model_cfg).summary(model_cfg)
 
 
 def _f(value, digits=3) -> str:

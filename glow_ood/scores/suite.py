@@ -17,7 +17,7 @@ import numpy as np
 from glow_ood.analysis import ood_metrics as metrics_lib
 from glow_ood.scores import registry
 
-# Arrays of an evaluation file that are not per-image statistics (evaluate.METADATA_KEYS;
+# Arrays of an evaluation file that are not per-image statistics (eval_files.METADATA_KEYS;
 # spelt here so the scores do not import the evaluation layer).
 _FILE_METADATA = ('step', 'n_bits', 'num_dims', 'dataset', 'split', 'dequantization',
                   'preprocessing', 'subset_indices', 'subset_seed', 'settings')

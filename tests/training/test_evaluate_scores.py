@@ -5,7 +5,7 @@ import os
 import numpy as np
 
 from glow_ood import eval_sets
-from glow_ood import scoring
+from glow_ood import score_files
 from glow_ood import train
 
 
@@ -27,8 +27,8 @@ def test_evaluate_writes_every_score_for_an_npz_set(tiny_config, tmp_path, capsy
   config.scores.background_workdir = workdir
   config.scores.ensemble_workdirs = workdir
   own_set = eval_sets.resolve(config, {'npz_test': eval_sets.eval_block('npz', 'test', path=own)})
-  paths = scoring.evaluate_and_score(config, workdir, own_set)
-  scores_file = scoring.scores_path(paths['npz_test'])
+  paths = score_files.evaluate_and_score(config, workdir, own_set)
+  scores_file = score_files.scores_path(paths['npz_test'])
   assert scores_file.endswith(os.path.join('eval', 'npz_test_step2_scores.npz'))
   with np.load(scores_file) as f, np.load(paths['npz_test']) as ev:
     values = {k: f[k] for k in f.files}
@@ -53,5 +53,5 @@ def test_evaluate_writes_every_score_for_an_npz_set(tiny_config, tmp_path, capsy
   # Scores off: evaluation files only.
   config.scores.enabled = False
   os.remove(scores_file)
-  scoring.evaluate_and_score(config, workdir, own_set)
+  score_files.evaluate_and_score(config, workdir, own_set)
   assert not os.path.exists(scores_file)

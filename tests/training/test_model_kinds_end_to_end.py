@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from glow_ood import eval_sets
+from glow_ood import eval_files
 from glow_ood import evaluate
 from glow_ood import sample
 from glow_ood import train
@@ -67,7 +68,7 @@ def test_kind_trains_resumes_after_sigkill_evaluates_and_samples(kind, idx_dir, 
   paths = evaluate.evaluate_checkpoint(config, reference, sets)
   with np.load(paths['fashion_mnist_test']) as f:
     arrays = {k: f[k] for k in f.files}
-  per_image = {k for k, v in arrays.items() if v.ndim >= 1} - set(evaluate.METADATA_KEYS)
+  per_image = {k for k, v in arrays.items() if v.ndim >= 1} - set(eval_files.METADATA_KEYS)
   assert per_image == KIND_TERMS[kind] | {'log_p_discrete', 'bits_per_dim'}
   # Which rows of the split were scored: the whole 40-image test split, each row once.
   assert sorted(arrays['subset_indices'].tolist()) == list(range(40))

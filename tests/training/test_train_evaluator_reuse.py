@@ -62,7 +62,7 @@ def test_pipeline_member_builds_one_evaluator(tiny_config, tmp_path, constructio
   config.train.num_steps = 2
   config.train.eval_every = 2
   (entry,) = config_validation.validate_config(config, device_count=1)
-  sets = [eval_plan.EvalSet('test', entry)]
+  sets = [eval_plan.ExperimentSet('test', entry)]
   member = model_runs.run_member(config, str(tmp_path / 'member'), sets, {}, reuse=False)
   assert constructions['n'] == 1
   assert _compiled(member['evaluator']) == 1

@@ -18,6 +18,7 @@ import ml_collections
 import numpy as np
 
 from glow_ood import data
+from glow_ood import eval_files
 from glow_ood import evaluate
 from glow_ood import model_kinds
 from glow_ood import parallel
@@ -119,7 +120,7 @@ def score_evaluated_sets(evaluator: evaluate.Evaluator, workdir: str, params, st
   for k, (eval_file, _, _) in evaluated.items():
     paths[k] = scores_path(eval_file)
     if parallel.is_main_process():
-      evaluate.write_npz_atomic(paths[k], dict(
+      eval_files.write_npz_atomic(paths[k], dict(
           {file_key(name): v for name, v in values[k].items()}, step=np.int64(step)))
   if parallel.is_main_process():
     print(f'OOD scores (higher = more OOD), fitted on {len(images[FIT])} {config.data.name} '
