@@ -20,7 +20,7 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
-from glow_ood import host_memory
+from glow_ood import launch_flags
 from glow_ood.experiment import command_line
 
 flags.DEFINE_string('pair', command_line.DEFAULT_PAIR,
@@ -31,13 +31,7 @@ config_flags.DEFINE_config_file(
     'config', None, 'Pair config file[:variant]; by default glow_ood/configs/pairs/<pair>.py:<variant>. '
     'Override any field with --config.<key>=<value>.', lock_config=True)
 flags.DEFINE_string('workdir', None, 'Output directory: glow/, cv_glow/, figures/, report.md.')
-flags.DEFINE_enum('host_memory', 'auto', host_memory.CHOICES, host_memory.FLAG_HELP)
-flags.DEFINE_bool('debug', False, 'Show the traceback of an expected failure (bad config, '
-                  'data, workdir or checkpoint) instead of its one-line message.')
-flags.DEFINE_enum('on_damaged_checkpoint', 'stop', ['stop', 'fallback'],
-                  "When a model's newest checkpoint differs from its checksums: stop (say "
-                  'which files differ and how to go on) or fallback (keep it aside as '
-                  '<step>.damaged and go on from the newest intact checkpoint).')
+launch_flags.define("a model's")
 flags.mark_flags_as_required(['workdir'])
 FLAGS = flags.FLAGS
 
@@ -45,7 +39,7 @@ FLAGS = flags.FLAGS
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  host_memory.apply(FLAGS.host_memory)  # before JAX starts its threads
+  launch_flags.apply_before_jax()
   from glow_ood import metrics  # pylint: disable=g-import-not-at-top
   from glow_ood.experiment import pipeline  # pylint: disable=g-import-not-at-top
   from glow_ood import user_errors  # pylint: disable=g-import-not-at-top

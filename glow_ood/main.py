@@ -23,7 +23,7 @@ from ml_collections import config_flags
 
 from glow_ood import argv as argv_lib
 from glow_ood import config_validation
-from glow_ood import host_memory
+from glow_ood import launch_flags
 from glow_ood import parallel
 from glow_ood import user_errors
 from glow_ood import workdir_config
@@ -50,17 +50,7 @@ flags.DEFINE_string('coordinator_address', None, 'host:port of process 0, for --
                     'where it is not detected (not needed on Cloud TPU, SLURM, Open MPI).')
 flags.DEFINE_integer('num_processes', None, 'Process count, for --multihost where not detected.')
 flags.DEFINE_integer('process_id', None, 'This process, 0..num_processes-1, where not detected.')
-flags.DEFINE_integer('cpu_devices', 1, 'Split the host CPU into this many JAX devices, '
-                     'normally one per core: the data-parallel step then runs one batch '
-                     'shard per core. Batch sizes must divide by it. Ignored by '
-                     'accelerators.')
-flags.DEFINE_enum('host_memory', 'auto', host_memory.CHOICES, host_memory.FLAG_HELP)
-flags.DEFINE_bool('debug', False, 'Show the traceback of an expected failure (bad config, '
-                  'data, workdir or checkpoint) instead of its one-line message.')
-flags.DEFINE_enum('on_damaged_checkpoint', 'stop', ['stop', 'fallback'],
-                  'When the newest checkpoint differs from its checksums: stop (say which '
-                  'files differ and how to go on) or fallback (keep it aside as '
-                  '<step>.damaged and go on from the newest intact checkpoint).')
+launch_flags.define('the')
 flags.mark_flags_as_required(['workdir'])
 
 
@@ -228,11 +218,7 @@ def _resume_note(mode: str, workdir: str) -> str:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  host_memory.apply(FLAGS.host_memory)  # before JAX starts its threads
-  try:
-    parallel.split_cpu_into_devices(FLAGS.cpu_devices)
-  except (ValueError, RuntimeError) as error:
-    user_errors.exit_with_message(config_validation.ConfigError(f'--cpu_devices: {error}'))
+  launch_flags.apply_before_jax()
   parallel.initialize_distributed(FLAGS.multihost,
                                   coordinator_address=FLAGS.coordinator_address,
                                   num_processes=FLAGS.num_processes,

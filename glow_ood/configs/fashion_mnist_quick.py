@@ -6,6 +6,7 @@ CV-Glow (constant volume): add --config.model.coupling=additive.
 """
 import ml_collections
 
+from glow_ood.configs import common
 from glow_ood.configs import fashion_mnist
 from glow_ood.eval_sets import eval_block
 
@@ -32,3 +33,10 @@ def get_config():
   config.evals.mnist_test = eval_block('mnist', 'test')
   config.sample.num = 36
   return config
+
+
+def of_kind(kind: str, size: str = 'quick') -> ml_collections.ConfigDict:
+  """The same data and evaluation sets with a model of another kind at `size`."""
+  config = get_config()
+  config.train.eval_every = 0  # samples are costly; --mode=evaluate and sample after
+  return common.with_kind(config, kind, size)

@@ -5,10 +5,7 @@
 The paper size: --config=configs/fashion_mnist_vae.py:paper (accelerators).
 """
 from glow_ood.configs import fashion_mnist_quick
-from glow_ood.configs import common
 
 
 def get_config(size='quick'):
-  config = fashion_mnist_quick.get_config()
-  config.train.eval_every = 0           # samples are costly; --mode=evaluate and sample after
-  return common.with_kind(config, 'vae', size)
+  return fashion_mnist_quick.of_kind('vae', size)
