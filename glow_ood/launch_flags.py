@@ -12,6 +12,8 @@ from glow_ood import parallel
 from glow_ood import user_errors
 
 FLAGS = flags.FLAGS
+# One JAX CPU device (JAX's own default); 0 = one per usable core.
+DEFAULT_CPU_DEVICES = 1
 
 
 def define(whose_checkpoint: str) -> None:
@@ -19,10 +21,11 @@ def define(whose_checkpoint: str) -> None:
 
   whose_checkpoint: how the damaged-checkpoint help names it ("the", "a model's").
   """
-  flags.DEFINE_integer('cpu_devices', 1, 'Split the host CPU into this many JAX devices, '
-                       'normally one per core: the data-parallel step then runs one batch '
-                       'shard per core. Batch sizes must divide by it. Ignored by '
-                       'accelerators.')
+  flags.DEFINE_integer('cpu_devices', DEFAULT_CPU_DEVICES,
+                       'Split the host CPU into this many JAX devices: the data-parallel step '
+                       'then runs one batch shard per device. 0 = one per usable core, fewer '
+                       'until every batch size of the config divides by it. Ignored by '
+                       'accelerators.', lower_bound=0)
   flags.DEFINE_enum('host_memory', 'auto', host_memory.CHOICES, host_memory.FLAG_HELP)
   flags.DEFINE_bool('debug', False, 'Show the traceback of an expected failure (bad config, '
                     'data, workdir or checkpoint) instead of its one-line message.')
@@ -32,11 +35,20 @@ def define(whose_checkpoint: str) -> None:
                     'aside as <step>.damaged and go on from the newest intact checkpoint).')
 
 
-def apply_before_jax() -> None:
+def apply_before_jax(config=None) -> int:
   """--host_memory and --cpu_devices, which must take effect before JAX starts its backend;
-  a bad --cpu_devices ends the command with one line."""
+  returns the CPU device count chosen (printed when it is not 1). `config` (the parsed
+  --config) gives the batch sizes that --cpu_devices=0 must divide. A bad --cpu_devices
+  ends the command with one line."""
   host_memory.apply(FLAGS.host_memory)
+  count = FLAGS.cpu_devices
+  if count == 0:
+    count = parallel.auto_cpu_devices(parallel.config_batch_sizes(config or {}))
+  if count != 1 or FLAGS.cpu_devices != 1:
+    print(f'CPU split into {count} JAX devices (--cpu_devices={FLAGS.cpu_devices}; '
+          f'{parallel.usable_cores()} usable cores)', flush=True)
   try:
-    parallel.split_cpu_into_devices(FLAGS.cpu_devices)
+    parallel.split_cpu_into_devices(count)
   except (ValueError, RuntimeError) as error:
     user_errors.exit_with_message(user_errors.ConfigError(f'--cpu_devices: {error}'))
+  return count

@@ -85,6 +85,33 @@ def split_cpu_into_devices(count: int) -> None:
                        f'its backends; do it first thing in the process. ({error})') from None
 
 
+def usable_cores() -> int:
+  """Cores this process may run on (its CPU affinity), at least 1."""
+  try:
+    return max(1, len(os.sched_getaffinity(0)))
+  except AttributeError:  # no affinity API (macOS)
+    return max(1, os.cpu_count() or 1)
+
+
+def config_batch_sizes(config) -> list[int]:
+  """Every `batch_size` value set in a (nested) config: each must divide by the devices."""
+  found = []
+  for key, value in config.items():
+    if hasattr(value, 'items'):
+      found += config_batch_sizes(value)
+    elif key == 'batch_size' and isinstance(value, int) and not isinstance(value, bool):
+      found.append(value)
+  return found
+
+
+def auto_cpu_devices(batch_sizes, cores: int | None = None) -> int:
+  """One CPU device per usable core, lowered until every batch size divides by it."""
+  count = usable_cores() if cores is None else cores
+  while count > 1 and any(size % count for size in batch_sizes):
+    count -= 1
+  return count
+
+
 def make_mesh() -> Mesh:
   """A 1-D mesh over all global devices.
 

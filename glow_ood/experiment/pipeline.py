@@ -277,7 +277,18 @@ def run_pair(config: ml_collections.ConfigDict, workdir: str) -> dict:
   models = check_pair_config(config)
   preflight.check(config, workdir, models, process_count=jax.process_count())
   workdir_config.prepare(workdir)
-  runs = {model: model_runs.run_model(config, model, workdir) for model in models}
+  phases = {}  # wall-clock seconds of each part of this invocation, in order
+  clock = [time.time()]
+
+  def lap(name):
+    now = time.time()
+    phases[name] = phases.get(name, 0.0) + now - clock[0]
+    clock[0] = now
+
+  runs = {}
+  for model in models:
+    runs[model] = model_runs.run_model(config, model, workdir)
+    lap(f'{model}: train and evaluate')
 
   first = models[0]
   in_name = config[first].data.name
@@ -290,18 +301,22 @@ def run_pair(config: ml_collections.ConfigDict, workdir: str) -> dict:
     run = runs[model]
     run['stress'] = model_runs.evaluate_arrays(run['evaluator'], run['workdir'], stress,
                                                run['step'], reuse)
+    lap(f'{model}: stress and corruption sets')
     run['background_tuning'] = background_tuning.tune(config, model, workdir, run, images)
     run['members'] = {
         name: model_runs.run_member(member_config, os.path.join(workdir, name),
                                     eval_plan.eval_sets(config, model), stress, reuse)
         for name, member_config in model_runs.member_configs(
             config, model, background_tuning.chosen_rate(run['background_tuning'])).items()}
+    lap(f'{model}: background and ensemble members')
   code_bits = ood_section.code_lengths(workdir, {**images, **stress},
                                        eval_plan.csv(config.experiment.compressors))
+  lap('code lengths')
   fig_dir = os.path.join(workdir, FIGURES_DIR)
   mesh = parallel.make_mesh()
 
   results = {'pair': config.pair, 'variant': config.variant, 'in_name': in_name,
+             'devices': {'count': jax.device_count(), 'platform': jax.default_backend()},
              'stress_descriptions': {l: stress_lib.DESCRIPTIONS[ood_section.stress_name(l)]
                                      for l in stress if l.startswith('stress_')},
              'corruption_descriptions': dict(corruptions.DESCRIPTIONS),
@@ -322,7 +337,9 @@ def run_pair(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                              in_name, workdir, code_bits)
     results['models'][model]['samples'] = runs[model]['samples']
     results['models'][model]['background_tuning'] = runs[model]['background_tuning']
+    lap(f'{model}: scores, Section 5, attacks, graying')
   results['run_wall_clock_s'] = time.time() - start
+  results['phases_s'] = phases
   write_outputs(results, workdir)
   return results
 

@@ -512,6 +512,14 @@ def render(results: dict, workdir: str) -> str:
   out += ['', f'This invocation took {_f(results["run_wall_clock_s"], 0)} s wall-clock '
           '(training and evaluations already done earlier are reused, their times are the '
           'accumulated ones above). Full numbers: results.json.', '']
+  if results.get('phases_s'):
+    devices = results.get('devices', {})
+    out += [f'Where this invocation\'s time went (wall-clock s, {devices.get("count", "?")} '
+            f'{devices.get("platform", "")} device(s); work reused from earlier runs costs '
+            'nothing here):', '']
+    out += _table(['phase', 's'], [[name, _f(seconds, 0)]
+                                   for name, seconds in results['phases_s'].items()])
+    out += ['']
 
   out += [HEADINGS[11], '',
           'Draws from each final model, every prior\'s standard deviation scaled by the '

@@ -236,8 +236,39 @@ def test_split_cpu_into_devices_rejects_bad_counts_and_late_calls(monkeypatch):
 
 def test_main_cpu_devices_flag_error_is_one_line():
   result = subprocess.run([sys.executable, '-m', 'glow_ood.main', f'--config={TINY_CONFIG}',
-                           '--workdir=/nonexistent/w', '--cpu_devices=0'], cwd=REPO_ROOT, env=_env_without_forced_devices(),
-                          capture_output=True, text=True, timeout=120)
+                           '--workdir=/nonexistent/w', '--cpu_devices=-1'], cwd=REPO_ROOT,
+                          env=_env_without_forced_devices(), capture_output=True, text=True,
+                          timeout=120)
   assert result.returncode == 1, result.stderr[-3000:]
-  assert '--cpu_devices' in result.stderr and 'at least 1' in result.stderr
+  assert '--cpu_devices' in result.stderr and 'non-negative' in result.stderr
   assert 'Traceback' not in result.stderr
+
+
+@pytest.mark.parametrize('sizes, cores, expected', [
+    ([64, 256], 2, 2), ([64, 256], 4, 4), ([6, 256], 4, 2), ([9, 27], 4, 3), ([7], 4, 1),
+    ([], 3, 3), ([64], 1, 1)])
+def test_auto_cpu_devices_is_the_most_cores_every_batch_divides_by(sizes, cores, expected):
+  assert parallel.auto_cpu_devices(sizes, cores=cores) == expected
+
+
+def test_config_batch_sizes_walks_every_block():
+  from glow_ood.configs.pairs import fashion_mnist_to_mnist  # pylint: disable=g-import-not-at-top
+  config = fashion_mnist_to_mnist.get_config('quick')
+  sizes = parallel.config_batch_sizes(config)
+  assert {64, 32, 256} <= set(sizes)  # Glow and VAE, PixelCNN++, evaluation
+  assert config.experiment.attacks.batch_size in sizes
+  assert parallel.config_batch_sizes({'a': {'batch_size': True, 'b': {'batch_size': 6}}}) == [6]
+
+
+def test_main_cpu_devices_zero_splits_one_per_core_and_says_so(tmp_path, idx_dir):
+  cores = parallel.usable_cores()
+  expected = parallel.auto_cpu_devices([8, 16], cores=cores)  # the tiny config's batches
+  result = subprocess.run([sys.executable, '-m', 'glow_ood.main', f'--config={TINY_CONFIG}',
+                           f'--workdir={tmp_path / "w"}', f'--config.data.path={idx_dir}',
+                           '--config.train.num_steps=2', '--config.train.checkpoint_every=2',
+                           '--cpu_devices=0'], cwd=REPO_ROOT,
+                          env=_env_without_forced_devices(), capture_output=True, text=True,
+                          timeout=300)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert (f'CPU split into {expected} JAX devices (--cpu_devices=0; {cores} usable cores)'
+          in result.stdout)
