@@ -136,7 +136,10 @@ def resolve_eval_sets(config, blocks, *, device_count: int,
     try:
       eval_set = eval_sets_lib.resolve_block(config, key, block)
     except (ValueError, TypeError) as error:
-      raise ConfigError(str(error).replace('config.evals.', f'config.{where}.')) from None
+      data = block.get('data') or {}
+      raise ConfigError(_data_message(
+          str(error).replace('config.evals.', f'config.{where}.'), f'{where}.{key}.data',
+          data.get('name'), data.get('path'))) from None
     if eval_set.batch_size < 1 or eval_set.batch_size % device_count:
       _fail(f'{where}.{key}.batch_size', eval_set.batch_size,
             f'must be positive and divisible by the number of devices ({device_count})')
@@ -145,21 +148,26 @@ def resolve_eval_sets(config, blocks, *, device_count: int,
     if eval_set.dequantization not in likelihood.DEQUANTIZATION_NOISE:
       _fail(f'{where}.{key}.dequantization', eval_set.dequantization,
             'choose one of ' + ', '.join(likelihood.DEQUANTIZATION_NOISE))
-    _check_data_spec(f'{where}.{key}.data', eval_set.data)
     resolved.append(eval_set)
   return resolved
 
 
-def _check_data_spec(key: str, spec) -> None:
-  """Runs the data package's own spec check, re-raised with the config key."""
+def _data_message(message: str, key: str, name, path) -> str:
+  """A DataSpec error (raised on construction) in the words of config.<key>."""
+  message = message.replace('DataSpec.', f'config.{key}.')
+  if str(path or '').endswith('.npz') and name != 'npz':
+    message += (" An .npz file is read as the set named 'npz': data=dict(name='npz', "
+                'path=...), or --add_eval=PATH.npz.')
+  return message
+
+
+def _data_spec(key: str, fields: dict) -> spec_lib.DataSpec:
+  """The DataSpec of config.<key>; its own check re-raised with the config key."""
   try:
-    spec_lib.validate_spec(spec)
-  except (ValueError, TypeError) as e:
-    message = str(e).replace('DataSpec.', f'config.{key}.')
-    if (spec.path or '').endswith('.npz') and spec.name != 'npz':
-      message += (" An .npz file is read as the set named 'npz': data=dict(name='npz', "
-                  'path=...), or --add_eval=PATH.npz.')
-    raise ConfigError(message) from None
+    return spec_lib.DataSpec(**fields)
+  except (ValueError, TypeError) as error:
+    raise ConfigError(_data_message(str(error), key, fields.get('name'),
+                                    fields.get('path'))) from None
 
 
 def validate_config(config: ml_collections.ConfigDict, *,
@@ -179,7 +187,7 @@ def validate_config(config: ml_collections.ConfigDict, *,
   if image_size % factor:
     _fail('data.image_size', image_size, f'must be divisible by {factor} for this model '
           f'({why}: {config.model.kind})')
-  _check_data_spec('data', spec_lib.DataSpec(**dict(config.data)))
+  _data_spec('data', dict(config.data))
 
   blocks = {name: config_blocks.parse(cls, config[name], name)
             for name, cls in config_blocks.BLOCKS.items()}

@@ -68,7 +68,7 @@ def jax_will_run_on_cpu() -> bool:
   return not any(importlib.util.find_spec(name) is not None for name in _ACCELERATOR_PLUGINS)
 
 
-def _jax_backend_started() -> bool:
+def jax_backend_started() -> bool:
   if 'jax' not in sys.modules:
     return False
   from jax._src import xla_bridge  # pylint: disable=g-import-not-at-top
@@ -88,7 +88,7 @@ def keep_freed_memory_mapped() -> bool:
   RuntimeError once JAX has started a backend: its threads already have their
   own arenas then, and the setting would not reach them.
   """
-  if _jax_backend_started():
+  if jax_backend_started():
     raise RuntimeError('Host memory reuse must be set before JAX starts its backends (first '
                        'thing in the process, before any JAX array or device query).')
   libc = _glibc()
@@ -156,6 +156,6 @@ def apply(choice: str) -> bool:
     raise ValueError(f'host memory must be one of {", ".join(CHOICES)}, got {choice!r}.')
   if choice == 'release' or (choice == 'auto' and not jax_will_run_on_cpu()):
     return False
-  if choice == 'auto' and _jax_backend_started():
+  if choice == 'auto' and jax_backend_started():
     return False  # too late to reach JAX's threads (e.g. the launcher called in-process)
   return keep_freed_memory_mapped()

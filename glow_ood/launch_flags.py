@@ -5,6 +5,8 @@ experiment command (experiments/reproduce.py).
   launch_flags.apply_before_jax()        # first thing in main(): before JAX starts
 """
 
+import os
+
 from absl import flags
 
 from glow_ood import host_memory
@@ -12,8 +14,10 @@ from glow_ood import parallel
 from glow_ood import user_errors
 
 FLAGS = flags.FLAGS
-# One JAX CPU device (JAX's own default); 0 = one per usable core.
-DEFAULT_CPU_DEVICES = 1
+# 0: one JAX CPU device per usable core (fewer where a batch would not divide). Measured
+# faster than one device for every model kind's train step and evaluation (README,
+# Performance; docs/performance.md).
+DEFAULT_CPU_DEVICES = 0
 
 
 def define(whose_checkpoint: str) -> None:
@@ -43,12 +47,24 @@ def apply_before_jax(config=None) -> int:
   host_memory.apply(FLAGS.host_memory)
   count = FLAGS.cpu_devices
   if count == 0:
-    count = parallel.auto_cpu_devices(parallel.config_batch_sizes(config or {}))
-  if count != 1 or FLAGS.cpu_devices != 1:
-    print(f'CPU split into {count} JAX devices (--cpu_devices={FLAGS.cpu_devices}; '
-          f'{parallel.usable_cores()} usable cores)', flush=True)
+    count = auto_cpu_devices(config)
+    if count > 1:
+      print(f'CPU split into {count} JAX devices (--cpu_devices=0: one per usable core, '
+            f'{parallel.usable_cores()} here, that every batch size divides by)', flush=True)
+  elif count > 1:
+    print(f'CPU split into {count} JAX devices (--cpu_devices={count})', flush=True)
   try:
     parallel.split_cpu_into_devices(count)
   except (ValueError, RuntimeError) as error:
     user_errors.exit_with_message(user_errors.ConfigError(f'--cpu_devices: {error}'))
   return count
+
+
+def auto_cpu_devices(config) -> int:
+  """--cpu_devices=0: one device per usable core that every batch size of `config` divides
+  by; 1 (leave JAX's CPU as it is) where the split would not apply: an accelerator will run
+  the program, XLA_FLAGS already sets a device count, or JAX has already started."""
+  if (not host_memory.jax_will_run_on_cpu() or host_memory.jax_backend_started()
+      or 'xla_force_host_platform_device_count' in os.environ.get('XLA_FLAGS', '')):
+    return 1
+  return parallel.auto_cpu_devices(parallel.config_batch_sizes(config or {}))

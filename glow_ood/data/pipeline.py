@@ -54,7 +54,6 @@ def load_array(spec: spec_lib.DataSpec, split: str, *,
   report: if given, every resize, pad, crop or channel conversion is appended to it.
   """
   if subset_seed is None:
-    spec_lib.validate_spec(spec)
     _check_positive('max_examples', max_examples, allow_none=True)
     return sources.load_images(spec, split, max_examples=max_examples, report=report)
   return load_subset(spec, split, max_examples=max_examples, seed=subset_seed,
@@ -82,7 +81,6 @@ def load_subset(spec: spec_lib.DataSpec, split: str, *, max_examples: int | None
   The whole split is read (and preprocessed), then max_examples rows (None: all,
   shuffled) are taken in the order of a permutation drawn from `seed`.
   """
-  spec_lib.validate_spec(spec)
   _check_positive('max_examples', max_examples, allow_none=True)
   images = sources.load_images(spec, split, report=report)
   indices = subset_indices(len(images), max_examples, seed)
@@ -115,7 +113,6 @@ def train_iterator(spec: spec_lib.DataSpec, split: str, *, batch_size: int,
   The data are read before this returns, so a missing data set raises here.
   report: if given, every resize, pad, crop or channel conversion is appended to it.
   """
-  spec_lib.validate_spec(spec)
   process_index, process_count = _process_defaults(process_index, process_count)
   _check_positive('batch_size', batch_size)
   _check_positive('process_count', process_count)

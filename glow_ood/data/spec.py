@@ -1,4 +1,4 @@
-"""DataSpec: which data set, from where, at what size; and its validation."""
+"""DataSpec: which data set, from where, at what size; checked when it is constructed."""
 
 from __future__ import annotations
 
@@ -44,6 +44,9 @@ class DataSpec:
   channels: int = 1
   augment: str = 'none'
 
+  def __post_init__(self):
+    validate_spec(self)  # a DataSpec that exists is a valid one
+
   @classmethod
   def from_config(cls, cfg: Any) -> DataSpec:
     """Builds a validated spec from a ConfigDict (or mapping) with DataSpec's fields."""
@@ -53,9 +56,7 @@ class DataSpec:
     if unknown:
       raise ValueError(f'Unknown data config field(s) {unknown}; '
                        f'allowed fields are {sorted(known)}.')
-    spec = cls(**given)
-    validate_spec(spec)
-    return spec
+    return cls(**given)
 
 
 def _bad(field: str, value: Any, allowed: Any, why: str = '') -> ValueError:

@@ -131,9 +131,16 @@ def prepared_dir(tmp_path_factory):
   return str(data_dir)
 
 
+def _register(monkeypatch, name):
+  """The test builder as a data set name a DataSpec accepts, read through TFDS."""
+  monkeypatch.setitem(tfds_source.TFDS_BUILDERS, name, name)
+  monkeypatch.setattr(spec_lib, 'DATASET_NAMES', spec_lib.DATASET_NAMES + (name,))
+  monkeypatch.setattr(spec_lib, 'TFDS_NAMES', spec_lib.TFDS_NAMES + (name,))
+
+
 def test_prepared_tfds_splits_and_sizes(prepared_dir, monkeypatch):
   from tests.data.test_data_tfds_prepare import NAME, SPLIT_SIZES  # pylint: disable=g-import-not-at-top
-  monkeypatch.setitem(tfds_source.TFDS_BUILDERS, NAME, NAME)
+  _register(monkeypatch, NAME)
   spec = spec_lib.DataSpec(name=NAME, source='tfds', data_dir=prepared_dir)
   assert availability.check_split(spec, 'train') == SPLIT_SIZES['train']
   assert availability.check_split(spec, 'test[:2]') == 2
@@ -144,7 +151,7 @@ def test_prepared_tfds_splits_and_sizes(prepared_dir, monkeypatch):
 
 def test_unprepared_tfds_cannot_be_told(tmp_path, monkeypatch):
   from tests.data.test_data_tfds_prepare import NAME  # pylint: disable=g-import-not-at-top
-  monkeypatch.setitem(tfds_source.TFDS_BUILDERS, NAME, NAME)
+  _register(monkeypatch, NAME)
   spec = spec_lib.DataSpec(name=NAME, source='tfds', data_dir=str(tmp_path))
   assert availability.check_split(spec, 'anything') is None
   assert os.listdir(tmp_path) == []   # nothing downloaded or prepared

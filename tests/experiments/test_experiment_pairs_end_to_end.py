@@ -10,6 +10,7 @@ import os
 import re
 
 import ml_collections
+import jax
 import numpy as np
 from PIL import Image
 import pytest
@@ -23,7 +24,7 @@ from glow_ood.experiment import eval_plan
 from glow_ood.experiment import pipeline
 from glow_ood.experiment import report
 from glow_ood.configs.pairs import pair_base
-from tests.experiments.conftest import tiny_pair_config
+from tests.experiments.conftest import REPO_ROOT, tiny_pair_config
 
 
 def _check_report(workdir: str, results: dict) -> str:
@@ -175,6 +176,14 @@ def test_fashion_mnist_to_mnist_end_to_end_and_resume(offline_data, tmp_path, mo
   results = pipeline.run_pair(config, workdir)
   text = _check_report(workdir, results)
   _check_numbers_match_npz(text, results)
+  # Where the time went: every phase of every model, within the invocation's wall clock.
+  assert results['devices'] == {'count': jax.device_count(), 'platform': jax.default_backend()}
+  phases = results['phases_s']
+  for model in results['models']:
+    assert {f'{model}: train and evaluate', f'{model}: stress and corruption sets',
+            f'{model}: scores, Section 5, attacks, graying'} <= set(phases)
+  assert 0 < sum(phases.values()) <= results['run_wall_clock_s']
+  assert 'Where this invocation\'s time went' in text
   for model in ('glow', 'cv_glow'):
     assert checkpointing.available_steps(os.path.join(workdir, model)) == [3, 6]
     res = results['models'][model]
@@ -292,3 +301,29 @@ def test_tfds_pair_end_to_end_under_mock_data(pair, ood_labels, tmp_path, tfds_r
             'input complexity (PNG)'} <= set(res['ood_metrics'][label])
   text = _check_report(workdir, results)
   _check_numbers_match_npz(text, results)
+
+
+def test_experiment_command_on_two_cpu_devices(offline_data, tmp_path):
+  """experiments/reproduce.py --cpu_devices=2: every batch of the pipeline (training,
+  evaluation, stress and corruption sets, scores, Section 5, attacks) runs sharded."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  from tests.training.conftest import subprocess_env  # pylint: disable=g-import-not-at-top
+  env = subprocess_env()
+  env['XLA_FLAGS'] = '--xla_cpu_use_fusion_emitters=false'  # no forced device count
+  workdir = tmp_path / 'two_devices'
+  data = [f'--config.{m}.data.path={offline_data["fashion_idx"]}' for m in pair_base.MODELS]
+  result = subprocess.run(
+      [sys.executable, os.path.join('experiments', 'reproduce.py'), '--variant=tiny',
+       f'--workdir={workdir}', '--cpu_devices=2', '--config.experiment.models=cv_glow',
+       '--config.experiment.ensemble_size=0', '--config.background.models=',
+       f'--config.experiment.ood.mnist.data.path={offline_data["mnist_npz"]}', *data],
+      cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+  assert 'CPU split into 2 JAX devices (--cpu_devices=2' in result.stdout
+  with open(workdir / 'results.json') as f:
+    results = json.load(f)
+  assert results['devices'] == {'count': 2, 'platform': 'cpu'}
+  res = results['models']['cv_glow']
+  assert res['attacks']['table'] and res['second_order']['mnist']
+  assert 0.0 <= res['ood_metrics']['mnist']['log p(x)']['auroc'] <= 1.0

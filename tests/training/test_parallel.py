@@ -270,5 +270,21 @@ def test_main_cpu_devices_zero_splits_one_per_core_and_says_so(tmp_path, idx_dir
                           env=_env_without_forced_devices(), capture_output=True, text=True,
                           timeout=300)
   assert result.returncode == 0, result.stderr[-3000:]
-  assert (f'CPU split into {expected} JAX devices (--cpu_devices=0; {cores} usable cores)'
-          in result.stdout)
+  said = (f'CPU split into {expected} JAX devices (--cpu_devices=0: one per usable core, '
+          f'{cores} here')
+  assert (said in result.stdout) == (expected > 1), result.stdout[-2000:]
+
+
+def test_auto_split_leaves_jax_alone_where_it_would_not_apply(monkeypatch):
+  from glow_ood import launch_flags  # pylint: disable=g-import-not-at-top
+  jax.devices()  # this process's backend is up: a split can no longer take effect
+  assert launch_flags.auto_cpu_devices({'train': {'batch_size': 64}}) == 1
+  monkeypatch.setattr(launch_flags.host_memory, 'jax_backend_started', lambda: False)
+  monkeypatch.setenv('XLA_FLAGS', '--xla_force_host_platform_device_count=4')
+  assert launch_flags.auto_cpu_devices({'train': {'batch_size': 64}}) == 1
+  monkeypatch.setenv('XLA_FLAGS', '')
+  monkeypatch.setattr(launch_flags.host_memory, 'jax_will_run_on_cpu', lambda: False)
+  assert launch_flags.auto_cpu_devices({'train': {'batch_size': 64}}) == 1  # an accelerator
+  monkeypatch.setattr(launch_flags.host_memory, 'jax_will_run_on_cpu', lambda: True)
+  monkeypatch.setattr(launch_flags.parallel, 'usable_cores', lambda: 4)
+  assert launch_flags.auto_cpu_devices({'train': {'batch_size': 10}}) == 2
