@@ -11,7 +11,6 @@ and the workdir or file, rather than after hours of training and evaluation.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 
 import ml_collections
@@ -77,7 +76,8 @@ def check_data(config: ml_collections.ConfigDict, models: list[str], *,
     for eval_set in eval_plan.eval_sets(config, model):
       entry = eval_set.entry
       # The image shape does not change what is read: check each file and split once.
-      key = (dataclasses.replace(entry.data, image_size=0, channels=0), entry.split)
+      data = entry.data
+      key = (data.name, data.source, data.path, data.data_dir, entry.split)
       if key in seen:
         continue
       seen.add(key)
