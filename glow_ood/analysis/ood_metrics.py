@@ -3,7 +3,10 @@
 Conventions: out-of-distribution examples are the positive class, and a
 higher score means "more OOD". Pass -log p(x), bits/dim or a typicality score;
 passing log p(x) itself gives 1 - AUROC. Every metric takes the scores of the
-in-distribution set and of the OOD set separately.
+in-distribution set and of the OOD set separately. A score may be +inf or -inf
+(a likelihood that overflowed float32 is infinitely unlikely): it ranks above
+or below every finite score, ties with its equals. NaN orders nothing and is
+refused.
 """
 
 from __future__ import annotations
@@ -31,8 +34,13 @@ def _check_scores(scores_in, scores_out) -> tuple[np.ndarray, np.ndarray]:
   scores_out = np.asarray(scores_out, dtype=np.float64).reshape(-1)
   if scores_in.size == 0 or scores_out.size == 0:
     raise ValueError('both score sets must be non-empty')
-  if not (np.all(np.isfinite(scores_in)) and np.all(np.isfinite(scores_out))):
-    raise ValueError('scores must be finite')
+  undefined = [f'{int(np.isnan(s).sum())} of the {s.size} {side} scores'
+               for side, s in (('in-distribution', scores_in), ('OOD', scores_out))
+               if np.isnan(s).any()]
+  if undefined:
+    raise ValueError(f'{" and ".join(undefined)} are NaN: a score must order every image '
+                     '(+inf and -inf are allowed; glow_ood.scores.registry.compute_scores '
+                     'turns an undefined score of an overflowed image into +inf).')
   return scores_in, scores_out
 
 

@@ -203,8 +203,13 @@ def analyse(config, model: str, final: dict[str, dict], values: dict[str, dict],
                               typicality_batch_sizes=exp.typicality_batch_sizes,
                               num_resamples=exp.bootstrap_resamples)
   detector = exp.detector
-  summary = lambda l: {'bits_per_dim': float(final[l]['bits_per_dim'].mean()),
-                       'n': int(len(final[l]['bits_per_dim'])), 'metrics': metrics[l]}
+
+  def summary(label):
+    finite = suite.finite_images(final[label])
+    return {'bits_per_dim': float(final[label]['bits_per_dim'][finite].mean()),
+            'n': int(finite.size), 'n_overflowed': int((~finite).sum()),
+            'metrics': metrics[label]}
+
   corrupted = {l: corruption_of(l) for l in stress_labels if corruption_of(l)}
   result = {'detector': detector,
             'ood_metrics': {l: metrics[l] for l in ood_labels},

@@ -36,6 +36,7 @@ from glow_ood.experiment import model_analysis
 from glow_ood.experiment import model_runs
 from glow_ood.experiment import preflight
 from glow_ood.experiment import ood_section
+from glow_ood.scores import suite
 from glow_ood.experiment import report
 
 FIGURES_DIR = 'figures'
@@ -46,19 +47,26 @@ REPORT_FILE = 'report.md'
 def set_summary(arrays: dict[str, np.ndarray], path: str) -> dict:
   """Means (and spreads) of one evaluation file, log terms in nats per image.
 
+  'n' images; the means are over those whose statistics are finite, and 'n_overflowed'
+  counts the others (log p(x) overflowed float32 to -inf), left out of every mean.
+
   log_px is the discrete log-likelihood (bound); every other per-image term the model
   kind reports (a flow's log_pz and log-dets, a VAE's elbo, kl...) is averaged too.
   """
-  n = int(arrays['bits_per_dim'].shape[0])
+  finite = suite.finite_images(arrays)
+  settings = arrays.get('settings')
+  arrays = {k: (v[finite] if np.ndim(v) >= 1 and len(v) == len(finite) else v)
+            for k, v in arrays.items() if k != 'settings'}
+  n = int(finite.sum())
   summary = {
-      'npz': path, 'n': n,
+      'npz': path, 'n': int(finite.size), 'n_overflowed': int((~finite).sum()),
       'bits_per_dim': float(arrays['bits_per_dim'].mean()),
       'bits_per_dim_std': float(arrays['bits_per_dim'].std()),
       'log_px': float(arrays['log_p_discrete'].mean()),
       'log_px_var': float(arrays['log_p_discrete'].var(ddof=1)) if n > 1 else 0.0,
   }
-  if 'settings' in arrays:  # what produced the file: step, weights, noise, subset, model
-    summary['settings'] = json.loads(str(arrays['settings']))
+  if settings is not None:  # what produced the file: step, weights, noise, subset, model
+    summary['settings'] = json.loads(str(settings))
   if 'log_pz' in arrays:
     summary['log_pz'] = float(arrays['log_pz'].sum(-1).mean())
     summary['logdet'] = float(total_logdet(arrays).mean())

@@ -90,6 +90,35 @@ def _img(path: str, workdir: str, alt: str) -> str:
   return f'![{alt}]({os.path.relpath(path, workdir)})'
 
 
+def _bpd_cell(summary: dict) -> str:
+  """Mean bits/dim, with the count of images left out of it because log p(x) overflowed."""
+  cell = _f(summary['bits_per_dim'])
+  k = summary.get('n_overflowed', 0)
+  return f'{cell} ({k} of {summary["n"]} at ∞)' if k else cell
+
+
+def overflow_lines(results: dict) -> list[str]:
+  """A paragraph naming every set on which a model's likelihood overflowed (none: nothing)."""
+  names = {s['label']: s['display'] for s in results['sets']}
+  names.update(results.get('stress_descriptions', {}))
+  found = []
+  for model, res in results['models'].items():
+    for group in ('sets', 'stress', 'corruptions'):
+      for label, entry in res.get(group, {}).items():
+        if entry.get('n_overflowed'):
+          name = (f'{entry["corruption"]} severity {entry["severity"]}' if 'corruption' in entry
+                  else names.get(label, label))
+          found.append(f'{eval_plan.MODEL_TITLES[model]} on {name}: '
+                       f'{entry["n_overflowed"]} of {entry["n"]}')
+  if not found:
+    return []
+  return ['**Images with an infinite −log p(x).** On these images log p(z) left float32\'s '
+          'range (log p(x) = −∞, bits/dim = +∞): ' + '; '.join(found) + '. They are left out '
+          'of the mean bits/dim and kept in every AUROC: a score ranks them as its arithmetic '
+          'gives (−log p(x): +∞, most OOD; "log p(x) reversed": −∞, its blind spot), and a '
+          'score undefined on them (∞ − ∞, a density at an infinite point) ranks them +∞.', '']
+
+
 def _yes(flag: bool) -> str:
   return 'yes' if flag else 'no'
 
@@ -313,7 +342,7 @@ def ood_detection(results: dict, workdir: str) -> list[str]:
         entry = res['stress'][label]
         cells = [_auroc_cell(entry['metrics'][k]) for k in scores]
         mark = ' †' if label in far else ''
-        rows.append([descriptions.get(label, label) + mark, _f(entry['bits_per_dim'])] + cells)
+        rows.append([descriptions.get(label, label) + mark, _bpd_cell(entry)] + cells)
       n = next(iter(res['stress'].values()))['metrics'][scores[0]]
       out += [f'{eval_plan.MODEL_TITLES[model]} (AUROC [95% CI]; {n["n_in"]} test images '
               f'against {n["n_out"]} per stress set):', '']
@@ -346,7 +375,7 @@ def ood_detection(results: dict, workdir: str) -> list[str]:
       out += [f'{eval_plan.MODEL_TITLES[model]}, {detector} ({e["n_in"]} test images against '
               f'{e["n_out"]} per corrupted set):', '']
       out += _table(['corruption'] + [f'severity {s}' for s in severities], rows) + ['']
-  return out
+  return out + overflow_lines(results)
 
 
 def render(results: dict, workdir: str) -> str:
@@ -371,7 +400,7 @@ def render(results: dict, workdir: str) -> str:
       paper_label = s['name'] if s['is_ood'] else s['label']
       paper = paper_numbers.glow_value(in_name, paper_label) if model == 'glow' else '—'
       rows.append([eval_plan.MODEL_TITLES[model], s['display'], summary['n'],
-                   _f(summary['bits_per_dim']), _f(summary['bits_per_dim_std']), paper])
+                   _bpd_cell(summary), _f(summary['bits_per_dim_std']), paper])
   out += _table(['model', 'data set', 'N', 'bits/dim (ours)', 'std', 'paper (Glow)'], rows)
   out += ['', 'The paper reports Glow\'s numbers only; CV-Glow it shows as curves (Figure 5), '
           'PixelCNN++ and the VAE as histograms (Figure 3). PixelCNN++\'s bits/dim are exact, '

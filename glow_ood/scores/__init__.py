@@ -9,4 +9,4 @@ from glow_ood.scores.density import (Gaussian, ProductKDE, fit_gaussian, fit_pro
                                      fit_standardizer)
 from glow_ood.scores.mutation import mutate_pixels
 from glow_ood.scores.registry import (COMPRESSOR_NAMES, Score, applicable, compute_scores,
-                                      default_scores, dose_features, fit_scores)
+                                      default_scores, dose_features, fit_scores, overflowed)

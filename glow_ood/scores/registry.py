@@ -266,7 +266,13 @@ def applicable(scores: Sequence[Score], stats: Stats) -> list[Score]:
 
 
 def fit_scores(scores: Sequence[Score], train_stats: Stats) -> dict[str, Any]:
-  """{name: fitted} from in-distribution training statistics only."""
+  """{name: fitted} from in-distribution training statistics only (all finite)."""
+  bad = overflowed(train_stats)
+  if bad.any():
+    raise FloatingPointError(
+        f'{int(bad.sum())} of the {bad.size} training images have a statistic that is not '
+        'finite (log p(x) overflowed on the data the model was trained on): the model is '
+        'not usable for fitting scores; check its training loss and bits/dim.')
   return {s.name: (s.fit(train_stats) if s.fit is not None else None) for s in scores}
 
 
@@ -274,9 +280,24 @@ def _rows(stats: Stats, start: int, stop: int) -> dict:
   return {k: np.asarray(v)[start:stop] for k, v in stats.items() if np.ndim(v) >= 1}
 
 
+def overflowed(stats: Stats) -> np.ndarray:
+  """[N] bool: images with a statistic that is not finite (log p(z) beyond float32's range
+  gives log p(x) = -inf on an image far outside what the model has seen)."""
+  arrays = [np.asarray(v) for v in stats.values()
+            if np.ndim(v) >= 1 and np.issubdtype(np.asarray(v).dtype, np.floating)]
+  num = len(arrays[0])
+  return ~np.all([np.isfinite(a.reshape(num, -1)).all(-1) for a in arrays], axis=0)
+
+
 def compute_scores(scores: Sequence[Score], fitted: Mapping[str, Any], stats: Stats,
                    chunk: int = 1024) -> dict[str, np.ndarray]:
-  """{name: [N] float64} for every score whose statistics are present, in chunks of rows."""
+  """{name: [N] float64} for every score whose statistics are present, in chunks of rows.
+
+  On an image whose statistics overflowed a score keeps what its arithmetic gives
+  (-log p(x) = +inf; log p(x) reversed = -inf, the blind spot it has), and where that is
+  undefined (inf - inf, a density of an infinite point) the image scores +inf: infinitely
+  far from the training data. NaN on an image with finite statistics is a fault and raises.
+  """
   scores = applicable(scores, stats)
   num = len(np.asarray(stats['bits_per_dim'] if 'bits_per_dim' in stats else
                        next(iter(stats.values()))))
@@ -286,4 +307,13 @@ def compute_scores(scores: Sequence[Score], fitted: Mapping[str, Any], stats: St
     rows = _rows(stats, start, min(start + chunk, num))
     for s in scores:
       out[s.name].append(np.asarray(fns[s.name](rows, fitted[s.name]), np.float64))
-  return {name: np.concatenate(parts) for name, parts in out.items()}
+  values = {name: np.concatenate(parts) for name, parts in out.items()}
+  beyond_range = overflowed(stats)
+  for name, v in values.items():
+    undefined = np.isnan(v)
+    if (undefined & ~beyond_range).any():
+      raise FloatingPointError(
+          f'Score {name!r} is NaN on {int((undefined & ~beyond_range).sum())} images whose '
+          'statistics are all finite: a fault in the score, not in the data.')
+    v[undefined] = np.inf
+  return values

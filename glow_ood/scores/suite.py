@@ -53,6 +53,13 @@ def set_statistics(eval_arrays: Mapping[str, np.ndarray], *,
   return stats
 
 
+def finite_images(eval_arrays: Mapping[str, np.ndarray]) -> np.ndarray:
+  """[N] bool: images whose every per-image statistic is finite (False where the model's
+  likelihood overflowed float32). Means over a set are taken over these; the others are
+  counted and reported."""
+  return ~registry.overflowed({k: v for k, v in eval_arrays.items() if k not in _FILE_METADATA})
+
+
 def score_sets(scores: Sequence[registry.Score], stats: Mapping[str, Mapping[str, np.ndarray]],
                fit_label: str = 'train'):
   """({label: {score: [N]}}, fitted): scores applicable to the fit set, fitted on it alone."""

@@ -45,6 +45,29 @@ def test_agrees_with_sklearn_with_many_ties(seed):
   assert ood_metrics.fpr_at_tpr(scores_in, scores_out, 0.95) == pytest.approx(expected_fpr)
 
 
+def test_infinite_scores_rank_at_the_ends_and_nan_is_refused():
+  inf = np.inf
+  # +inf beats every finite score and ties with +inf; -inf loses to all.
+  assert ood_metrics.auroc([0.0, 1.0], [inf, 2.0]) == 1.0
+  # Pairs (out, in): inf beats 0, ties inf; 2 beats 0, loses to inf.
+  assert ood_metrics.auroc([0.0, inf], [inf, 2.0]) == pytest.approx((1 + 0.5 + 1 + 0) / 4)
+  assert ood_metrics.auroc([0.0, 1.0], [-inf, 0.5]) == pytest.approx(1 / 4)
+  summary = ood_metrics.summarize_ood_metrics([0.0, 1.0, 2.0], [inf, 5.0], num_resamples=50)
+  assert summary['auroc'] == 1.0 and summary['auroc_ci'] == [1.0, 1.0]
+  assert summary['auprc'] == 1.0 and summary['fpr_at_95_tpr'] == 0.0
+  # The bootstrap of a case with ties at +inf agrees with the AUROC of each resample.
+  scores_in, scores_out = np.array([0.0, inf, 1.0]), np.array([inf, 2.0, -inf])
+  values = ood_metrics.bootstrap_aurocs(scores_in, scores_out, num_resamples=20, seed=3)
+  counts_in = ood_metrics.resample_counts(3, 20, 3, 0)
+  counts_out = ood_metrics.resample_counts(3, 20, 3, 1)
+  for b in range(20):
+    expanded_in = np.repeat(scores_in, counts_in[b].astype(int))
+    expanded_out = np.repeat(scores_out, counts_out[b].astype(int))
+    assert values[b] == pytest.approx(ood_metrics.auroc(expanded_in, expanded_out))
+  with pytest.raises(ValueError, match=r'1 of the 2 OOD scores are NaN.*\+inf and -inf'):
+    ood_metrics.auroc([0.0, 1.0], [np.nan, 2.0])
+
+
 def test_library_does_not_import_sklearn():
   import inspect
   assert 'sklearn' not in inspect.getsource(ood_metrics)

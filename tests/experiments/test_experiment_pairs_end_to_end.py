@@ -231,10 +231,30 @@ def test_fashion_mnist_to_mnist_end_to_end_and_resume(offline_data, tmp_path, mo
     raise AssertionError('should not run again')
   monkeypatch.setattr(pipeline.model_runs.train, 'train_and_evaluate', fail)
   monkeypatch.setattr(pipeline.model_runs.evaluate, 'evaluate_checkpoint', fail)
+  # One corrupted image whose log p(z) overflowed float32 (as a glyph-trained Glow gives on
+  # some severe Canny-edge images): the analysis ranks it, counts it and says so.
+  overflowed = 'corruption_shot_noise_s5'
+  path = os.path.join(workdir, 'glow', 'eval', f'{overflowed}_generated_step6.npz')
+  arrays = dict(np.load(path))
+  arrays['log_pz'][0, 0] = -np.inf
+  for key, value in (('log_px', -np.inf), ('log_p_discrete', -np.inf), ('bits_per_dim', np.inf)):
+    arrays[key][0] = value
+  np.savez(path, **arrays)
   again = pipeline.run_pair(config, workdir)
   for model in ('glow', 'vae'):
     assert again['models'][model]['sets'] == results['models'][model]['sets']
     assert again['models'][model]['ood_metrics'] == results['models'][model]['ood_metrics']
+  entry = again['models']['glow']['corruptions'][overflowed]
+  assert entry['n_overflowed'] == 1 and np.isfinite(entry['bits_per_dim'])
+  assert entry['bits_per_dim'] == pytest.approx(np.mean(arrays['bits_per_dim'][1:]))
+  entry_keys = again['models']['glow']['score_descriptions']
+  with np.load(os.path.join(workdir, 'scores', 'glow', f'{overflowed}.npz')) as f:
+    assert f['log_p_x'][0] == np.inf and not np.isnan(np.stack([f[k] for k in f.files])).any()
+    assert f[entry_keys['DoSE (Gaussian)']['file_key']][0] == np.inf
+  for name, metric in entry['metrics'].items():
+    assert 0.0 <= metric['auroc'] <= 1.0 and metric['n_out'] == (2 if '(batch' in name else 8)
+  with open(os.path.join(workdir, 'report.md')) as f:
+    assert 'Glow on shot_noise severity 5: 1 of 8' in f.read()
 
   # Another OOD set: the scores of the in-distribution sets (every fitted part) stay the same.
   # A flow and the VAE (DoSE models different terms for each).

@@ -176,6 +176,53 @@ def test_compute_scores_skips_scores_whose_statistics_are_missing_and_chunks():
     np.testing.assert_allclose(whole[name], chunked[name], rtol=1e-6)
 
 
+def _overflow(stats, rows, level=0):
+  """The given images' log p(z_level) overflowed float32: -inf, and log p(x) with it."""
+  stats = {k: np.array(v, np.float64) for k, v in stats.items()}
+  stats['log_pz'][rows, level] = -np.inf
+  stats['log_px'][rows] = -np.inf
+  stats['bits_per_dim'][rows] = np.inf
+  return stats
+
+
+def test_an_overflowed_image_ranks_as_most_ood_where_a_score_is_undefined():
+  rng = np.random.default_rng(7)
+  train, test = _stats(rng, 100), _stats(rng, 20)
+  every = scores_lib.default_scores(LATENT_DIMS, NUM_DIMS)
+  fitted = scores_lib.fit_scores(scores_lib.applicable(every, train), train)
+  clean = scores_lib.compute_scores(every, fitted, test)
+  broken = _overflow(test, [3])
+  both = _overflow(broken, [5], level=1)   # both levels: the level ratio is inf - inf
+  both = _overflow(both, [5], level=0)
+  values = scores_lib.compute_scores(every, fitted, both)
+  assert scores_lib.overflowed(both).tolist() == [i in (3, 5) for i in range(20)]
+  for name, v in values.items():
+    assert not np.isnan(v).any(), name
+    # Every other image keeps its score exactly.
+    np.testing.assert_array_equal(np.delete(v, [3, 5]), np.delete(clean[name], [3, 5]))
+  # -log p(x) is +inf by its arithmetic; so is each density's -log of a point at infinity.
+  for name in ('log p(x)', 'typicality', 'DoSE (KDE)', 'DoSE (Gaussian)', 'combined',
+               'level ratio (two-sided)'):
+    assert values[name][3] == values[name][5] == np.inf, name
+  # The one-sided level ratio keeps its own verdict: a finest level at -inf is "typical"
+  # (its blind spot); undefined (both levels at -inf) it ranks the image +inf.
+  assert values['level ratio'][3] == -np.inf and values['level ratio'][5] == np.inf
+  assert values['log p(z_1)'][3] == clean['log p(z_1)'][3]
+
+
+def test_nan_from_finite_statistics_and_overflowed_training_images_are_refused():
+  rng = np.random.default_rng(8)
+  train, test = _stats(rng, 50), _stats(rng, 10)
+  broken_score = scores_lib.Score(
+      name='broken', description='', reference='', needs='', requires=('log_px',),
+      fn=lambda stats, _: jnp.sqrt(jnp.asarray(stats['log_px'])))  # NaN for log p < 0
+  with pytest.raises(FloatingPointError, match=r"'broken' is NaN on 10 images whose "
+                                               'statistics are all finite'):
+    scores_lib.compute_scores([broken_score], {'broken': None}, test)
+  with pytest.raises(FloatingPointError, match=r'2 of the 50 training images .* not finite'):
+    scores_lib.fit_scores(_by_name(['DoSE (Gaussian)']), _overflow(train, [0, 7]))
+
+
 def test_scores_are_differentiable_in_the_statistics():
   rng = np.random.default_rng(6)
   train = _stats(rng, 200)
