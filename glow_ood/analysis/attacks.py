@@ -39,6 +39,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from glow_ood import parallel
+
 PIXEL_MAX = 255.0
 
 
@@ -67,8 +69,10 @@ def _per_image(value, batch: int) -> jax.Array:
   return jnp.broadcast_to(jnp.asarray(value, jnp.float32), (batch,))[:, None, None, None]
 
 
-@functools.partial(jax.jit, static_argnames=('objective_fn', 'num_steps', 'noise_draws'))
-def _pgd(objective_fn, x_uint8, epsilon, step_size, key, select_key, objective_args, *,
+_STATIC = ('objective_fn', 'num_steps', 'noise_draws')
+
+
+def _pgd_impl(objective_fn, x_uint8, epsilon, step_size, key, select_key, objective_args, *,
          num_steps: int, noise_draws: int):
   x0 = x_uint8.astype(jnp.float32)
   batch = x0.shape[0]
@@ -122,9 +126,37 @@ def _pgd(objective_fn, x_uint8, epsilon, step_size, key, select_key, objective_a
           promise[0], edge_share[0])
 
 
+_pgd = jax.jit(_pgd_impl, static_argnames=_STATIC)
+
+
+@functools.lru_cache(maxsize=4)
+def _pgd_on(mesh) -> Callable:
+  """_pgd with its results gathered on every device of mesh (inputs bring their shardings)."""
+  return jax.jit(_pgd_impl, static_argnames=_STATIC, out_shardings=parallel.replicated(mesh))
+
+
+def _place(mesh, x_uint8, epsilon, step_size, key, select_key, objective_args):
+  """Per-image arrays split over mesh's batch axis, everything else replicated.
+
+  objective_args: (variables, *args): the variables as they are placed (a train state
+  restored on mesh is replicated already); an argument with a leading axis of B is split,
+  any other (a scalar sign or target) replicated.
+  """
+  batch = x_uint8.shape[0]
+  split = lambda a: parallel.global_batch(mesh, parallel.host_slice(np.asarray(a)))
+  whole = lambda a: jax.device_put(a, parallel.replicated(mesh))
+  per_image = lambda a: split(a) if np.shape(a)[:1] == (batch,) else whole(a)
+  variables, *rest = objective_args if objective_args else (None,)
+  rest = jax.tree.map(per_image, tuple(rest))
+  args = ((variables,) + rest) if objective_args else ()
+  return (split(x_uint8), per_image(epsilon), per_image(step_size), whole(key),
+          whole(select_key), args)
+
+
 def pgd_attack(objective_fn: Callable[..., jax.Array], x_uint8, *, epsilon, num_steps: int,
                step_size=None, key: jax.Array, noise_draws: int = 1,
-               select_key: jax.Array | None = None, objective_args: tuple = ()) -> AttackResult:
+               select_key: jax.Array | None = None, objective_args: tuple = (),
+               mesh=None) -> AttackResult:
   """Maximises objective_fn per image within an L-infinity ball; see the module docstring.
 
   objective_fn(x [B,H,W,C] float pixels, key, *objective_args) -> [B]. Pass a function
@@ -136,6 +168,10 @@ def pgd_attack(objective_fn: Callable[..., jax.Array], x_uint8, *, epsilon, num_
   key); keep it independent of the key the results are reported under.
   epsilon: 8-bit levels, a scalar or one per image [B] (2 = +-2 levels = 2/255).
   step_size: first step in levels, scalar or [B]; default default_step_size.
+  mesh: split the images over its devices (data parallel, as the Evaluator does); the
+  first objective argument is then taken to be placed already (the model's variables,
+  replicated), the others are split by their leading axis. The noise does not depend
+  on the split (threefry keys are partitionable), so neither do the results, to round-off.
   """
   x_uint8 = jnp.asarray(x_uint8)
   if x_uint8.dtype != jnp.uint8 or x_uint8.ndim != 4:
@@ -148,9 +184,13 @@ def pgd_attack(objective_fn: Callable[..., jax.Array], x_uint8, *, epsilon, num_
     step_size = default_step_size(epsilon, num_steps)
   if select_key is None:
     key, select_key = jax.random.split(key)
-  outputs = _pgd(objective_fn, x_uint8, jnp.asarray(epsilon, jnp.float32),
-                 jnp.asarray(step_size, jnp.float32), key, select_key, tuple(objective_args),
-                 num_steps=num_steps, noise_draws=noise_draws)
+  inputs = (x_uint8, jnp.asarray(epsilon, jnp.float32), jnp.asarray(step_size, jnp.float32),
+            key, select_key, tuple(objective_args))
+  if mesh is not None and mesh.size > 1:
+    outputs = _pgd_on(mesh)(objective_fn, *_place(mesh, *inputs), num_steps=num_steps,
+                            noise_draws=noise_draws)
+  else:
+    outputs = _pgd(objective_fn, *inputs, num_steps=num_steps, noise_draws=noise_draws)
   images, before, after, trace, best_trace, best_step, promise, edge = jax.device_get(outputs)
   return AttackResult(images=np.asarray(images), objective_before=np.asarray(before),
                       objective_after=np.asarray(after), trace=np.asarray(trace),

@@ -203,6 +203,7 @@ class _Attacker:
             num_steps=self.cfg.num_steps, key=jax.random.fold_in(self.keys['gradient'], chunk),
             noise_draws=self.cfg.noise_draws,
             select_key=jax.random.fold_in(self.keys['selection'], chunk),
+            mesh=self.evaluator.mesh,
             objective_args=(self.state,) + jax.tree.map(lambda a, rows=rows: jnp.asarray(a[rows]),
                                                         args_p))
         chunk += 1

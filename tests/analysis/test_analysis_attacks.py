@@ -229,3 +229,49 @@ def test_bad_inputs_raise():
   with pytest.raises(ValueError, match='epsilon'):
     attacks.pgd_attack(objective, np.zeros(SHAPE, np.uint8), epsilon=-1, num_steps=1,
                        key=jax.random.PRNGKey(0))
+
+
+_SHARDED_ATTACK = '''
+import sys
+import jax, numpy as np
+from glow_ood import evaluate, parallel
+from glow_ood.analysis import attacks
+from tests.analysis.test_analysis_attacks import _tiny_glow
+assert jax.device_count() == int(sys.argv[2]), jax.devices()
+config, _, variables, images = _tiny_glow('affine', num=8)
+mesh = parallel.make_mesh()
+evaluator = evaluate.Evaluator(config, mesh)
+variables = jax.device_put(variables, parallel.replicated(mesh))
+objective = attacks.signed_log_density_objective(evaluator.terms)
+sign = np.array([1.0, -1.0] * 4, np.float32)
+result = attacks.pgd_attack(objective, images, epsilon=np.arange(8) % 3 + 1, num_steps=4,
+                            key=jax.random.PRNGKey(8), noise_draws=2,
+                            select_key=jax.random.PRNGKey(7), objective_args=(variables, sign),
+                            mesh=mesh)
+# The split path ran (one device keeps the plain jit).
+assert (attacks._pgd_on.cache_info().currsize == 1) == (jax.device_count() > 1)
+placed = attacks._place(mesh, images, 1.0, 1.0, jax.random.PRNGKey(0), jax.random.PRNGKey(1),
+                        (variables, sign))
+assert len(placed[0].addressable_shards) == len(placed[5][1].addressable_shards) == \
+    jax.device_count()
+np.savez(sys.argv[1], images=result.images, before=result.objective_before,
+         after=result.objective_after, trace=result.trace, gain=result.first_order_gain)
+'''
+
+
+def test_attack_split_over_four_devices_is_the_one_device_attack(tmp_path):
+  """Data parallel over a mesh (the split the Evaluator uses): the same images, objectives
+  and trace as on one device, to float32 round-off."""
+  import os, subprocess, sys  # pylint: disable=g-import-not-at-top,multiple-imports
+  out = {}
+  for devices in (1, 4):
+    env = dict(os.environ, JAX_PLATFORMS='cpu',
+               XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}')
+    path = tmp_path / f'{devices}.npz'
+    subprocess.run([sys.executable, '-c', _SHARDED_ATTACK, str(path), str(devices)],
+                   check=True, env=env, cwd=os.path.dirname(os.path.dirname(
+                       os.path.dirname(os.path.abspath(__file__)))))
+    out[devices] = dict(np.load(path))
+  np.testing.assert_array_equal(out[4]['images'], out[1]['images'])
+  for name in ('before', 'after', 'trace', 'gain'):
+    _close(out[4][name], out[1][name], name)
