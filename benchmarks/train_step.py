@@ -1,21 +1,26 @@
 """Throughput of the real train step and evaluation pass, beside normflows' Glow.
 
-    python benchmarks/train_step.py                    # all sizes, peer if installed
-    python benchmarks/train_step.py --sizes=quick --rounds=3
+    python benchmarks/train_step.py                    # all sizes, 5 processes per side
+    python benchmarks/train_step.py --sizes=quick --processes=3 --no_memory
     python benchmarks/train_step.py --memory_only
-    python benchmarks/train_step.py --cpu_devices=1    # one CPU device (JAX's default)
+    python benchmarks/train_step.py --cpu_devices=1    # one CPU device instead of the default
 
 Times `glow_ood.train.make_train_step` (the jitted step the trainer runs: dequantization,
 loss, gradient, clipping, Adam, metrics) and the evaluation forward pass of
 `glow_ood.evaluate`, in images per second. With the `bench` extra installed
 (`pip install -e '.[bench]'`: torch, normflows) it builds normflows' Glow with the same
 architecture (L levels of K steps of ActNorm, LU 1x1 conv, affine coupling with a
-conv3x3-ReLU-conv1x1-ReLU-conv3x3 net, learned priors), the same batch and Adam, and
-times both in alternating rounds in one run; each ratio (ours / peer) is the median
-over rounds. The peer runs in a child process of its own (only one of the two computes
-at a time), so the process-wide allocator setting below does not touch it. Torch gets
-as many threads as XLA's CPU client uses (the cores this process may run on), so both
-run on the same cores.
+conv3x3-ReLU-conv1x1-ReLU-conv3x3 net, learned priors), the same batch and Adam.
+
+Every measurement runs in fresh processes, as a user launches: for each size,
+--processes pairs of one process per side, started side by side, their rounds
+alternating (only one computes at a time). Ours is set up as `python -m
+glow_ood.main` sets itself up by default (the CPU split into the JAX devices the
+launcher chooses for that config, --host_memory auto); the peer gets as many torch
+threads as there are usable cores and its allocator's default. Printed: each pair's
+rates as it ends, then per size the median over processes, the largest deviation of
+one process from it (the spread a user sees between launches) and the median and
+range of the per-pair ratios.
 
 `--host_memory` (default auto: keep on a CPU-only machine) is the launcher's setting of
 the same name (`glow_ood.host_memory`): XLA's per-step temporaries reuse mapped memory
@@ -24,11 +29,6 @@ allocator's default.
 
 The split priors differ slightly: ours conditions each on the kept half through a 3x3
 conv; normflows' are learned per channel. Both are a small share of the step.
-
-On a CPU-only machine the host is split into one JAX device per usable core
-(`glow_ood.parallel.split_cpu_into_devices`, as `python -m glow_ood.main --cpu_devices=N`
-does), so the project's data-parallel step runs one batch shard per core; `--cpu_devices=1`
-times the single-device default.
 
 Finally prints the compiled temporary memory of one train step (L=2, width 128, batch 32,
 32x32x1) at K=8 and K=32 for each `model.recompute` strategy.
@@ -191,24 +191,27 @@ def peer_available() -> bool:
   return all(importlib.util.find_spec(name) is not None for name in ('torch', 'normflows'))
 
 
-class PeerProcess:
-  """A PeerRunner in a child process, driven one round at a time over a pipe.
+class WorkerProcess:
+  """One side's runner (ours or the peer) in a fresh child process, one round at a time
+  over a pipe.
 
-  The peer gets a process of its own so that nothing this process sets up for
-  JAX (the C allocator's settings of --host_memory, XLA's threads) changes its
-  speed: each framework runs as it would alone, and only the rounds alternate.
+  Each process is set up as a user's would be: ours splits the CPU into JAX devices
+  and applies --host_memory first thing, as `python -m glow_ood.main` does; the peer
+  sets torch's threads and leaves the allocator alone. Fresh processes per repeat show
+  what a user gets from one launch to the next, not only within one process.
   """
 
-  def __init__(self, size: Size):
+  def __init__(self, side: str, size: Size, cpu_devices: int, host_memory_choice: str):
     self.process = subprocess.Popen(
-        [sys.executable, os.path.abspath(__file__), '--peer_worker', size.name],
+        [sys.executable, os.path.abspath(__file__), '--worker', side, size.name,
+         str(cpu_devices), host_memory_choice],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    self._read()  # built, warmed up
+    self._read()  # built, compiled, warmed up
 
   def _read(self) -> str:
     line = self.process.stdout.readline()
     if not line:
-      raise RuntimeError(f'The peer process ended (exit status {self.process.wait()}); '
+      raise RuntimeError(f'A benchmark process ended (exit status {self.process.wait()}); '
                          'its error is above.')
     return line.strip()
 
@@ -228,14 +231,20 @@ class PeerProcess:
     self.process.wait()
 
 
-def peer_worker(size_name: str) -> None:
-  """The child's side of PeerProcess: answers 'train N' / 'eval N' with an img/s rate."""
-  import torch  # pylint: disable=g-import-not-at-top
-  # As many threads as XLA's CPU client: one per core this process may run on.
-  torch.set_num_threads(len(os.sched_getaffinity(0)))
+def worker(side: str, size_name: str, cpu_devices: int, host_memory_choice: str) -> None:
+  """The child's side of WorkerProcess: answers 'train N' / 'eval N' with an img/s rate."""
   out = sys.stdout
   sys.stdout = sys.stderr  # library chatter must not reach the pipe
-  runner = PeerRunner({s.name: s for s in SIZES}[size_name])
+  size = {s.name: s for s in SIZES}[size_name]
+  if side == 'ours':
+    host_memory.apply(host_memory_choice)
+    parallel.split_cpu_into_devices(cpu_devices)
+    runner = OursRunner(size)
+  else:
+    import torch  # pylint: disable=g-import-not-at-top
+    # As many threads as XLA's CPU client: one per core this process may run on.
+    torch.set_num_threads(len(os.sched_getaffinity(0)))
+    runner = PeerRunner(size)
   out.write('ready\n')
   out.flush()
   for line in sys.stdin:
@@ -245,25 +254,47 @@ def peer_worker(size_name: str) -> None:
     out.flush()
 
 
-def benchmark_size(size: Size, rounds: int, num_steps: int, with_peer: bool) -> dict:
-  ours = OursRunner(size)
-  peer = PeerProcess(size) if with_peer else None
-  rates = {'train': [], 'eval': [], 'peer_train': [], 'peer_eval': []}
-  for r in range(rounds):
-    # Alternate who goes first so slow drifts of a shared machine hit both.
-    order = [('', ours), ('peer_', peer)] if r % 2 == 0 else [('peer_', peer), ('', ours)]
-    for prefix, runner in order:
-      if runner is None:
-        continue
-      rates[prefix + 'train'].append(runner.train_rate(num_steps))
-      rates[prefix + 'eval'].append(runner.eval_rate(num_steps))
-  row = {name: statistics.median(v) for name, v in rates.items() if v}
+def spread(values) -> float:
+  """Largest deviation from the median, as a fraction of it (0.15 = within +-15%)."""
+  middle = statistics.median(values)
+  return max(abs(v - middle) for v in values) / middle
+
+
+def benchmark_size(size: Size, processes: int, rounds: int, num_steps: int, with_peer: bool,
+                   cpu_devices: int, host_memory_choice: str) -> dict:
+  """Per process pair: a fresh process of each side, rounds alternating between them; a
+  process's rate is the median of its rounds. Headline: the median over processes, and
+  the ratio's median over pairs (each pair measured side by side)."""
+  per_process = {'train': [], 'eval': [], 'peer_train': [], 'peer_eval': []}
+  for p in range(processes):
+    ours = WorkerProcess('ours', size, cpu_devices, host_memory_choice)
+    peer = WorkerProcess('peer', size, cpu_devices, host_memory_choice) if with_peer else None
+    rates = {k: [] for k in per_process}
+    for r in range(rounds):
+      # Alternate who goes first so slow drifts of a shared machine hit both.
+      order = [('', ours), ('peer_', peer)] if (p + r) % 2 == 0 else [('peer_', peer), ('', ours)]
+      for prefix, runner in order:
+        if runner is None:
+          continue
+        rates[prefix + 'train'].append(runner.train_rate(num_steps))
+        rates[prefix + 'eval'].append(runner.eval_rate(num_steps))
+    for runner in (ours, peer):
+      if runner is not None:
+        runner.close()
+    for name, values in rates.items():
+      if values:
+        per_process[name].append(statistics.median(values))
+    print(f'  {size.name} process pair {p + 1}/{processes}: ' + ', '.join(
+        f'{name} {values[-1]:.0f}' for name, values in per_process.items() if values)
+          + ' img/s', flush=True)
+  row = {name: statistics.median(v) for name, v in per_process.items() if v}
+  row.update({name + '_spread': spread(v) for name, v in per_process.items() if v})
+  row['per_process'] = per_process
   if with_peer:
     for kind in ('train', 'eval'):
-      ratios = [a / b for a, b in zip(rates[kind], rates['peer_' + kind])]
+      ratios = [a / b for a, b in zip(per_process[kind], per_process['peer_' + kind])]
       row[kind + '_ratio'] = statistics.median(ratios)
       row[kind + '_ratio_range'] = (min(ratios), max(ratios))
-    peer.close()
   return row
 
 
@@ -297,77 +328,82 @@ def print_memory(strategies) -> None:
     print(f'| {strategy} | {mib[0]:.1f} | {mib[1]:.1f} | {mib[1] / mib[0]:.3f} |', flush=True)
 
 
-def default_cpu_devices() -> int:
-  """One per usable core, lowered until every benchmarked batch divides evenly."""
-  count = len(os.sched_getaffinity(0))
-  while any(size.batch % count for size in SIZES):
-    count -= 1
-  return count
+def launch_cpu_devices(size: Size) -> int:
+  """The JAX CPU devices `python -m glow_ood.main` chooses by default (--cpu_devices=0) for
+  this size's config: one per usable core, fewer until every batch size divides."""
+  return parallel.auto_cpu_devices(parallel.config_batch_sizes(make_config(size)))
 
 
 def main() -> None:
-  if len(sys.argv) == 3 and sys.argv[1] == '--peer_worker':
-    peer_worker(sys.argv[2])
+  if len(sys.argv) == 6 and sys.argv[1] == '--worker':
+    worker(sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5])
     return
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--sizes', default=','.join(s.name for s in SIZES),
                       help='comma-separated names among ' + ', '.join(s.name for s in SIZES))
-  parser.add_argument('--rounds', type=int, default=5, help='alternating rounds per size')
+  parser.add_argument('--processes', type=int, default=5,
+                      help='fresh processes per side and size (each pair measured side by side)')
+  parser.add_argument('--rounds', type=int, default=3, help='alternating rounds per process')
   parser.add_argument('--steps', type=int, default=10, help='timed steps per round')
   parser.add_argument('--no_peer', action='store_true', help='time only glow_ood')
   parser.add_argument('--memory_only', action='store_true')
   parser.add_argument('--no_memory', action='store_true')
-  parser.add_argument('--cpu_devices', type=int, default=default_cpu_devices(),
-                      help='JAX CPU devices to split the host into (default: one per usable '
-                      'core, or fewer so that every size\'s batch divides; 1 = one CPU '
-                      'device); ignored when an accelerator is present')
+  parser.add_argument('--cpu_devices', type=int, default=0,
+                      help='JAX CPU devices for our processes; 0 (default) = what the launcher '
+                      'chooses by default for each size (one per usable core, fewer until the '
+                      'batch divides); 1 = one CPU device; ignored with an accelerator')
   parser.add_argument('--host_memory', choices=host_memory.CHOICES, default='auto',
-                      help=host_memory.FLAG_HELP + ' Process-wide: the peer runs under the '
-                      'same setting.')
+                      help=host_memory.FLAG_HELP + ' Our processes only; the peer keeps its '
+                      'allocator\'s default.')
   parser.add_argument('--strategies', default='none,checkpoint,invertible',
                       help='model.recompute values for the memory table')
   args = parser.parse_args()
-  memory_kept = host_memory.apply(args.host_memory)
-  parallel.split_cpu_into_devices(args.cpu_devices)
+  if args.processes < 1 or args.rounds < 1 or args.steps < 1:
+    parser.error('--processes, --rounds and --steps must each be at least 1')
 
   with_peer = not args.no_peer and peer_available()
-  print(f'jax {jax.__version__} on {jax.device_count()} {jax.devices()[0].platform} device(s), '
-        f'{os.cpu_count()} cores '
-        f'({len(os.sched_getaffinity(0))} usable), load average '
-        f'{", ".join(f"{v:.2f}" for v in os.getloadavg())}; host memory '
-        f'{"kept for reuse" if memory_kept else "released (allocator default)"}')
+  cores = len(os.sched_getaffinity(0))
+  print(f'jax {jax.__version__}, {os.cpu_count()} cores ({cores} usable), load average '
+        f'{", ".join(f"{v:.2f}" for v in os.getloadavg())}; our processes: --host_memory='
+        f'{args.host_memory}, --cpu_devices={args.cpu_devices or "as launched"}')
   if with_peer:
     print(f'peer: normflows {importlib.metadata.version("normflows")}, torch '
-          f'{importlib.metadata.version("torch")}, {len(os.sched_getaffinity(0))} threads, '
-          'in a child process with the default allocator')
+          f'{importlib.metadata.version("torch")}, {cores} threads, default allocator')
   elif not args.no_peer:
     print("peer: not installed (pip install -e '.[bench]'); timing glow_ood alone")
 
   if not args.memory_only:
     wanted = args.sizes.split(',')
-    header = '| size | glow_ood train img/s | glow_ood eval img/s |'
-    rule = '|---|---|---|'
+    header = '| size | devices | glow_ood train img/s (spread) | glow_ood eval img/s (spread) |'
+    rule = '|---|---|---|---|'
     if with_peer:
-      header += (' normflows train img/s | normflows eval img/s | train ratio (range) |'
-                 ' eval ratio (range) |')
+      header += (' normflows train img/s (spread) | normflows eval img/s (spread) |'
+                 ' train ratio (range) | eval ratio (range) |')
       rule += '---|---|---|---|'
-    print(f'\n{args.rounds} alternating rounds of {args.steps} steps, medians:')
-    print(header)
-    print(rule)
+    rows = []
     for size in SIZES:
       if size.name not in wanted:
         continue
-      row = benchmark_size(size, args.rounds, args.steps, with_peer)
+      devices = args.cpu_devices or launch_cpu_devices(size)
+      row = benchmark_size(size, args.processes, args.rounds, args.steps, with_peer, devices,
+                           args.host_memory)
       label = (f'{size.name}: L={size.levels} K={size.steps} W={size.width} B={size.batch} '
                f'{"x".join(map(str, size.image))}')
-      line = f'| {label} | {row["train"]:.0f} | {row["eval"]:.0f} |'
+      cell = lambda name: f'{row[name]:.0f} (±{100 * row[name + "_spread"]:.0f}%)'
+      line = f'| {label} | {devices} | {cell("train")} | {cell("eval")} |'
       if with_peer:
-        line += (f' {row["peer_train"]:.0f} | {row["peer_eval"]:.0f} |'
+        line += (f' {cell("peer_train")} | {cell("peer_eval")} |'
                  f' {row["train_ratio"]:.2f} ({row["train_ratio_range"][0]:.2f}-'
                  f'{row["train_ratio_range"][1]:.2f}) |'
                  f' {row["eval_ratio"]:.2f} ({row["eval_ratio_range"][0]:.2f}-'
                  f'{row["eval_ratio_range"][1]:.2f}) |')
-      print(line, flush=True)
+      rows.append(line)
+    print(f'\nMedians over {args.processes} fresh processes per side (each the median of '
+          f'{args.rounds} rounds of {args.steps} steps); spread: the largest deviation of one '
+          'process from that median; ratio: ours / peer per side-by-side pair, median and range:')
+    print(header)
+    print(rule)
+    print('\n'.join(rows), flush=True)
   if not args.no_memory:
     print_memory(args.strategies.split(','))
 
