@@ -36,8 +36,8 @@ from glow_ood.experiment import model_analysis
 from glow_ood.experiment import model_runs
 from glow_ood.experiment import preflight
 from glow_ood.experiment import ood_section
-from glow_ood.scores import suite
 from glow_ood.experiment import report
+from glow_ood.scores import suite
 
 FIGURES_DIR = 'figures'
 RESULTS_FILE = 'results.json'

@@ -160,11 +160,16 @@ def test_fits_use_only_what_they_are_given():
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
-def test_compute_scores_skips_scores_whose_statistics_are_missing_and_chunks():
-  rng = np.random.default_rng(5)
-  train, test = _stats(rng, 100), _stats(rng, 37)
+def _fitted_defaults(seed, num_test):
+  """Every default score fitted on 100 training images, and num_test test images."""
+  rng = np.random.default_rng(seed)
+  train, test = _stats(rng, 100), _stats(rng, num_test)
   every = scores_lib.default_scores(LATENT_DIMS, NUM_DIMS)
-  fitted = scores_lib.fit_scores(scores_lib.applicable(every, train), train)
+  return every, scores_lib.fit_scores(scores_lib.applicable(every, train), train), test
+
+
+def test_compute_scores_skips_scores_whose_statistics_are_missing_and_chunks():
+  every, fitted, test = _fitted_defaults(5, 37)
   whole = scores_lib.compute_scores(every, fitted, test)
   chunked = scores_lib.compute_scores(every, fitted, test, chunk=8)
   assert 'likelihood ratio' not in whole and 'WAIC' not in whole
@@ -186,10 +191,7 @@ def _overflow(stats, rows, level=0):
 
 
 def test_an_overflowed_image_ranks_as_most_ood_where_a_score_is_undefined():
-  rng = np.random.default_rng(7)
-  train, test = _stats(rng, 100), _stats(rng, 20)
-  every = scores_lib.default_scores(LATENT_DIMS, NUM_DIMS)
-  fitted = scores_lib.fit_scores(scores_lib.applicable(every, train), train)
+  every, fitted, test = _fitted_defaults(7, 20)
   clean = scores_lib.compute_scores(every, fitted, test)
   broken = _overflow(test, [3])
   both = _overflow(broken, [5], level=1)   # both levels: the level ratio is inf - inf
