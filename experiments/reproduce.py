@@ -39,7 +39,7 @@ FLAGS = flags.FLAGS
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  launch_flags.apply_before_jax(FLAGS.config)
+  launch_flags.apply_before_jax(FLAGS.config, FLAGS.workdir)
   from glow_ood import metrics  # pylint: disable=g-import-not-at-top
   from glow_ood.experiment import pipeline  # pylint: disable=g-import-not-at-top
   from glow_ood import user_errors  # pylint: disable=g-import-not-at-top

@@ -76,7 +76,8 @@ class Evaluator:
     return out
 
   def terms_fn(self, dequantization: str):
-    """Jitted (variables, x_uint8 [B,H,W,C], key) -> `terms` of the images, replicated."""
+    """Jitted (variables, x_uint8 [B,H,W,C], key) -> `terms` of the images, readable on every
+    host (parallel.per_example_output)."""
     if dequantization not in self._fns:
       def fn(variables, x_uint8, key):
         return self.terms(variables, x_uint8.astype(jnp.float32), key, dequantization)
@@ -84,7 +85,7 @@ class Evaluator:
       replicated = parallel.replicated(self.mesh)
       self._fns[dequantization] = jax.jit(
           fn, in_shardings=(replicated, parallel.batch_sharding(self.mesh), replicated),
-          out_shardings=replicated)
+          out_shardings=parallel.per_example_output(self.mesh))
     return self._fns[dequantization]
 
   def __call__(self, variables, images: np.ndarray, *, key: jax.Array,

@@ -2,13 +2,14 @@
 experiment command (experiments/reproduce.py).
 
   launch_flags.define('a model's')       # at import, beside the command's own flags
-  launch_flags.apply_before_jax()        # first thing in main(): before JAX starts
+  launch_flags.apply_before_jax(config, workdir)   # first thing in main(): before JAX starts
 """
 
 import os
 
 from absl import flags
 
+from glow_ood import compilation_cache
 from glow_ood import host_memory
 from glow_ood import parallel
 from glow_ood import user_errors
@@ -21,7 +22,7 @@ DEFAULT_CPU_DEVICES = 0
 
 
 def define(whose_checkpoint: str) -> None:
-  """--cpu_devices, --host_memory, --debug and --on_damaged_checkpoint.
+  """--cpu_devices, --host_memory, --compilation_cache, --debug and --on_damaged_checkpoint.
 
   whose_checkpoint: how the damaged-checkpoint help names it ("the", "a model's").
   """
@@ -31,6 +32,7 @@ def define(whose_checkpoint: str) -> None:
                        'until every batch size of the config divides by it. Ignored by '
                        'accelerators.', lower_bound=0)
   flags.DEFINE_enum('host_memory', 'auto', host_memory.CHOICES, host_memory.FLAG_HELP)
+  flags.DEFINE_string('compilation_cache', 'auto', compilation_cache.FLAG_HELP)
   flags.DEFINE_bool('debug', False, 'Show the traceback of an expected failure (bad config, '
                     'data, workdir or checkpoint) instead of its one-line message.')
   flags.DEFINE_enum('on_damaged_checkpoint', 'stop', ['stop', 'fallback'],
@@ -39,12 +41,17 @@ def define(whose_checkpoint: str) -> None:
                     'aside as <step>.damaged and go on from the newest intact checkpoint).')
 
 
-def apply_before_jax(config=None) -> int:
-  """--host_memory and --cpu_devices, which must take effect before JAX starts its backend;
-  returns the CPU device count chosen (printed when it is not 1). `config` (the parsed
-  --config) gives the batch sizes that --cpu_devices=0 must divide. A bad --cpu_devices
-  ends the command with one line."""
+def apply_before_jax(config=None, workdir: str | None = None) -> int:
+  """--host_memory, --cpu_devices and --compilation_cache, which must take effect before JAX
+  starts its backend and compiles; returns the CPU device count chosen (printed when it is
+  not 1). `config` (the parsed --config) gives the batch sizes that --cpu_devices=0 must
+  divide; `workdir` holds the cache under --compilation_cache=auto. A bad --cpu_devices or
+  --compilation_cache ends the command with one line."""
   host_memory.apply(FLAGS.host_memory)
+  try:
+    compilation_cache.enable(compilation_cache.directory(FLAGS.compilation_cache, workdir))
+  except ValueError as error:
+    user_errors.exit_with_message(user_errors.ConfigError(str(error)))
   count = FLAGS.cpu_devices
   if count == 0:
     count = auto_cpu_devices(config)

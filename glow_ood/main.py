@@ -218,7 +218,7 @@ def _resume_note(mode: str, workdir: str) -> str:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  launch_flags.apply_before_jax(FLAGS.config)
+  launch_flags.apply_before_jax(FLAGS.config, FLAGS.workdir)
   parallel.initialize_distributed(FLAGS.multihost,
                                   coordinator_address=FLAGS.coordinator_address,
                                   num_processes=FLAGS.num_processes,

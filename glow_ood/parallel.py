@@ -131,6 +131,17 @@ def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 
 
+def per_example_output(mesh: Mesh) -> NamedSharding:
+  """Where a jitted function's per-example results [B, ...] stay for the host to read.
+
+  One process: split like the batch, so each device keeps its own rows and to_host
+  copies them out; gathering them on every device first (replicated) is a collective
+  whose rendezvous cost the quick Glow's evaluation 30% of its time on 2 CPU devices.
+  Several processes: replicated, since each host reads every row.
+  """
+  return batch_sharding(mesh) if jax.process_count() == 1 else replicated(mesh)
+
+
 def host_batch_size(global_batch_size: int) -> int:
   """Rows of a global batch that this process supplies."""
   if global_batch_size % jax.process_count():

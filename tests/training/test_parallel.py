@@ -179,6 +179,13 @@ _FOUR_DEVICES = textwrap.dedent('''
     host = parallel.to_host({'x': x, 'total': total})
     np.testing.assert_array_equal(host['total'], local.sum(axis=0))
     assert isinstance(host['x'], np.ndarray) and isinstance(host['total'], np.ndarray)
+
+    # Per-example results stay split like the batch (one process): no gather on the devices,
+    # each device keeps its own rows, and the host reads them back in order.
+    doubled = jax.jit(lambda a: 2 * a, out_shardings=parallel.per_example_output(mesh))(x)
+    assert doubled.sharding == parallel.batch_sharding(mesh)
+    assert [s.data.shape[0] for s in doubled.addressable_shards] == [2, 2, 2, 2]
+    np.testing.assert_array_equal(parallel.to_host(doubled), 2 * local)
     print('four devices ok')
 ''')
 
