@@ -1,5 +1,5 @@
 """--compilation_cache: where each setting puts the cache, and that a run served from it
-compiles nothing it has and ends bit for bit where a run that compiled everything ends."""
+reads its programs back and ends bit for bit where a run that compiled everything ends."""
 
 import os
 import subprocess
@@ -7,9 +7,9 @@ import subprocess
 import pytest
 
 from glow_ood import compilation_cache
+from glow_ood.configs import tiny
 from tests.training.conftest import (REPO_ROOT, load_checkpoint, main_command,
                                      max_abs_difference, subprocess_env)
-from glow_ood.configs import tiny
 
 HIT = 'Persistent compilation cache hit'
 MISS = 'PERSISTENT COMPILATION CACHE MISS'
