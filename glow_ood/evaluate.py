@@ -43,7 +43,7 @@ class Evaluator:
   def __init__(self, config: ml_collections.ConfigDict, mesh=None):
     self.config = config
     self.mesh = parallel.make_mesh() if mesh is None else mesh
-    self.model = model_kinds.build_model(config)
+    self.model = model_kinds.build_model(config, evaluation=True)
     self.n_bits = config.n_bits
     self.image_shape = train_state_lib.image_shape(config)
     self.num_dims = train_state_lib.num_dims(config)

@@ -43,7 +43,7 @@ class Sampler:
   def __init__(self, config: ml_collections.ConfigDict, mesh=None):
     self.config = config
     self.mesh = parallel.make_mesh() if mesh is None else mesh
-    model = model_kinds.build_model(config)
+    model = model_kinds.build_model(config, evaluation=True)
     shape = train_state_lib.image_shape(config)
     num = config.sample.num
 

@@ -27,7 +27,7 @@ CLOSED_FORM_PRIOR_STD = 1.0
 
 def log_prob_fn(model_config: ml_collections.ConfigDict, variables):
   """y [H, W, C] (float, model scale) -> log p(y), nats, at fixed variables (model.init's dict)."""
-  model = model_kinds.build_model(model_config)
+  model = model_kinds.build_model(model_config, evaluation=True)
 
   def fn(y_HxWxC):
     out = model.apply(variables, y_HxWxC[None], method=Glow.forward)

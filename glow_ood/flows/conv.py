@@ -112,6 +112,18 @@ def _matmul(a, b):
   return jax.lax.dot_general(a, b, (((1,), (0,)), ((), ())))
 
 
+def _transposed(kernel: jax.Array) -> jax.Array:
+  """kernel.T as its own small array, so the product that reads it is a plain one.
+
+  Left to itself XLA folds a transpose into the dot that reads it (contracting the
+  kernel's first axis), and its CPU backend runs that form as a generic dot instead
+  of the library's product: 27% of the L=3 RGB evaluation's op time. Materialised
+  (the barrier keeps it), the evaluation ran ~20% faster at the quick and L=3 RGB
+  sizes, the train step within noise (docs/performance.md).
+  """
+  return jax.lax.optimization_barrier(kernel.T)
+
+
 def conv3x3_channels_first(x_t: jax.Array, kernel: jax.Array) -> jax.Array:
   """'SAME' 3x3 convolution of x_t [Cin, B, H, W] (channels first), kernel [3, 3, Cin, Cout].
 
@@ -127,7 +139,7 @@ def conv3x3_channels_first(x_t: jax.Array, kernel: jax.Array) -> jax.Array:
   if cin <= cout:
     patches = jnp.concatenate([_shift(x_t, i, j, (2, 3)) for i, j in _TAPS], axis=0)
     # [Cout, 9 Cin] @ [9 Cin, B H W]; the kernel's transpose is small.
-    y = _matmul(kernel.reshape(9 * cin, cout).T, patches.reshape(9 * cin, b * h * w))
+    y = _matmul(_transposed(kernel.reshape(9 * cin, cout)), patches.reshape(9 * cin, b * h * w))
     return y.reshape(cout, b, h, w)
   kernel_t = jnp.transpose(kernel.reshape(9, cin, cout), (0, 2, 1)).reshape(9 * cout, cin)
   partial = _matmul(kernel_t, x_t.reshape(cin, b * h * w)).reshape(9, cout, b, h, w)
@@ -136,7 +148,7 @@ def conv3x3_channels_first(x_t: jax.Array, kernel: jax.Array) -> jax.Array:
 
 def conv1x1_channels_first(x_t: jax.Array, kernel: jax.Array) -> jax.Array:
   """x_t [Cin, ...] (channels first) through kernel [Cin, Cout]: [Cout, ...]."""
-  y = _matmul(kernel.T, x_t.reshape(x_t.shape[0], -1))
+  y = _matmul(_transposed(kernel), x_t.reshape(x_t.shape[0], -1))
   return y.reshape(kernel.shape[-1:] + x_t.shape[1:])
 
 

@@ -165,6 +165,8 @@ class Glow(nn.Module):
   # Steps per iteration of a level's scan. None: all K on CPU, whose XLA backend runs a
   # convolution's kernel gradient inside a loop 20-30x slower than outside one (unrolled,
   # a train step runs as fast as K separate steps but compiles about 2x slower); 1 elsewhere.
+  # Programs without parameter gradients (evaluation, attacks) build with 1 on every backend
+  # (glow_ood.model_kinds, evaluation_fields).
   scan_unroll: int | None = None
 
   def setup(self):

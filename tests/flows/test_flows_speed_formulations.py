@@ -1,5 +1,7 @@
 """The fast conv formulations equal XLA's convolution, values and gradients."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -23,6 +25,22 @@ def _value_and_grads(conv, x, kernel, probe):
 def _channels_first(conv):
   """A channels-first conv seen from channels-last arrays."""
   return lambda x, k: jnp.transpose(conv(jnp.transpose(x, (3, 0, 1, 2)), k), (1, 2, 3, 0))
+
+
+def test_channels_first_products_read_a_materialised_transposed_kernel():
+  """The forward products are plain [M, K] @ [K, N] in the compiled program: XLA keeps the
+  kernel's transpose as its own array instead of folding it into the dot (contracting the
+  kernel's first axis), a form its CPU backend runs as a slower generic dot."""
+  cases = [(conv3x3_channels_first, (jnp.ones((4, 2, 8, 8)), jnp.ones((3, 3, 4, 16)))),
+           (conv1x1_channels_first, (jnp.ones((16, 2, 8, 8)), jnp.ones((16, 24))))]
+  for conv, args in cases:
+    hlo = jax.jit(conv).lower(*args).compile().as_text()
+    dims = re.findall(r' dot\(.*?lhs_contracting_dims=\{(\d)\}, rhs_contracting_dims=\{(\d)\}', hlo)
+    assert dims == [('1', '0')], (conv.__name__, dims)
+  # The same product written with a bare kernel.T is the folded form this guards against.
+  folded = jax.jit(lambda x, k: jax.lax.dot_general(k.T, x, (((1,), (0,)), ((), ())))).lower(
+      jnp.ones((16, 128)), jnp.ones((16, 24))).compile().as_text()
+  assert re.findall(r' dot\(.*?lhs_contracting_dims=\{(\d)\}', folded) == ['0']
 
 
 @pytest.mark.parametrize('cin, cout', [
