@@ -16,12 +16,23 @@ from glow_ood.experiment import model_analysis
 from glow_ood.flows.glow import Glow
 
 
-def test_evaluation_build_rolls_the_scan_only_where_the_config_leaves_it_open(tiny_config):
+def test_evaluation_build_rolls_the_scan_only_where_the_config_leaves_it_open(tiny_config,
+                                                                           monkeypatch):
   config = tiny_config
   assert config.model.scan_unroll is None
   assert model_kinds.build_model(config).scan_unroll is None            # the train step's
   assert model_kinds.build_model(config, evaluation=True).scan_unroll == 1
   assert evaluate.Evaluator(config).model.scan_unroll == 1
+  # Every program without parameter gradients asks for the evaluation build.
+  asked = []
+  build = model_kinds.build_model
+  monkeypatch.setattr(model_kinds, 'build_model',
+                      lambda c, evaluation=False: asked.append(evaluation) or build(c, evaluation))
+  evaluate.Evaluator(config)
+  sample.Sampler(config)
+  model_analysis.log_prob_fn(config, variables=None)
+  assert asked == [True, True, True]
+  monkeypatch.undo()
   config.model.scan_unroll = 2                                         # a user's choice wins
   assert model_kinds.build_model(config, evaluation=True).scan_unroll == 2
   assert evaluate.Evaluator(config).model.scan_unroll == 2
