@@ -31,16 +31,18 @@ def test_channels_first_products_read_a_materialised_transposed_kernel():
   """The forward products are plain [M, K] @ [K, N] in the compiled program: XLA keeps the
   kernel's transpose as its own array instead of folding it into the dot (contracting the
   kernel's first axis), a form its CPU backend runs as a slower generic dot."""
-  cases = [(conv3x3_channels_first, (jnp.ones((4, 2, 8, 8)), jnp.ones((3, 3, 4, 16)))),
-           (conv1x1_channels_first, (jnp.ones((16, 2, 8, 8)), jnp.ones((16, 24))))]
-  for conv, args in cases:
-    hlo = jax.jit(conv).lower(*args).compile().as_text()
-    dims = re.findall(r' dot\(.*?lhs_contracting_dims=\{(\d)\}, rhs_contracting_dims=\{(\d)\}', hlo)
-    assert dims == [('1', '0')], (conv.__name__, dims)
-  # The same product written with a bare kernel.T is the folded form this guards against.
-  folded = jax.jit(lambda x, k: jax.lax.dot_general(k.T, x, (((1,), (0,)), ((), ())))).lower(
-      jnp.ones((16, 128)), jnp.ones((16, 24))).compile().as_text()
-  assert re.findall(r' dot\(.*?lhs_contracting_dims=\{(\d)\}', folded) == ['0']
+  with jax.default_device(jax.devices('cpu')[0]):   # the CPU backend's program, on any host
+    cases = [(conv3x3_channels_first, (jnp.ones((4, 2, 8, 8)), jnp.ones((3, 3, 4, 16)))),
+             (conv1x1_channels_first, (jnp.ones((16, 2, 8, 8)), jnp.ones((16, 24))))]
+    for conv, args in cases:
+      hlo = jax.jit(conv).lower(*args).compile().as_text()
+      dims = re.findall(r' dot\(.*?lhs_contracting_dims=\{(\d)\}, rhs_contracting_dims=\{(\d)\}',
+                        hlo)
+      assert dims == [('1', '0')], (conv.__name__, dims)
+    # The same product written with a bare kernel.T is the folded form this guards against.
+    folded = jax.jit(lambda x, k: jax.lax.dot_general(k.T, x, (((1,), (0,)), ((), ())))).lower(
+        jnp.ones((16, 128)), jnp.ones((16, 24))).compile().as_text()
+    assert re.findall(r' dot\(.*?lhs_contracting_dims=\{(\d)\}', folded) == ['0']
 
 
 @pytest.mark.parametrize('cin, cout', [
