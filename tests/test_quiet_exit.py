@@ -39,3 +39,39 @@ def test_a_real_unraisable_closed_loop_error_prints_nothing(monkeypatch, capsys)
   CallsTheClosedLoopWhenCollected()
   gc.collect()
   assert capsys.readouterr().err == ''
+
+
+
+_ABANDON = """
+import asyncio, gc, logging, sys
+logging.basicConfig()
+ns = {}
+exec(compile('def read():\\n  raise ValueError("DATA_LOSS")\\n', sys.argv[1], 'exec'), ns)
+async def abandon():
+  future = asyncio.get_running_loop().create_future()
+  try:
+    ns['read']()
+  except ValueError as error:
+    future.set_exception(error)
+  del future
+  gc.collect()
+if sys.argv[2] == 'install':
+  from glow_ood import quiet_exit
+  quiet_exit.install()
+asyncio.run(abandon())
+gc.collect()
+"""
+
+
+def _stderr(filename: str, install: str) -> str:
+  """stderr of a process that abandons a failed future raised in code from filename."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  return subprocess.run([sys.executable, '-c', _ABANDON, filename, install], check=True,
+                        capture_output=True, text=True).stderr
+
+
+def test_drops_only_never_retrieved_reads_raised_in_orbax():
+  report = 'Future exception was never retrieved'
+  assert report in _stderr('/x/orbax/checkpoint/read.py', 'no')
+  assert report not in _stderr('/x/orbax/checkpoint/read.py', 'install')
+  assert report in _stderr('/x/elsewhere/read.py', 'install')    # any other code: logged
