@@ -15,8 +15,9 @@ abandoned future is collected.
 programs, never on import, and not under --debug) puts a hook in front of
 sys.unraisablehook that drops exactly these; every other unraisable exception
 reaches the hook that was there before, and a filter on asyncio's logger that drops
-its never-retrieved reports of exceptions raised inside orbax (the restore has already
-failed with the first, and said so in one line); every other record is logged.
+its never-retrieved reports of exceptions raised inside orbax or by the TensorStore
+reads it awaits (the restore has already failed with the first, and said so in one
+line); every other record is logged.
 """
 
 from __future__ import annotations
@@ -36,10 +37,18 @@ def is_closed_loop_report(unraisable) -> bool:
 NEVER_RETRIEVED = ('Future exception was never retrieved', 'Task exception was never retrieved')
 
 
+# TensorStore's errors name the spec of the store that failed; a TensorStore future that
+# orbax awaits directly fails with no Python frame of orbax's in its traceback.
+TENSORSTORE_MARK = 'tensorstore_spec'
+
+
 def is_abandoned_checkpoint_read(record: logging.LogRecord) -> bool:
-  """An asyncio never-retrieved report of an exception raised in orbax's code."""
+  """An asyncio never-retrieved report of an exception raised in orbax's code or by a
+  TensorStore operation it started."""
   if not str(record.msg).startswith(NEVER_RETRIEVED) or not record.exc_info:
     return False
+  if TENSORSTORE_MARK in str(record.exc_info[1]):
+    return True
   frames = traceback.extract_tb(record.exc_info[2])
   return any('/orbax/' in frame.filename for frame in frames)
 

@@ -45,8 +45,15 @@ def test_a_real_unraisable_closed_loop_error_prints_nothing(monkeypatch, capsys)
 _ABANDON = """
 import asyncio, gc, logging, sys
 logging.basicConfig()
+filename, install, message = sys.argv[1:]
 ns = {}
-exec(compile('def read():\\n  raise ValueError("DATA_LOSS")\\n', sys.argv[1], 'exec'), ns)
+exec(compile(f'def read():\\n  raise ValueError({message!r})\\n', filename, 'exec'), ns)
+
+class Operation:  # an awaitable that is not a coroutine, as a TensorStore future
+  def __await__(self):
+    ns['read']()
+    yield
+
 async def abandon():
   future = asyncio.get_running_loop().create_future()
   try:
@@ -54,8 +61,11 @@ async def abandon():
   except ValueError as error:
     future.set_exception(error)
   del future
+  task = asyncio.ensure_future(Operation())  # runs and fails; never awaited
+  await asyncio.sleep(0)
+  del task
   gc.collect()
-if sys.argv[2] == 'install':
+if install == 'install':
   from glow_ood import quiet_exit
   quiet_exit.install()
 asyncio.run(abandon())
@@ -63,15 +73,21 @@ gc.collect()
 """
 
 
-def _stderr(filename: str, install: str) -> str:
-  """stderr of a process that abandons a failed future raised in code from filename."""
+def _stderr(filename: str, install: str, message: str = 'DATA_LOSS') -> str:
+  """stderr of a process that abandons a failed future and a failed task (an awaited
+  operation) whose error is raised in code from filename."""
   import subprocess  # pylint: disable=g-import-not-at-top
-  return subprocess.run([sys.executable, '-c', _ABANDON, filename, install], check=True,
-                        capture_output=True, text=True).stderr
+  return subprocess.run([sys.executable, '-c', _ABANDON, filename, install, message],
+                        check=True, capture_output=True, text=True).stderr
 
 
-def test_drops_only_never_retrieved_reads_raised_in_orbax():
-  report = 'Future exception was never retrieved'
-  assert report in _stderr('/x/orbax/checkpoint/read.py', 'no')
-  assert report not in _stderr('/x/orbax/checkpoint/read.py', 'install')
-  assert report in _stderr('/x/elsewhere/read.py', 'install')    # any other code: logged
+def test_drops_only_never_retrieved_reads_raised_in_orbax_or_tensorstore():
+  reports = ('Future exception was never retrieved', 'Task exception was never retrieved')
+  tensorstore = 'DATA_LOSS: Error reading "a/.zarray" [tensorstore_spec=\'{}\']'
+  for report in reports:
+    assert report in _stderr('/x/orbax/checkpoint/read.py', 'no')
+    assert report not in _stderr('/x/orbax/checkpoint/read.py', 'install')
+    assert report in _stderr('/x/elsewhere/read.py', 'install')   # any other code: logged
+    # A TensorStore operation's error carries no orbax frame, only its spec.
+    assert report in _stderr('/x/elsewhere/read.py', 'no', tensorstore)
+    assert report not in _stderr('/x/elsewhere/read.py', 'install', tensorstore)
