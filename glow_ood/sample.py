@@ -37,6 +37,19 @@ def tile(images_uint8: np.ndarray) -> np.ndarray:
   return grid
 
 
+def sample_sharding(mesh, num: int):
+  """Where the `num` drawn images go: split over the devices where `num` divides by them.
+
+  XLA partitions the sampling program like its output, so each device draws its own
+  images; with a replicated output every device would draw every image (PixelCNN++'s
+  pixel-by-pixel sampling of 16 images took 91 s instead of 45 on 2 CPU devices). The
+  random draws are the same either way (threefry keys do not depend on the split).
+  """
+  if num % mesh.size:
+    return parallel.replicated(mesh)
+  return parallel.per_example_output(mesh)
+
+
 class Sampler:
   """Sample grids of one config's model: compiled once, reused at every temperature and step."""
 
@@ -52,7 +65,7 @@ class Sampler:
 
     replicated = parallel.replicated(self.mesh)
     self._fn = jax.jit(fn, in_shardings=(replicated, replicated, replicated),
-                       out_shardings=replicated)
+                       out_shardings=sample_sharding(self.mesh, num))
 
   def grids(self, variables, key: jax.Array) -> dict[float, np.ndarray]:
     """{temperature: uint8 grid [H', W', C]}; the same key at every temperature."""
