@@ -15,6 +15,7 @@ from absl import logging
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 from clu import periodic_actions
 
@@ -54,8 +55,28 @@ def step_metrics(terms: dict, loss, grad_norm, learning_rate) -> dict:
   return metrics
 
 
-def make_train_step(config: ml_collections.ConfigDict, mesh):
-  """Returns step(state, x_uint8 [B,H,W,C], key) -> (state, metrics); state is donated.
+class TrainStep:
+  """step(state, x_uint8 [B,H,W,C], key) -> (state, metrics): the jitted step, state donated.
+
+  The mutation rate of a background model's training data is an argument of the
+  program, not a constant in it, so the candidates of a rate search (and the chosen
+  one's continuation) run one compiled program: on the quick pair each new rate cost
+  a 12-15 s compile. `lower` lowers the program as it is called.
+  """
+
+  def __init__(self, jitted, mutation_rate: float):
+    self._jitted = jitted
+    self._rate = np.float32(mutation_rate)
+
+  def __call__(self, state: TrainState, x_uint8: jax.Array, key: jax.Array):
+    return self._jitted(state, x_uint8, key, self._rate)
+
+  def lower(self, state: TrainState, x_uint8: jax.Array, key: jax.Array):
+    return self._jitted.lower(state, x_uint8, key, self._rate)
+
+
+def make_train_step(config: ml_collections.ConfigDict, mesh) -> TrainStep:
+  """The trainer's step for `config` over `mesh` (see TrainStep).
 
   The loss is the batch mean of bits/dim of the model's training objective
   (for Glow and PixelCNN++ the exact log density; for the VAE its ELBO).
@@ -66,12 +87,13 @@ def make_train_step(config: ml_collections.ConfigDict, mesh):
   n_bits = config.n_bits
   num_dims = train_state_lib.num_dims(config)
   ema_decay = config.train.ema_decay
-  mutation_rate = config.train.mutation_rate
+  mutates = config.train.mutation_rate > 0  # a likelihood-ratio background model's data
   weight_decay = config.train.weight_decay
 
-  def train_step(state: TrainState, x_uint8: jax.Array, base_key: jax.Array):
+  def train_step(state: TrainState, x_uint8: jax.Array, base_key: jax.Array,
+                 mutation_rate: jax.Array):
     noise_key = jax.random.fold_in(base_key, state.step)
-    if mutation_rate > 0:  # a likelihood-ratio background model's training data
+    if mutates:
       x_uint8 = mutate_pixels(jax.random.fold_in(noise_key, 1), x_uint8, mutation_rate)
     y = likelihood.dequantize_uint8(noise_key, x_uint8, n_bits)
     model_rngs = model_kinds.rngs(jax.random.fold_in(noise_key, 2))
@@ -95,10 +117,12 @@ def make_train_step(config: ml_collections.ConfigDict, mesh):
     return new_state, metrics
 
   replicated = parallel.replicated(mesh)
-  return jax.jit(train_step,
-                 in_shardings=(replicated, parallel.batch_sharding(mesh), replicated),
-                 out_shardings=(replicated, replicated),
-                 donate_argnums=(0,))
+  jitted = jax.jit(train_step,
+                   in_shardings=(replicated, parallel.batch_sharding(mesh), replicated,
+                                 replicated),
+                   out_shardings=(replicated, replicated),
+                   donate_argnums=(0,))
+  return TrainStep(jitted, config.train.mutation_rate)
 
 
 @jax.jit

@@ -8,6 +8,7 @@ from glow_ood import parallel
 from glow_ood import optimizer as optimizer_lib
 from glow_ood import train
 from glow_ood import train_state as train_state_lib
+from glow_ood.scores import mutation
 
 
 def test_l2_gradient_is_the_gradient_of_the_penalty():
@@ -55,3 +56,31 @@ def test_background_training_mutates_inputs_and_decays_only_trainable_weights(ti
   assert not np.allclose(decayed[1][0]['level0_steps']['conv']['lu']['l'],
                          plain[1][0]['level0_steps']['conv']['lu']['l'])
   assert decayed[2]['grad_norm'] > plain[2]['grad_norm']
+
+
+def test_mutation_rates_share_one_compiled_step_and_mutate_as_the_rate_says(tiny_config):
+  """Background candidates at different rates lower to one program (one compile for a
+  rate search), and the rate passed in is the one applied."""
+  mesh = parallel.make_mesh()
+  keys = train_state_lib.run_keys(tiny_config.seed)
+  images = np.full((8, 16, 16, 1), 7, np.uint8)
+  batch = parallel.global_batch(mesh, images)
+  state = train_state_lib.create_train_state(tiny_config, mesh, keys['init'], batch)
+  programs = {}
+  for rate in (0.05, 0.3):
+    tiny_config.train.mutation_rate = rate
+    programs[rate] = train.make_train_step(tiny_config, mesh).lower(
+        state, batch, keys['train']).as_text()
+  assert programs[0.05] == programs[0.3]
+  tiny_config.train.mutation_rate = 0.0
+  plain = train.make_train_step(tiny_config, mesh).lower(state, batch, keys['train']).as_text()
+  assert plain != programs[0.05]  # no mutation code where nothing mutates
+
+  # The traced rate draws exactly what the number draws, and about that fraction.
+  key = jax.random.PRNGKey(3)
+  big = jnp.full((64, 32, 32, 1), 7, jnp.uint8)
+  for rate in (0.05, 0.3):
+    traced = jax.jit(mutation.mutate_pixels)(key, big, np.float32(rate))
+    np.testing.assert_array_equal(traced, mutation.mutate_pixels(key, big, rate))
+    changed = float(jnp.mean(traced != 7))
+    assert abs(changed - rate * 255 / 256) < 0.01, (rate, changed)
