@@ -95,11 +95,17 @@ def bootstrap_aurocs(scores_in, scores_out, *, num_resamples: int = 1000,
   """[num_resamples] AUROCs of resamples drawn with replacement from each set independently.
 
   A resample is a vector of counts (how often each image was drawn), so the
-  AUROC of resample b is sum_j c_out[b, j] * (in-weight below s_j + half the
+  AUROC of resample b is sum_j c_out[j, b] * (in-weight below s_j + half the
   in-weight tied with s_j) / (n_in * n_out): one sort, then weighted cumulative
   sums, O(B * (n_in + n_out)) instead of B sorts. The counts depend only on the
   set sizes and the seed, so every score compared on the same two sets sees the
   same resamples (and they are computed once).
+
+  Laid out [images, resamples], every step (row gathers, the cumulative sum down
+  the images, the weighted sum) runs along contiguous rows of all B resamples
+  together: 3-4x faster than [resamples, images] at 2,000 x 5,000 images. The
+  arithmetic is exact: the cumulative counts are integers up to n_in (float32
+  holds them exactly below 2**24) and the weighted sum is taken in float64.
   """
   scores_in, scores_out = _check_scores(scores_in, scores_out)
   if num_resamples < 1:
@@ -109,13 +115,18 @@ def bootstrap_aurocs(scores_in, scores_out, *, num_resamples: int = 1000,
   sorted_in = scores_in[order]
   below = np.searchsorted(sorted_in, scores_out, side='left')
   upto = np.searchsorted(sorted_in, scores_out, side='right')
-  counts_in = resample_counts(n_in, num_resamples, seed, _IN_STREAM)[:, order]
+  counts_in = resample_counts(n_in, num_resamples, seed, _IN_STREAM)[order]
   counts_out = resample_counts(n_out, num_resamples, seed, _OUT_STREAM)
-  cum_in = np.zeros((num_resamples, n_in + 1))
-  np.cumsum(counts_in, axis=1, dtype=np.float64, out=cum_in[:, 1:])
-  less = cum_in[:, below]
-  tied = cum_in[:, upto] - less
-  return np.einsum('bj,bj->b', counts_out, less + 0.5 * tied) / (n_in * n_out)
+  exact = np.float32 if n_in < 2**24 else np.float64
+  cum_in = np.zeros((n_in + 1, num_resamples), exact)  # row k: in-weight of the k lowest
+  np.cumsum(counts_in, axis=0, dtype=exact, out=cum_in[1:])
+  # Twice (weight below + half the tied weight) = weight below + weight up to s_j.
+  twice = cum_in[below]
+  if np.array_equal(below, upto):  # no out-score ties an in-score
+    twice *= 2
+  else:
+    twice += cum_in[upto]
+  return np.einsum('jb,jb->b', counts_out, twice, dtype=np.float64) / (2.0 * n_in * n_out)
 
 
 _IN_STREAM, _OUT_STREAM = 0, 1
@@ -123,12 +134,12 @@ _IN_STREAM, _OUT_STREAM = 0, 1
 
 @functools.lru_cache(maxsize=8)
 def resample_counts(n: int, num: int, seed: int, stream: int) -> np.ndarray:
-  """[num, n] counts (read-only, float32): row b says how often each of n items was drawn
+  """[n, num] counts (read-only, float32): column b says how often each of n items was drawn
   in n draws with replacement, from np.random.default_rng([seed, stream, n])."""
   rng = np.random.default_rng([seed, stream, n])
   draws = rng.integers(0, n, size=(num, n)) + (np.arange(num) * n)[:, None]
   counts = np.bincount(draws.reshape(-1), minlength=num * n).reshape(num, n)
-  counts = counts.astype(np.float32)
+  counts = np.ascontiguousarray(counts.T, dtype=np.float32)
   counts.flags.writeable = False
   return counts
 

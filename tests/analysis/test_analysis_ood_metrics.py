@@ -61,8 +61,8 @@ def test_infinite_scores_rank_at_the_ends_and_nan_is_refused():
   counts_in = ood_metrics.resample_counts(3, 20, 3, 0)
   counts_out = ood_metrics.resample_counts(3, 20, 3, 1)
   for b in range(20):
-    expanded_in = np.repeat(scores_in, counts_in[b].astype(int))
-    expanded_out = np.repeat(scores_out, counts_out[b].astype(int))
+    expanded_in = np.repeat(scores_in, counts_in[:, b].astype(int))
+    expanded_out = np.repeat(scores_out, counts_out[:, b].astype(int))
     assert values[b] == pytest.approx(ood_metrics.auroc(expanded_in, expanded_out))
   with pytest.raises(ValueError, match=r'1 of the 2 OOD scores are NaN.*\+inf and -inf'):
     ood_metrics.auroc([0.0, 1.0], [np.nan, 2.0])
