@@ -90,6 +90,19 @@ def make_train_step(config: ml_collections.ConfigDict, mesh) -> TrainStep:
   mutates = config.train.mutation_rate > 0  # a likelihood-ratio background model's data
   weight_decay = config.train.weight_decay
 
+  def gradient(params, constants, y, model_rngs):
+    """((batch mean of bits/dim, per-image terms), its gradient in params)."""
+    def loss_fn(params):
+      out = model.apply(train_state_lib.model_variables(params, constants), y,
+                        train=True, rngs=model_rngs)
+      terms = out.terms()
+      return likelihood.bits_per_dim(terms['log_px'], num_dims, n_bits).mean(), terms
+    return jax.value_and_grad(loss_fn, has_aux=True)(params)
+
+  kind = model_kinds.kind_of(config.model)
+  if mesh.size > 1 and kind.per_image_objective({**kind.defaults(), **dict(config.model)}):
+    gradient = parallel.per_device_gradient(gradient, mesh)
+
   def train_step(state: TrainState, x_uint8: jax.Array, base_key: jax.Array,
                  mutation_rate: jax.Array):
     noise_key = jax.random.fold_in(base_key, state.step)
@@ -97,14 +110,7 @@ def make_train_step(config: ml_collections.ConfigDict, mesh) -> TrainStep:
       x_uint8 = mutate_pixels(jax.random.fold_in(noise_key, 1), x_uint8, mutation_rate)
     y = likelihood.dequantize_uint8(noise_key, x_uint8, n_bits)
     model_rngs = model_kinds.rngs(jax.random.fold_in(noise_key, 2))
-
-    def loss_fn(params):
-      out = model.apply(train_state_lib.model_variables(params, state.constants), y,
-                        train=True, rngs=model_rngs)
-      terms = out.terms()
-      return likelihood.bits_per_dim(terms['log_px'], num_dims, n_bits).mean(), terms
-
-    (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    (loss, terms), grads = gradient(state.params, state.constants, y, model_rngs)
     grads = optimizer_lib.add_l2_gradient(grads, state.params, weight_decay)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
