@@ -189,7 +189,7 @@ def per_device_gradient(gradient: Callable, mesh: Mesh) -> Callable:
   the quick Glow), and XLA:CPU's in-process all-reduce pays a rendezvous per operand
   (~45 us each); one operand costs one. Equal to the global gradient up to the order of
   the sums (float round-off) for an objective that is a batch mean of per-image losses
-  with no random draws inside the model (ModelKind.per_image_objective); the batch
+  with no random draws inside the model (ModelKind.per_device_gradient); the batch
   divides evenly over the devices (checked with the config).
   """
   def local(params, constants, y, rngs):

@@ -100,7 +100,7 @@ def make_train_step(config: ml_collections.ConfigDict, mesh) -> TrainStep:
     return jax.value_and_grad(loss_fn, has_aux=True)(params)
 
   kind = model_kinds.kind_of(config.model)
-  if mesh.size > 1 and kind.per_image_objective({**kind.defaults(), **dict(config.model)}):
+  if mesh.size > 1 and kind.per_device_gradient({**kind.defaults(), **dict(config.model)}):
     gradient = parallel.per_device_gradient(gradient, mesh)
 
   def train_step(state: TrainState, x_uint8: jax.Array, base_key: jax.Array,
