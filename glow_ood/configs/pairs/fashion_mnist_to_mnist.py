@@ -7,7 +7,7 @@ Variants (get_config argument, or --variant):
   quick  small Glow/CV-Glow (L=2, K=8, 64 channels), PixelCNN++ and VAE trained for a
          few minutes each on 2 CPU cores, with tuned background flows; evaluated on
          2,000 train, 2,000 test FashionMNIST images (seeded subsets) and the 5,000
-         offline MNIST digits. Everything, report included: 33 min on 2 idle cores.
+         offline MNIST digits. Everything, report included: 30 min on 2 idle cores.
   paper  the paper-size model of configs/fashion_mnist.py (L=2, K=16, 200-channel
          highway nets, RMSprop 5e-5, ~150 epochs): accelerator hardware.
   tiny   a seconds-long smoke run at 16x16.
