@@ -186,6 +186,84 @@ class PeerRunner:
     return num_steps * self.size.batch / (time.perf_counter() - start)
 
 
+# The product that dominates the w512 step (its first level's 1x1 convs, B*H*W = 32*16*16
+# rows of width 512), chained so one call outlasts the dispatch.
+MATMUL_SHAPE = (8192, 512, 512)
+MATMUL_CHAIN = 10
+
+
+def matmul_gflops(chain, reps: int = 5) -> float:
+  """GFLOP/s of `chain()` (MATMUL_CHAIN products of MATMUL_SHAPE, blocking), median of reps
+  after one warm-up call."""
+  chain()
+  times = []
+  for _ in range(reps):
+    start = time.perf_counter()
+    chain()
+    times.append(time.perf_counter() - start)
+  m, k, n = MATMUL_SHAPE
+  return MATMUL_CHAIN * 2 * m * k * n / statistics.median(times) / 1e9
+
+
+def our_matmul_rate() -> float:
+  """The float32 product rate XLA reaches on this process's devices: rows split over the
+  mesh as the batch is, the matrix replicated."""
+  mesh = parallel.make_mesh()
+  m, k, n = MATMUL_SHAPE
+  x = jax.device_put(np.ones((m, k), np.float32), parallel.batch_sharding(mesh))
+  w = jax.device_put(np.full((k, n), 1e-3, np.float32), parallel.replicated(mesh))
+
+  @jax.jit
+  def chain(x, w):
+    for _ in range(MATMUL_CHAIN):
+      x = x @ w
+    return x
+
+  return matmul_gflops(lambda: chain(x, w).block_until_ready())
+
+
+def peer_matmul_rate() -> float:
+  """The same product chain in torch, with the peer's threads."""
+  import torch  # pylint: disable=g-import-not-at-top
+  m, k, n = MATMUL_SHAPE
+  x = torch.ones(m, k)
+  w = torch.full((k, n), 1e-3)
+
+  def chain():
+    y = x
+    for _ in range(MATMUL_CHAIN):
+      y = y @ w
+    return float(y[0, 0])
+
+  return matmul_gflops(chain)
+
+
+def gflop_per_image(size: Size) -> tuple[float, float]:
+  """XLA's count of the floating-point operations in our train step and evaluation pass,
+  per image (one device holding the whole batch; no compute).
+
+  Built with every flow step unrolled: XLA's cost analysis counts a rolled loop's body
+  once, and the evaluation build rolls its scan. The peer's Glow has the same layers but
+  for the split priors (ours: a 3x3 conv on the kept half), a small share.
+  """
+  config = make_config(size, scan_unroll=size.steps)
+  mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), (parallel.DATA_AXIS,),
+                           axis_types=(jax.sharding.AxisType.Auto,))
+  state = train_state_lib.abstract_train_state(config, mesh)
+  batch = jax.ShapeDtypeStruct((size.batch,) + size.image, np.uint8,
+                               sharding=parallel.batch_sharding(mesh))
+  key = jax.ShapeDtypeStruct((2,), np.uint32, sharding=parallel.replicated(mesh))
+  variables = train_state_lib.model_variables(state.params, state.constants)
+  programs = (train.make_train_step(config, mesh).lower(state, batch, key),
+              evaluate.Evaluator(config, mesh).terms_fn('uniform').lower(variables, batch, key))
+  counts = []
+  for lowered in programs:
+    cost = lowered.compile().cost_analysis()
+    cost = cost[0] if isinstance(cost, list) else cost
+    counts.append(cost['flops'] / size.batch / 1e9)
+  return counts[0], counts[1]
+
+
 def peer_available() -> bool:
   """Whether the bench extra is installed (checked without importing torch here)."""
   return all(importlib.util.find_spec(name) is not None for name in ('torch', 'normflows'))
@@ -226,13 +304,18 @@ class WorkerProcess:
   def eval_rate(self, num_steps: int) -> float:
     return self._rate('eval', num_steps)
 
+  def matmul_rate(self) -> float:
+    """GFLOP/s of the MATMUL_SHAPE product chain in this process."""
+    return self._rate('matmul', 0)
+
   def close(self) -> None:
     self.process.stdin.close()
     self.process.wait()
 
 
 def worker(side: str, size_name: str, cpu_devices: int, host_memory_choice: str) -> None:
-  """The child's side of WorkerProcess: answers 'train N' / 'eval N' with an img/s rate."""
+  """The child's side of WorkerProcess: answers 'train N' / 'eval N' with an img/s rate,
+  'matmul 0' with the product rate in GFLOP/s."""
   out = sys.stdout
   sys.stdout = sys.stderr  # library chatter must not reach the pipe
   size = {s.name: s for s in SIZES}[size_name]
@@ -240,16 +323,21 @@ def worker(side: str, size_name: str, cpu_devices: int, host_memory_choice: str)
     host_memory.apply(host_memory_choice)
     parallel.split_cpu_into_devices(cpu_devices)
     runner = OursRunner(size)
+    matmul_rate = our_matmul_rate
   else:
     import torch  # pylint: disable=g-import-not-at-top
     # As many threads as XLA's CPU client: one per core this process may run on.
     torch.set_num_threads(len(os.sched_getaffinity(0)))
     runner = PeerRunner(size)
+    matmul_rate = peer_matmul_rate
   out.write('ready\n')
   out.flush()
   for line in sys.stdin:
     kind, num_steps = line.split()
-    rate = runner.train_rate(int(num_steps)) if kind == 'train' else runner.eval_rate(int(num_steps))
+    if kind == 'matmul':
+      rate = matmul_rate()
+    else:
+      rate = (runner.train_rate if kind == 'train' else runner.eval_rate)(int(num_steps))
     out.write(f'{rate!r}\n')
     out.flush()
 
@@ -265,7 +353,8 @@ def benchmark_size(size: Size, processes: int, rounds: int, num_steps: int, with
   """Per process pair: a fresh process of each side, rounds alternating between them; a
   process's rate is the median of its rounds. Headline: the median over processes, and
   the ratio's median over pairs (each pair measured side by side)."""
-  per_process = {'train': [], 'eval': [], 'peer_train': [], 'peer_eval': []}
+  per_process = {'train': [], 'eval': [], 'matmul': [],
+                 'peer_train': [], 'peer_eval': [], 'peer_matmul': []}
   for p in range(processes):
     ours = WorkerProcess('ours', size, cpu_devices, host_memory_choice)
     peer = WorkerProcess('peer', size, cpu_devices, host_memory_choice) if with_peer else None
@@ -278,6 +367,9 @@ def benchmark_size(size: Size, processes: int, rounds: int, num_steps: int, with
           continue
         rates[prefix + 'train'].append(runner.train_rate(num_steps))
         rates[prefix + 'eval'].append(runner.eval_rate(num_steps))
+    for prefix, runner in order:  # once per process, after its rounds
+      if runner is not None:
+        rates[prefix + 'matmul'].append(runner.matmul_rate())
     for runner in (ours, peer):
       if runner is not None:
         runner.close()
@@ -285,8 +377,8 @@ def benchmark_size(size: Size, processes: int, rounds: int, num_steps: int, with
       if values:
         per_process[name].append(statistics.median(values))
     print(f'  {size.name} process pair {p + 1}/{processes}: ' + ', '.join(
-        f'{name} {values[-1]:.0f}' for name, values in per_process.items() if values)
-          + ' img/s', flush=True)
+        f'{name} {values[-1]:.0f} {"GFLOP/s" if name.endswith("matmul") else "img/s"}'
+        for name, values in per_process.items() if values), flush=True)
   row = {name: statistics.median(v) for name, v in per_process.items() if v}
   row.update({name + '_spread': spread(v) for name, v in per_process.items() if v})
   row['per_process'] = per_process
@@ -315,6 +407,35 @@ def compiled_temp_mib(size: Size, **model_overrides) -> float:
   key = jax.ShapeDtypeStruct((2,), np.uint32, sharding=parallel.replicated(mesh))
   compiled = train.make_train_step(config, mesh).lower(state, batch, key).compile()
   return compiled.memory_analysis().temp_size_in_bytes / 2 ** 20
+
+
+COMPUTE_BOUND_HEADER = (
+    '\nCompute: XLA\'s count of our step\'s floating-point operations (GFLOP per image, train '
+    '/ eval; the peer runs the same layers), the GFLOP/s each side reached at that count, and '
+    'the float32 product rate of each process ([{m}x{k}]x[{k}x{n}] chained, median over processes). '
+    '"Ceiling": the ratio ours would reach if every operation of its step ran at our product '
+    'rate, the most XLA:CPU does per second on this machine:\n'
+    '| size | GFLOP/img train / eval | ours GFLOP/s train / eval (of product rate) | '
+    'our product GFLOP/s | peer GFLOP/s train / eval | peer product GFLOP/s | '
+    'ratio ceiling train / eval |\n'
+    '|---|---|---|---|---|---|---|')
+
+
+def compute_bound_line(label: str, row: dict, gflop: tuple[float, float],
+                       with_peer: bool) -> str:
+  """One row of the compute table from a size's medians and its FLOP count per image."""
+  product = row['matmul']
+  reached = [row[kind] * count for kind, count in zip(('train', 'eval'), gflop)]
+  line = (f'| {label} | {gflop[0]:.3f} / {gflop[1]:.3f} | {reached[0]:.0f} / {reached[1]:.0f} '
+          f'({100 * reached[0] / product:.0f}% / {100 * reached[1] / product:.0f}%) | '
+          f'{product:.0f} |')
+  if not with_peer:
+    return line + ' - | - | - |'
+  peer = [row['peer_' + kind] * count for kind, count in zip(('train', 'eval'), gflop)]
+  ceiling = [product / count / row['peer_' + kind]
+             for kind, count in zip(('train', 'eval'), gflop)]
+  return line + (f' {peer[0]:.0f} / {peer[1]:.0f} | {row["peer_matmul"]:.0f} | '
+                 f'{ceiling[0]:.2f} / {ceiling[1]:.2f} |')
 
 
 def print_memory(strategies) -> None:
@@ -380,7 +501,7 @@ def main() -> None:
       header += (' normflows train img/s (spread) | normflows eval img/s (spread) |'
                  ' train ratio (range) | eval ratio (range) |')
       rule += '---|---|---|---|'
-    rows = []
+    rows, bound_rows = [], []
     for size in SIZES:
       if size.name not in wanted:
         continue
@@ -398,12 +519,15 @@ def main() -> None:
                  f' {row["eval_ratio"]:.2f} ({row["eval_ratio_range"][0]:.2f}-'
                  f'{row["eval_ratio_range"][1]:.2f}) |')
       rows.append(line)
+      bound_rows.append(compute_bound_line(label, row, gflop_per_image(size), with_peer))
     print(f'\nMedians over {args.processes} fresh processes per side (each the median of '
           f'{args.rounds} rounds of {args.steps} steps); spread: the largest deviation of one '
           'process from that median; ratio: ours / peer per side-by-side pair, median and range:')
     print(header)
     print(rule)
     print('\n'.join(rows), flush=True)
+    print(COMPUTE_BOUND_HEADER.format(**dict(zip('mkn', MATMUL_SHAPE))))
+    print('\n'.join(bound_rows), flush=True)
   if not args.no_memory:
     print_memory(args.strategies.split(','))
 
