@@ -20,7 +20,10 @@ launcher chooses for that config, --host_memory auto); the peer gets as many tor
 threads as there are usable cores and its allocator's default. Printed: each pair's
 rates as it ends, then per size the median over processes, the largest deviation of
 one process from it (the spread a user sees between launches) and the median and
-range of the per-pair ratios.
+range of the per-pair ratios. Then the compute table: XLA's count of our step's
+floating-point operations per image, the GFLOP/s each side reached at that count, each
+process's float32 product rate (MATMUL_SHAPE), and the ratio ours would reach at most if
+every operation of its step ran at that rate.
 
 `--host_memory` (default auto: keep on a CPU-only machine) is the launcher's setting of
 the same name (`glow_ood.host_memory`): XLA's per-step temporaries reuse mapped memory
