@@ -241,6 +241,18 @@ def peer_matmul_rate() -> float:
   return matmul_gflops(chain)
 
 
+def one_device_step_inputs(config, size: Size):
+  """A one-device mesh and the train step's abstract arguments (state, whole batch, key),
+  for compiling without compute."""
+  mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), (parallel.DATA_AXIS,),
+                           axis_types=(jax.sharding.AxisType.Auto,))
+  state = train_state_lib.abstract_train_state(config, mesh)
+  batch = jax.ShapeDtypeStruct((size.batch,) + size.image, np.uint8,
+                               sharding=parallel.batch_sharding(mesh))
+  key = jax.ShapeDtypeStruct((2,), np.uint32, sharding=parallel.replicated(mesh))
+  return mesh, state, batch, key
+
+
 def gflop_per_image(size: Size) -> tuple[float, float]:
   """XLA's count of the floating-point operations in our train step and evaluation pass,
   per image (one device holding the whole batch; no compute).
@@ -250,12 +262,7 @@ def gflop_per_image(size: Size) -> tuple[float, float]:
   for the split priors (ours: a 3x3 conv on the kept half), a small share.
   """
   config = make_config(size, scan_unroll=size.steps)
-  mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), (parallel.DATA_AXIS,),
-                           axis_types=(jax.sharding.AxisType.Auto,))
-  state = train_state_lib.abstract_train_state(config, mesh)
-  batch = jax.ShapeDtypeStruct((size.batch,) + size.image, np.uint8,
-                               sharding=parallel.batch_sharding(mesh))
-  key = jax.ShapeDtypeStruct((2,), np.uint32, sharding=parallel.replicated(mesh))
+  mesh, state, batch, key = one_device_step_inputs(config, size)
   variables = train_state_lib.model_variables(state.params, state.constants)
   programs = (train.make_train_step(config, mesh).lower(state, batch, key),
               evaluate.Evaluator(config, mesh).terms_fn('uniform').lower(variables, batch, key))
@@ -402,12 +409,7 @@ def compiled_temp_mib(size: Size, **model_overrides) -> float:
   update) do not, so the depth ratio would mix the two.
   """
   config = make_config(size, **model_overrides)
-  mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), (parallel.DATA_AXIS,),
-                           axis_types=(jax.sharding.AxisType.Auto,))
-  state = train_state_lib.abstract_train_state(config, mesh)
-  batch = jax.ShapeDtypeStruct((size.batch,) + size.image, np.uint8,
-                               sharding=parallel.batch_sharding(mesh))
-  key = jax.ShapeDtypeStruct((2,), np.uint32, sharding=parallel.replicated(mesh))
+  mesh, state, batch, key = one_device_step_inputs(config, size)
   compiled = train.make_train_step(config, mesh).lower(state, batch, key).compile()
   return compiled.memory_analysis().temp_size_in_bytes / 2 ** 20
 
