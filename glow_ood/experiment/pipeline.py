@@ -122,6 +122,7 @@ def analyse_model(config, model: str, run: dict, images: dict[str, np.ndarray], 
   members = {name: {l: eval_plan.load_npz(p) for l, p in member['final'].items()}
              for name, member in run['members'].items()}
   every_set = {**final, **stressed}
+  scores_start = time.time()
   values, fitted, chosen = ood_section.score_model(config, model, every_set, members, code_bits,
                                                    workdir)
   names = {s.label: eval_plan.display_name(s, in_name) for s in sets}
@@ -130,6 +131,7 @@ def analyse_model(config, model: str, run: dict, images: dict[str, np.ndarray], 
                 for c, s in [ood_section.corruption_of(l) or (None, None)] if c})
   result.update(ood_section.analyse(config, model, every_set, values, ood_labels, stress_labels,
                                     fig_dir, names))
+  result['scores_s'] = time.time() - scores_start
   result['members'] = {name: {'workdir': m['workdir'], 'step': m['step'],
                               'timings': model_runs.read_timings(m['workdir'])}
                        for name, m in run['members'].items()}
@@ -144,6 +146,12 @@ def analyse_model(config, model: str, run: dict, images: dict[str, np.ndarray], 
   result['curves'] = curves
 
   start = time.time()
+  parts = {}  # wall-clock seconds of each part of the analysis
+
+  def part(name, since):
+    parts[name] = time.time() - since
+    return time.time()
+
   kind = model_kinds.kind_of(model_config.model)
   variables, _ = evaluate.load_state_for_eval(model_config, run['workdir'], mesh, run['step'])
   key = jax.random.PRNGKey(model_config.seed)
@@ -169,6 +177,7 @@ def analyse_model(config, model: str, run: dict, images: dict[str, np.ndarray], 
           model_config, variables, var_p, var_q)
     second_order[label] = entry
   result['second_order'] = second_order
+  clock = part('load and Section 5', start)
 
   if exp.attacks.enabled and kind.smooth_in_pixels:
     score_fns, extra_stats_fn, fixed_stats_fn = ood_section.attack_inputs(
@@ -177,6 +186,7 @@ def analyse_model(config, model: str, run: dict, images: dict[str, np.ndarray], 
         run['evaluator'], variables, images, ood_labels=ood_labels, attack_config=exp.attacks,
         key=jax.random.fold_in(key, 7919), fig_dir=fig_dir, model_name=model, title=title,
         score_fns=score_fns, extra_stats_fn=extra_stats_fn, fixed_stats_fn=fixed_stats_fn)
+    clock = part('attacks', clock)
 
   gray_sets = ['test'] + ood_labels
   result['graying'] = {
@@ -186,7 +196,9 @@ def analyse_model(config, model: str, run: dict, images: dict[str, np.ndarray], 
                            n=int(len(images[label][:exp.graying_examples])))
                for label in gray_sets}
       for target in model_analysis.GRAYING_TARGETS}
+  part('graying', clock)
   result['analysis_s'] = time.time() - start
+  result['analysis_parts_s'] = parts
 
   result['figures'].update(_model_figures(model, title, kind, sets, final, curves, fig_dir,
                                           exp.histogram_bins, in_name))

@@ -548,7 +548,10 @@ def render(results: dict, workdir: str) -> str:
             'nothing here):', '']
     out += _table(['phase', 's'], [[name, _f(seconds, 0)]
                                    for name, seconds in results['phases_s'].items()])
-    out += ['']
+    out += ['', 'Of each model\'s last phase (s): '
+            + '; '.join(f'{model}: scores {_f(res["scores_s"], 0)}, ' + ', '.join(
+                f'{part} {_f(seconds, 0)}' for part, seconds in res['analysis_parts_s'].items())
+                        for model, res in models.items() if 'analysis_parts_s' in res) + '.', '']
 
   out += [HEADINGS[11], '',
           'Draws from each final model, every prior\'s standard deviation scaled by the '

@@ -183,6 +183,13 @@ def test_fashion_mnist_to_mnist_end_to_end_and_resume(offline_data, tmp_path, mo
     assert {f'{model}: train and evaluate', f'{model}: stress and corruption sets',
             f'{model}: scores, Section 5, attacks, graying'} <= set(phases)
   assert 0 < sum(phases.values()) <= results['run_wall_clock_s']
+  for model, res in results['models'].items():
+    # The analysis phase split into its parts; attacks only for models smooth in the pixels.
+    parts = res['analysis_parts_s']
+    assert set(parts) == ({'load and Section 5', 'attacks', 'graying'} if 'attacks' in res
+                          else {'load and Section 5', 'graying'}), (model, parts)
+    assert all(v >= 0 for v in parts.values()) and sum(parts.values()) <= res['analysis_s']
+    assert 0 < res['scores_s'] <= phases[f'{model}: scores, Section 5, attacks, graying']
   assert 'Where this invocation\'s time went' in text
   for model in ('glow', 'cv_glow'):
     assert checkpointing.available_steps(os.path.join(workdir, model)) == [3, 6]
