@@ -291,19 +291,49 @@ def check_pair_config(config: ml_collections.ConfigDict) -> list[str]:
   return models
 
 
+class CompileClock:
+  """Seconds XLA spent compiling programs while active (jax.monitoring's backend compile
+  events; a program found in the persistent compilation cache costs none), so that the
+  phase table can say how much of each phase was compilation rather than compute."""
+
+  EVENT = '/jax/core/compile/backend_compile_duration'
+
+  def __init__(self):
+    self.total = 0.0
+
+  def __call__(self, event: str, duration: float, **_) -> None:
+    if event == self.EVENT:
+      self.total += duration
+
+  def __enter__(self) -> 'CompileClock':
+    jax.monitoring.register_event_duration_secs_listener(self)
+    return self
+
+  def __exit__(self, *exc) -> None:
+    jax.monitoring.unregister_event_duration_listener(self)
+
+
 def run_pair(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains (or resumes) every model, evaluates, analyses; writes report.md. Returns the results."""
   start = time.time()
   models = check_pair_config(config)
   preflight.check(config, workdir, models, process_count=jax.process_count())
   workdir_config.prepare(workdir)
+  with CompileClock() as compiling:
+    return _run_pair(config, workdir, models, start, compiling)
+
+
+def _run_pair(config, workdir: str, models: list[str], start: float,
+              compiling: CompileClock) -> dict:
   phases = {}  # wall-clock seconds of each part of this invocation, in order
-  clock = [time.time()]
+  compile_s = {}  # of which XLA compiling
+  clock = [time.time(), compiling.total]
 
   def lap(name):
     now = time.time()
     phases[name] = phases.get(name, 0.0) + now - clock[0]
-    clock[0] = now
+    compile_s[name] = compile_s.get(name, 0.0) + compiling.total - clock[1]
+    clock[:] = [now, compiling.total]
 
   runs = {}
   for model in models:
@@ -360,6 +390,7 @@ def run_pair(config: ml_collections.ConfigDict, workdir: str) -> dict:
     lap(f'{model}: scores, Section 5, attacks, graying')
   results['run_wall_clock_s'] = time.time() - start
   results['phases_s'] = phases
+  results['compile_s'] = compile_s
   write_outputs(results, workdir)
   return results
 

@@ -546,8 +546,10 @@ def render(results: dict, workdir: str) -> str:
     out += [f'Where this invocation\'s time went (wall-clock s, {devices.get("count", "?")} '
             f'{devices.get("platform", "")} device(s); work reused from earlier runs costs '
             'nothing here):', '']
-    out += _table(['phase', 's'], [[name, _f(seconds, 0)]
-                                   for name, seconds in results['phases_s'].items()])
+    compiling = results.get('compile_s', {})
+    out += _table(['phase', 's', 'of which XLA compiling'],
+                  [[name, _f(seconds, 0), _f(compiling[name], 0) if name in compiling else '']
+                   for name, seconds in results['phases_s'].items()])
     out += ['', 'Of each model\'s last phase (s): '
             + '; '.join(f'{model}: scores {_f(res["scores_s"], 0)}, ' + ', '.join(
                 f'{part} {_f(seconds, 0)}' for part, seconds in res['analysis_parts_s'].items())

@@ -11,6 +11,7 @@ import re
 
 import ml_collections
 import jax
+import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 import pytest
@@ -183,6 +184,10 @@ def test_fashion_mnist_to_mnist_end_to_end_and_resume(offline_data, tmp_path, mo
     assert {f'{model}: train and evaluate', f'{model}: stress and corruption sets',
             f'{model}: scores, Section 5, attacks, graying'} <= set(phases)
   assert 0 < sum(phases.values()) <= results['run_wall_clock_s']
+  # XLA's compile time of each phase, within it; the first phase compiles the train steps.
+  assert set(results['compile_s']) == set(phases)
+  assert all(0 <= results['compile_s'][p] <= phases[p] for p in phases)
+  assert results['compile_s']['glow: train and evaluate'] > 0
   for model, res in results['models'].items():
     # The analysis phase split into its parts; attacks only for models smooth in the pixels.
     parts = res['analysis_parts_s']
@@ -357,3 +362,16 @@ def test_experiment_command_on_two_cpu_devices(offline_data, tmp_path):
   res = results['models']['cv_glow']
   assert res['attacks']['table'] and res['second_order']['mnist']
   assert 0.0 <= res['ood_metrics']['mnist']['log p(x)']['auroc'] <= 1.0
+
+
+def test_compile_clock_counts_xla_compiles_only_while_active():
+  # A program of a shape never compiled before, so neither cache can answer.
+  fresh = lambda n: jax.jit(lambda x: jnp.cumsum(jnp.sin(x) * 3.0))(jnp.ones(n)).block_until_ready()
+  with pipeline.CompileClock() as clock:
+    fresh(7919)
+    inside = clock.total
+    assert inside > 0
+    fresh(7919)  # the same program again: no compile
+    assert clock.total == inside
+  fresh(7907)  # compiled after the clock stopped listening
+  assert clock.total == inside
