@@ -366,7 +366,8 @@ def test_experiment_command_on_two_cpu_devices(offline_data, tmp_path):
 
 def test_compile_clock_counts_xla_compiles_only_while_active():
   # A program of a shape never compiled before, so neither cache can answer.
-  fresh = lambda n: jax.jit(lambda x: jnp.cumsum(jnp.sin(x) * 3.0))(jnp.ones(n)).block_until_ready()
+  program = jax.jit(lambda x: jnp.cumsum(jnp.sin(x) * 3.0))
+  fresh = lambda n: program(jnp.ones(n)).block_until_ready()
   with pipeline.CompileClock() as clock:
     fresh(7919)
     inside = clock.total
