@@ -68,6 +68,38 @@ def test_infinite_scores_rank_at_the_ends_and_nan_is_refused():
     ood_metrics.auroc([0.0, 1.0], [np.nan, 2.0])
 
 
+def test_bootstrap_in_side_cache_gives_the_uncached_values():
+  # One in-distribution set against many OOD sets (as the stress suites do): the cached
+  # sort and cumulative counts give bit-identical AUROCs, keyed by the scores' content.
+  rng = np.random.default_rng(0)
+  scores_in = rng.normal(size=300)
+  outs = [rng.normal(loc, size=n) for loc, n in ((0.5, 120), (1.0, 80), (-0.2, 300))]
+  ood_metrics._IN_SIDE_CACHE.clear()
+  fresh = []
+  for out in outs:
+    fresh.append(ood_metrics.bootstrap_aurocs(scores_in, out, num_resamples=200, seed=1))
+    ood_metrics._IN_SIDE_CACHE.clear()
+  cached = [ood_metrics.bootstrap_aurocs(scores_in, out, num_resamples=200, seed=1)
+            for out in outs]
+  assert len(ood_metrics._IN_SIDE_CACHE) == 1
+  for a, b in zip(fresh, cached):
+    np.testing.assert_array_equal(a, b)
+  # Scores with the same bytes hit; other scores, seeds or resample counts do not, and the
+  # cache stays bounded.
+  changed = scores_in.copy()
+  changed[7] += 1.0
+  ood_metrics.bootstrap_aurocs(changed, outs[0], num_resamples=200, seed=1)
+  ood_metrics.bootstrap_aurocs(scores_in, outs[0], num_resamples=200, seed=2)
+  ood_metrics.bootstrap_aurocs(scores_in, outs[0], num_resamples=100, seed=1)
+  assert len(ood_metrics._IN_SIDE_CACHE) == 4
+  for k in range(3):
+    ood_metrics.bootstrap_aurocs(scores_in + k + 10, outs[0], num_resamples=50, seed=1)
+  assert len(ood_metrics._IN_SIDE_CACHE) == ood_metrics._IN_SIDE_CACHE_SIZE
+  # The cached arrays cannot be changed through a result.
+  sorted_in, cum_in = next(iter(ood_metrics._IN_SIDE_CACHE.values()))
+  assert not sorted_in.flags.writeable and not cum_in.flags.writeable
+
+
 def test_library_does_not_import_sklearn():
   import inspect
   assert 'sklearn' not in inspect.getsource(ood_metrics)
