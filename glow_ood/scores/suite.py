@@ -90,24 +90,26 @@ def ood_metrics(values: Mapping[str, Mapping[str, np.ndarray]], in_label: str,
   num_resamples resamples of both sets.
   """
   summarize = lambda a, b: metrics_lib.summarize_ood_metrics(a, b, num_resamples=num_resamples)
-  metrics = {}
-  for label in ood_labels:
-    entry = {}
-    for name, scores_in in values[in_label].items():
+  metrics = {label: {} for label in ood_labels}
+  # One score against every set in turn: the bootstrap's in-distribution half is computed
+  # once per score (ood_metrics keeps the last few), not once per set.
+  for name, scores_in in values[in_label].items():
+    for label in ood_labels:
       if name in values[label]:
-        entry[name] = summarize(scores_in, values[label][name])
-    if 'log p(x)' in entry:
-      entry[REVERSED_LOG_P] = summarize(-values[in_label]['log p(x)'],
-                                        -values[label]['log p(x)'])
-    if train_bits_per_dim is not None:
-      bpd_in = values[in_label]['log p(x)']
-      bpd_out = values[label]['log p(x)']
-      for b in typicality_batch_sizes:
+        metrics[label][name] = summarize(scores_in, values[label][name])
+  for label in ood_labels:
+    if 'log p(x)' in metrics[label]:
+      metrics[label][REVERSED_LOG_P] = summarize(-values[in_label]['log p(x)'],
+                                                 -values[label]['log p(x)'])
+  if train_bits_per_dim is not None:
+    for b in typicality_batch_sizes:
+      for label in ood_labels:
+        bpd_in = values[in_label]['log p(x)']
+        bpd_out = values[label]['log p(x)']
         if b > 1 and min(len(bpd_in), len(bpd_out)) >= b:
-          entry[f'typicality (batch {b})'] = summarize(
+          metrics[label][f'typicality (batch {b})'] = summarize(
               metrics_lib.typicality_scores(train_bits_per_dim, bpd_in, b),
               metrics_lib.typicality_scores(train_bits_per_dim, bpd_out, b))
-    metrics[label] = entry
   return metrics
 
 
