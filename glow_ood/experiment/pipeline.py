@@ -149,8 +149,9 @@ def analyse_model(config, model: str, run: dict, images: dict[str, np.ndarray], 
   parts = {}  # wall-clock seconds of each part of the analysis
 
   def part(name, since):
-    parts[name] = time.time() - since
-    return time.time()
+    now = time.time()
+    parts[name] = now - since
+    return now
 
   kind = model_kinds.kind_of(model_config.model)
   variables, _ = evaluate.load_state_for_eval(model_config, run['workdir'], mesh, run['step'])

@@ -92,7 +92,7 @@ def ood_metrics(values: Mapping[str, Mapping[str, np.ndarray]], in_label: str,
   summarize = lambda a, b: metrics_lib.summarize_ood_metrics(a, b, num_resamples=num_resamples)
   metrics = {label: {} for label in ood_labels}
   # One score against every set in turn: the bootstrap's in-distribution half is computed
-  # once per score (ood_metrics keeps the last few), not once per set.
+  # once per score (metrics_lib keeps the last few), not once per set.
   for name, scores_in in values[in_label].items():
     for label in ood_labels:
       if name in values[label]:
