@@ -35,6 +35,11 @@ class TrainingInterrupted(Exception):
   """Training stopped on request (SIGINT) after saving its state."""
 
 
+class WorkerFailed(RuntimeError):
+  """A worker process of the experiment command ended without its model's results (its own
+  message is the last line it printed)."""
+
+
 # Writes a user can fix: a full disk or quota, a read-only or forbidden place.
 WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.EFBIG)
 
@@ -46,7 +51,7 @@ def _expected_types() -> tuple[type, ...]:
   from glow_ood.data.errors import DataUnavailableError  # pylint: disable=g-import-not-at-top
   return (ConfigError, DataUnavailableError, WorkdirError, NoCheckpointError,
           CheckpointRestoreError, CheckpointWriteError, TrainingInterrupted,
-          FloatingPointError)  # the trainer's non-finite loss
+          WorkerFailed, FloatingPointError)  # the trainer's non-finite loss
 
 
 # How libraries that do not raise OSError report a full disk or quota: TensorStore

@@ -37,6 +37,7 @@ from glow_ood.experiment import model_runs
 from glow_ood.experiment import preflight
 from glow_ood.experiment import ood_section
 from glow_ood.experiment import report
+from glow_ood.experiment import workers
 from glow_ood.scores import suite
 
 FIGURES_DIR = 'figures'
@@ -314,60 +315,131 @@ class CompileClock:
     jax.monitoring.unregister_event_duration_listener(self)
 
 
-def run_pair(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """Trains (or resumes) every model, evaluates, analyses; writes report.md. Returns the results."""
+def run_pair(config: ml_collections.ConfigDict, workdir: str, *,
+             workers_plan: workers.Plan | None = None, worker_model: str | None = None,
+             worker_output: str | None = None) -> dict:
+  """Trains (or resumes) every model, evaluates, analyses; writes report.md. Returns the results.
+
+  workers_plan: run the models' chains in worker processes (glow_ood.experiment.workers);
+  None runs them in turn here. worker_model: this process is a worker: run that model's
+  chain alone and write it to worker_output (no report); returns the chain."""
   start = time.time()
   models = check_pair_config(config)
-  preflight.check(config, workdir, models, process_count=jax.process_count())
+  if worker_model is None:
+    preflight.check(config, workdir, models, process_count=jax.process_count())
+  elif worker_model not in models:
+    raise config_validation.ConfigError(
+        f'--worker_model={worker_model!r} is not a model of this pair ({", ".join(models)}).')
   workdir_config.prepare(workdir)
   with CompileClock() as compiling:
-    return _run_pair(config, workdir, models, start, compiling)
+    return _run_pair(config, workdir, models, start, compiling, workers_plan, worker_model,
+                     worker_output)
 
 
-def _run_pair(config, workdir: str, models: list[str], start: float,
-              compiling: CompileClock) -> dict:
-  phases = {}  # wall-clock seconds of each part of this invocation, in order
-  compile_s = {}  # of which XLA compiling
-  clock = [time.time(), compiling.total]
+class _PhaseClock:
+  """Wall-clock seconds of each phase of this process, in order, and XLA's compile seconds
+  within each."""
 
-  def lap(name):
-    now = time.time()
-    phases[name] = phases.get(name, 0.0) + now - clock[0]
-    compile_s[name] = compile_s.get(name, 0.0) + compiling.total - clock[1]
-    clock[:] = [now, compiling.total]
+  def __init__(self, compiling: CompileClock):
+    self.compiling = compiling
+    self.phases, self.compile_s = {}, {}
+    self._since = (time.time(), compiling.total)
 
-  runs = {}
-  for model in models:
-    runs[model] = model_runs.run_model(config, model, workdir)
-    lap(f'{model}: train and evaluate')
+  def lap(self, name: str) -> None:
+    now, compiled = time.time(), self.compiling.total
+    self.phases[name] = self.phases.get(name, 0.0) + now - self._since[0]
+    self.compile_s[name] = self.compile_s.get(name, 0.0) + compiled - self._since[1]
+    self._since = (now, compiled)
 
+
+def _model_chain(config, model: str, workdir: str, images: dict, stress: dict, in_name: str,
+                 clock: _PhaseClock, code_bits: dict | None = None) -> dict:
+  """Everything of one model, which no other model's chain reads: train and evaluate, the
+  stress and corruption sets, the background and ensemble members, then the analysis.
+  code_bits: the compressors' code lengths (None: read from, or written to, their cache)."""
+  reuse = config.experiment.reuse_evaluations
+  run = model_runs.run_model(config, model, workdir)
+  clock.lap(f'{model}: train and evaluate')
+  run['stress'] = model_runs.evaluate_arrays(run['evaluator'], run['workdir'], stress,
+                                             run['step'], reuse)
+  clock.lap(f'{model}: stress and corruption sets')
+  run['background_tuning'] = background_tuning.tune(config, model, workdir, run, images)
+  run['members'] = {
+      name: model_runs.run_member(member_config, os.path.join(workdir, name),
+                                  eval_plan.eval_sets(config, model), stress, reuse)
+      for name, member_config in model_runs.member_configs(
+          config, model, background_tuning.chosen_rate(run['background_tuning'])).items()}
+  clock.lap(f'{model}: background and ensemble members')
+  if code_bits is None:
+    code_bits = _code_lengths(config, workdir, images, stress)
+  print(f'Analysing {model} ...', flush=True)
+  result = analyse_model(config, model, run, images, parallel.make_mesh(),
+                         os.path.join(workdir, FIGURES_DIR), in_name, workdir, code_bits)
+  result['samples'] = run['samples']
+  result['background_tuning'] = run['background_tuning']
+  result['devices'] = _devices()
+  clock.lap(f'{model}: scores, Section 5, attacks, graying')
+  return result
+
+
+def _code_lengths(config, workdir: str, images: dict, stress: dict) -> dict:
+  return ood_section.code_lengths(workdir, {**images, **stress},
+                                  eval_plan.csv(config.experiment.compressors))
+
+
+def _devices() -> dict:
+  return {'count': jax.device_count(), 'platform': jax.default_backend(),
+          'cores': parallel.usable_cores()}
+
+
+def _run_pair(config, workdir: str, models: list[str], start: float, compiling: CompileClock,
+              workers_plan: workers.Plan | None, worker_model: str | None,
+              worker_output: str | None) -> dict:
+  clock = _PhaseClock(compiling)
   first = models[0]
   in_name = config[first].data.name
   sets = eval_plan.eval_sets(config, first)
   images = {s.label: eval_plan.load_images(s) for s in sets}
   stress = ood_section.stress_sets(config, images['test'])
   stress.update(ood_section.corruption_sets(config, images['test']))
-  reuse = config.experiment.reuse_evaluations
-  for model in models:
-    run = runs[model]
-    run['stress'] = model_runs.evaluate_arrays(run['evaluator'], run['workdir'], stress,
-                                               run['step'], reuse)
-    lap(f'{model}: stress and corruption sets')
-    run['background_tuning'] = background_tuning.tune(config, model, workdir, run, images)
-    run['members'] = {
-        name: model_runs.run_member(member_config, os.path.join(workdir, name),
-                                    eval_plan.eval_sets(config, model), stress, reuse)
-        for name, member_config in model_runs.member_configs(
-            config, model, background_tuning.chosen_rate(run['background_tuning'])).items()}
-    lap(f'{model}: background and ensemble members')
-  code_bits = ood_section.code_lengths(workdir, {**images, **stress},
-                                       eval_plan.csv(config.experiment.compressors))
-  lap('code lengths')
+  clock.lap('images: evaluation, stress and corruption sets')
+
+  if worker_model is not None:
+    result = _model_chain(config, worker_model, workdir, images, stress, in_name, clock)
+    chain = {'result': result, 'phases_s': clock.phases, 'compile_s': clock.compile_s}
+    workers.write_output(worker_output, chain)
+    return chain
+
   fig_dir = os.path.join(workdir, FIGURES_DIR)
-  mesh = parallel.make_mesh()
+  shared = {}
+
+  def parent_share():   # the parent's part, beside the workers or before the chains
+    shared['code_bits'] = _code_lengths(config, workdir, images, stress)
+    clock.lap('code lengths')
+    shared['data_stats'] = data_statistics(config, sets, images, fig_dir, in_name)
+
+  if workers_plan is None:
+    parent_share()
+    model_results = {m: _model_chain(config, m, workdir, images, stress, in_name, clock,
+                                     shared['code_bits']) for m in models}
+    phases, compile_s, worker_record = clock.phases, clock.compile_s, None
+  else:
+    chains = workers.run(workers_plan, workdir, parent_share)
+    clock.lap('the models, in the workers')
+    model_results = {m: chain['result'] for m, chain in chains.items()}
+    phases, compile_s = dict(clock.phases), dict(clock.compile_s)
+    for model, chain in chains.items():   # each worker's own phases (they overlap in time)
+      for name, seconds in chain['phases_s'].items():
+        key = name if name.startswith(f'{model}: ') else f'{name} ({model} worker)'
+        phases[key] = phases.get(key, 0.0) + seconds
+        compile_s[key] = compile_s.get(key, 0.0) + chain['compile_s'][name]
+    worker_record = {'count': len(workers_plan.core_groups),
+                     'core_groups': [list(g) for g in workers_plan.core_groups],
+                     'models': {m: chain['worker'] for m, chain in chains.items()}}
 
   results = {'pair': config.pair, 'variant': config.variant, 'in_name': in_name,
-             'devices': {'count': jax.device_count(), 'platform': jax.default_backend()},
+             'devices': _devices(),
+             'workers': worker_record,
              'stress_descriptions': {l: stress_lib.DESCRIPTIONS[ood_section.stress_name(l)]
                                      for l in stress if l.startswith('stress_')},
              'corruption_descriptions': dict(corruptions.DESCRIPTIONS),
@@ -380,15 +452,8 @@ def _run_pair(config, workdir: str, models: list[str], start: float,
                       for s in sets],
              'experiment': config.experiment.to_dict(),
              'model_configs': {m: config[m].to_dict() for m in models},
-             'data_stats': data_statistics(config, sets, images, fig_dir, in_name),
-             'models': {}}
-  for model in models:
-    print(f'Analysing {model} ...', flush=True)
-    results['models'][model] = analyse_model(config, model, runs[model], images, mesh, fig_dir,
-                                             in_name, workdir, code_bits)
-    results['models'][model]['samples'] = runs[model]['samples']
-    results['models'][model]['background_tuning'] = runs[model]['background_tuning']
-    lap(f'{model}: scores, Section 5, attacks, graying')
+             'data_stats': shared['data_stats'],
+             'models': model_results}
   results['run_wall_clock_s'] = time.time() - start
   results['phases_s'] = phases
   results['compile_s'] = compile_s

@@ -543,9 +543,20 @@ def render(results: dict, workdir: str) -> str:
           'accumulated ones above). Full numbers: results.json.', '']
   if results.get('phases_s'):
     devices = results.get('devices', {})
-    out += [f'Where this invocation\'s time went (wall-clock s, {devices.get("count", "?")} '
-            f'{devices.get("platform", "")} device(s); work reused from earlier runs costs '
-            'nothing here):', '']
+    workers = results.get('workers')
+    if workers:
+      out += [f'Where this invocation\'s time went (wall-clock s; work reused from earlier runs '
+              f'costs nothing here). The models ran in {workers["count"]} worker processes side '
+              'by side, each pinned to its cores (' + '; '.join(
+                  f'{model}: cores {",".join(map(str, w["cores"]))}, '
+                  f'{models[model]["devices"]["count"]} {models[model]["devices"]["platform"]} '
+                  f'device(s), {_f(w["wall_s"], 0)} s' for model, w in workers['models'].items())
+              + '), so the phases of different models overlap in time and add up to more than '
+              'the wall clock.', '']
+    else:
+      out += [f'Where this invocation\'s time went (wall-clock s, {devices.get("count", "?")} '
+              f'{devices.get("platform", "")} device(s); work reused from earlier runs costs '
+              'nothing here):', '']
     compiling = results.get('compile_s', {})
     out += _table(['phase', 's', 'of which XLA compiling'],
                   [[name, _f(seconds, 0), _f(compiling[name], 0) if name in compiling else '']

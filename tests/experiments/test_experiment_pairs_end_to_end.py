@@ -178,7 +178,10 @@ def test_fashion_mnist_to_mnist_end_to_end_and_resume(offline_data, tmp_path, mo
   text = _check_report(workdir, results)
   _check_numbers_match_npz(text, results)
   # Where the time went: every phase of every model, within the invocation's wall clock.
-  assert results['devices'] == {'count': jax.device_count(), 'platform': jax.default_backend()}
+  devices = {'count': jax.device_count(), 'platform': jax.default_backend(),
+             'cores': len(os.sched_getaffinity(0))}
+  assert results['devices'] == devices and results['workers'] is None   # library call: in turn
+  assert all(res['devices'] == devices for res in results['models'].values())
   phases = results['phases_s']
   for model in results['models']:
     assert {f'{model}: train and evaluate', f'{model}: stress and corruption sets',
@@ -358,7 +361,8 @@ def test_experiment_command_on_two_cpu_devices(offline_data, tmp_path):
   assert 'CPU split into 2 JAX devices (--cpu_devices=2' in result.stdout
   with open(workdir / 'results.json') as f:
     results = json.load(f)
-  assert results['devices'] == {'count': 2, 'platform': 'cpu'}
+  assert results['devices'] == {'count': 2, 'platform': 'cpu', 'cores': len(os.sched_getaffinity(0))}
+  assert results['workers'] is None   # a device split asked for: one process, no workers
   res = results['models']['cv_glow']
   assert res['attacks']['table'] and res['second_order']['mnist']
   assert 0.0 <= res['ood_metrics']['mnist']['log p(x)']['auroc'] <= 1.0
