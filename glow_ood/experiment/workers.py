@@ -235,13 +235,13 @@ def run(plan_: Plan, workdir: str, while_waiting: Callable[[], None] | None = No
           worker.process.kill()
         raise
       interrupted = True
-      print('Interrupted: each worker saves its training state and stops (Ctrl-C again to '
-            'stop them at once).', flush=True)
+      print('Interrupted: each worker stops, saving its training state if it is training '
+            '(Ctrl-C again to stop them at once).', flush=True)
       stop_all()
   if interrupted:
     raise user_errors.TrainingInterrupted(
-        'Stopped on request; every worker saved its training state. Rerun the same command '
-        'to go on.' if failure is None else failure)
+        'Stopped on request: each worker that was training saved its state first. Rerun the '
+        'same command to go on.' if failure is None else failure)
   if failure is not None:
     raise user_errors.WorkerFailed(failure)
   return {model: chains[model] for model in plan_.models}

@@ -63,7 +63,15 @@ print('started', model, flush=True)
 if model.startswith('fail'):
   print('ValueError: what went wrong', flush=True)
   sys.exit(3)
-if model.startswith('slow'):
+if model.startswith('slow'):   # like training: one SIGINT saves (a marker here) and stops
+  import signal
+  def save_and_stop(*_):
+    open(output + '.saved', 'w').close()
+    sys.exit(130)
+  signal.signal(signal.SIGINT, save_and_stop)
+  os.makedirs(os.path.dirname(output), exist_ok=True)
+  open(output + '.started', 'w').close()
+  print('training', flush=True)
   time.sleep(120)
 os.makedirs(os.path.dirname(output), exist_ok=True)
 with open(output, 'wb') as f:
@@ -172,3 +180,23 @@ def test_pair_in_two_workers_repeats_the_one_core_run_exactly(offline_data, tmp_
   with open(in_workers / 'report.md') as f:
     assert 'The models ran in 2 worker processes side by side' in f.read()
   assert os.listdir(in_workers / workers.WORKER_DIR) == []   # read, then removed
+
+
+def test_ctrl_c_reaches_each_worker_once_and_ends_the_run_interrupted(tmp_path):
+  import signal  # pylint: disable=g-import-not-at-top
+  import threading  # pylint: disable=g-import-not-at-top
+  plan = _fake_plan(['slow_a', 'slow_b'], tmp_path)
+  started = lambda: all(os.path.exists(workers.output_path(str(tmp_path), m) + '.started')
+                        for m in plan.models)
+  def press_ctrl_c():   # as a terminal does: SIGINT to this process alone
+    deadline = time.time() + 60
+    while not started() and time.time() < deadline:
+      time.sleep(0.1)
+    os.kill(os.getpid(), signal.SIGINT)
+  threading.Thread(target=press_ctrl_c, daemon=True).start()
+  start = time.time()
+  with pytest.raises(user_errors.TrainingInterrupted, match='Stopped on request'):
+    workers.run(plan, str(tmp_path))
+  assert time.time() - start < 60
+  for model in plan.models:   # each worker saved (its handler ran), none left running
+    assert os.path.exists(workers.output_path(str(tmp_path), model) + '.saved')
