@@ -18,10 +18,10 @@ next model in the freed cores (models in the config's order) and writes the repo
 Every file a chain writes is the model's own (its workdirs, eval and score files,
 figures); the files they share (the compressors' code lengths, the persistent
 compilation cache) are written atomically. A worker's output lines reach the
-terminal prefixed by its model. A worker that fails stops the others with one SIGINT
-each (training saves, as on Ctrl-C) and ends the command with its last line; Ctrl-C
-reaches the parent alone (workers run in their own sessions) and is passed on the same
-way. Each worker's models train on its own device split, so their numbers differ by
+terminal prefixed by its model, and WORKDIR/logs/<model>.log as they are. A worker that
+fails stops the others with one SIGINT each (training saves, as on Ctrl-C) and ends the
+command with its last line; Ctrl-C reaches the parent alone (workers run in their own
+sessions) and is passed on the same way. Each worker's models train on its own device split, so their numbers differ by
 round-off from one process split into devices (README: trained figures move across
 device splits); `--workers=1` runs the chains one after another in this process.
 """
@@ -44,6 +44,7 @@ from glow_ood import host_memory
 from glow_ood import user_errors
 
 WORKER_DIR = '.workers'
+LOG_DIR = 'logs'   # each model's worker output, appended run after run
 _POLL_S = 0.2
 _PR_SET_PDEATHSIG = 1   # prctl option: a signal the child gets when its parent dies
 
@@ -141,11 +142,21 @@ def become_worker(cores_text: str) -> None:
     pass
 
 
-class _Worker:
-  """One running chain: its process, the thread echoing its lines, its last line."""
+def log_path(workdir: str, model: str) -> str:
+  return os.path.join(workdir, LOG_DIR, f'{model}.log')
 
-  def __init__(self, model: str, cores: tuple[int, ...], argv: list[str], print_lock):
+
+class _Worker:
+  """One running chain: its process, the thread echoing its lines (to the terminal, prefixed,
+  and to the model's log, appended), its last line."""
+
+  def __init__(self, model: str, cores: tuple[int, ...], argv: list[str], print_lock,
+               log: str):
     self.model, self.cores, self.started = model, cores, time.time()
+    os.makedirs(os.path.dirname(log), exist_ok=True)
+    self._log = open(log, 'a', encoding='utf-8')   # pylint: disable=consider-using-with
+    self._log.write(f'== {time.strftime("%Y-%m-%d %H:%M:%S")}: {model} on cores '
+                    f'{_cores_text(cores)}: {" ".join(argv)}\n')
     env = dict(os.environ, PYTHONUNBUFFERED='1')
     self.process = subprocess.Popen(
         argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -159,12 +170,14 @@ class _Worker:
       line = line.rstrip('\n')
       if line.strip():
         self.last_line = line.strip()
+      self._log.write(line + '\n')
       with print_lock:
         print(f'[{self.model}] {line}', flush=True)
 
   def finish(self) -> int:
     code = self.process.wait()
     self._echo.join()
+    self._log.close()
     return code
 
   def interrupt(self) -> None:
@@ -185,7 +198,8 @@ def run(plan_: Plan, workdir: str, while_waiting: Callable[[], None] | None = No
       os.remove(output_path(workdir, model))
   print(f'Running the {len(plan_.models)} models in {len(plan_.core_groups)} worker '
         f'processes side by side, on cores {", ".join(map(_cores_text, plan_.core_groups))} '
-        '(--workers=1 runs them in turn in this process).', flush=True)
+        f'(--workers=1 runs them in turn in this process); each one\'s output is also in '
+        f'{os.path.join(workdir, LOG_DIR)}/<model>.log.', flush=True)
   waiting = list(plan_.models)
   free = list(plan_.core_groups)
   running: list[_Worker] = []
@@ -198,7 +212,8 @@ def run(plan_: Plan, workdir: str, while_waiting: Callable[[], None] | None = No
     while waiting and free and failure is None and not interrupted:
       model, cores = waiting.pop(0), free.pop(0)
       running.append(_Worker(model, cores, child_argv(
-          plan_.argv, model, output_path(workdir, model), cores), print_lock))
+          plan_.argv, model, output_path(workdir, model), cores), print_lock,
+          log_path(workdir, model)))
 
   def stop_all():
     for worker in running:

@@ -105,6 +105,9 @@ def test_run_schedules_every_model_on_its_cores_and_echoes_prefixed(tmp_path, ca
   assert chains['c']['result']['start'] > min(chains[m]['result']['start'] for m in 'ab')
   out = capsys.readouterr().out
   assert '[a] started a' in out and '[c] started c' in out
+  with open(workers.log_path(str(tmp_path), 'c')) as f:   # the model's own log, unprefixed
+    log = f.read().splitlines()
+  assert log[0].startswith('== ') and 'c on cores' in log[0] and log[1] == 'started c'
   assert 'in 2 worker processes side by side' in out
 
 
