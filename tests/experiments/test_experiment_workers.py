@@ -162,9 +162,11 @@ def test_pair_in_two_workers_repeats_the_one_core_run_exactly(offline_data, tmp_
   assert '[cv_glow] ' in result.stdout and '[vae] ' in result.stdout
   # The same command on one core: --workers=0 then runs both models in turn, one device.
   one_core = tmp_path / 'one_core'
-  result = subprocess.run(_pair_command(one_core, offline_data), cwd=REPO_ROOT, env=env,
-                          capture_output=True, text=True, timeout=600,
-                          preexec_fn=lambda: os.sched_setaffinity(0, {cores[-1]}))
+  pin = (f'import os, sys; os.sched_setaffinity(0, {{{cores[-1]}}}); '
+         'os.execv(sys.executable, [sys.executable] + sys.argv[1:])')
+  command = _pair_command(one_core, offline_data)
+  result = subprocess.run([command[0], '-c', pin, *command[1:]], cwd=REPO_ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
   assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
   loaded = {}
   for name in ('in_workers', 'one_core'):
@@ -196,10 +198,15 @@ def test_ctrl_c_reaches_each_worker_once_and_ends_the_run_interrupted(tmp_path):
     while not started() and time.time() < deadline:
       time.sleep(0.1)
     os.kill(os.getpid(), signal.SIGINT)
+  # Python's own Ctrl-C handling (a test runner's worker process may ignore SIGINT).
+  previous = signal.signal(signal.SIGINT, signal.default_int_handler)
   threading.Thread(target=press_ctrl_c, daemon=True).start()
   start = time.time()
-  with pytest.raises(user_errors.TrainingInterrupted, match='Stopped on request'):
-    workers.run(plan, str(tmp_path))
+  try:
+    with pytest.raises(user_errors.TrainingInterrupted, match='Stopped on request'):
+      workers.run(plan, str(tmp_path))
+  finally:
+    signal.signal(signal.SIGINT, previous)
   assert time.time() - start < 60
   for model in plan.models:   # each worker saved (its handler ran), none left running
     assert os.path.exists(workers.output_path(str(tmp_path), model) + '.saved')
