@@ -38,6 +38,9 @@ flags.DEFINE_integer('workers', 0,
                      'this process).')
 flags.DEFINE_string('worker_model', None, 'Set by the command for its worker processes: run '
                     "only this model's chain.")
+flags.DEFINE_enum('worker_task', 'chain', ['chain', 'samples'], 'Set by the command for its '
+                  "worker processes: the model's chain (all but its sample grids) or its "
+                  'sample grids.')
 flags.DEFINE_string('worker_output', None, 'Set by the command for its worker processes: '
                     "where the worker leaves its chain's results.")
 flags.DEFINE_string('worker_cores', None, 'Set by the command for its worker processes: the '
@@ -64,7 +67,7 @@ def main(argv):
                                   pipeline.check_pair_config(FLAGS.config))
     if FLAGS.worker_model is not None:
       pipeline.run_pair(FLAGS.config, FLAGS.workdir, worker_model=FLAGS.worker_model,
-                        worker_output=FLAGS.worker_output)
+                        worker_task=FLAGS.worker_task, worker_output=FLAGS.worker_output)
       return
     pipeline.run_pair(FLAGS.config, FLAGS.workdir, workers_plan=plan)
   except Exception as error:  # pylint: disable=broad-except

@@ -100,13 +100,18 @@ def write_samples(model_config: ml_collections.ConfigDict, model_workdir: str,
   return paths
 
 
-def run_model(config: ml_collections.ConfigDict, model: str, workdir: str) -> dict:
-  """Trains and evaluates one model; returns its step, final and per-checkpoint npz paths."""
+def run_model(config: ml_collections.ConfigDict, model: str, workdir: str,
+              draw_samples: bool = True) -> dict:
+  """Trains and evaluates one model; returns its step, final and per-checkpoint npz paths.
+
+  draw_samples=False: the sample grids are left to the caller (their paths are returned)."""
   model_config = config[model]
   model_workdir = eval_plan.model_workdir(workdir, model)
   evaluator = evaluate.Evaluator(model_config)  # one per model: training's and evaluation's
   step = train_model(model_config, model_workdir, evaluator)
-  samples = write_samples(model_config, model_workdir, step)
+  samples = (write_samples(model_config, model_workdir, step) if draw_samples else
+             [sample.sample_path(model_workdir, step, t)
+              for t in sample.temperatures(model_config)])
   reuse = config.experiment.reuse_evaluations
   final = evaluate_sets(evaluator, model_workdir, eval_plan.eval_sets(config, model), step, reuse)
   curves = {}

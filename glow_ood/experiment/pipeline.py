@@ -18,6 +18,7 @@ import numpy as np
 
 from glow_ood import analysis
 from glow_ood import atomic_files
+from glow_ood import checkpointing
 from glow_ood import config_validation
 from glow_ood.analysis import corruptions
 from glow_ood.analysis import stress as stress_lib
@@ -317,12 +318,13 @@ class CompileClock:
 
 def run_pair(config: ml_collections.ConfigDict, workdir: str, *,
              workers_plan: workers.Plan | None = None, worker_model: str | None = None,
-             worker_output: str | None = None) -> dict:
+             worker_task: str = 'chain', worker_output: str | None = None) -> dict:
   """Trains (or resumes) every model, evaluates, analyses; writes report.md. Returns the results.
 
   workers_plan: run the models' chains in worker processes (glow_ood.experiment.workers);
   None runs them in turn here. worker_model: this process is a worker: run that model's
-  chain alone and write it to worker_output (no report); returns the chain."""
+  task alone ('chain': everything of the model but its sample grids; 'samples': the grids of
+  its finished training) and write its output to worker_output (no report); returns it."""
   start = time.time()
   models = check_pair_config(config)
   if worker_model is None:
@@ -332,6 +334,8 @@ def run_pair(config: ml_collections.ConfigDict, workdir: str, *,
         f'--worker_model={worker_model!r} is not a model of this pair ({", ".join(models)}).')
   workdir_config.prepare(workdir)
   with CompileClock() as compiling:
+    if worker_model is not None and worker_task == 'samples':
+      return _sample_task(config, worker_model, workdir, compiling, worker_output)
     return _run_pair(config, workdir, models, start, compiling, workers_plan, worker_model,
                      worker_output)
 
@@ -353,12 +357,14 @@ class _PhaseClock:
 
 
 def _model_chain(config, model: str, workdir: str, images: dict, stress: dict, in_name: str,
-                 clock: _PhaseClock, code_bits: dict | None = None) -> dict:
+                 clock: _PhaseClock, code_bits: dict | None = None,
+                 draw_samples: bool = True) -> dict:
   """Everything of one model, which no other model's chain reads: train and evaluate, the
   stress and corruption sets, the background and ensemble members, then the analysis.
-  code_bits: the compressors' code lengths (None: read from, or written to, their cache)."""
+  code_bits: the compressors' code lengths (None: read from, or written to, their cache);
+  draw_samples=False: leave the sample grids to a task of their own (their paths are set)."""
   reuse = config.experiment.reuse_evaluations
-  run = model_runs.run_model(config, model, workdir)
+  run = model_runs.run_model(config, model, workdir, draw_samples=draw_samples)
   clock.lap(f'{model}: train and evaluate')
   run['stress'] = model_runs.evaluate_arrays(run['evaluator'], run['workdir'], stress,
                                              run['step'], reuse)
@@ -380,6 +386,25 @@ def _model_chain(config, model: str, workdir: str, images: dict, stress: dict, i
   result['devices'] = _devices()
   clock.lap(f'{model}: scores, Section 5, attacks, graying')
   return result
+
+
+def _trained(config, workdir: str, model: str) -> bool:
+  """Whether the model's training has reached its step count (its samples can be drawn)."""
+  steps = checkpointing.available_steps(eval_plan.model_workdir(workdir, model))
+  return bool(steps) and steps[-1] >= config[model].train.num_steps
+
+
+def _sample_task(config, model: str, workdir: str, compiling: CompileClock,
+                 output: str) -> dict:
+  """A worker's sample task: the grids of the model's finished training."""
+  clock = _PhaseClock(compiling)
+  model_workdir = eval_plan.model_workdir(workdir, model)
+  step = checkpointing.available_steps(model_workdir)[-1]
+  paths = model_runs.write_samples(config[model], model_workdir, step)
+  clock.lap(f'{model}: sample grids')
+  task = {'samples': paths, 'phases_s': clock.phases, 'compile_s': clock.compile_s}
+  workers.write_output(output, task)
+  return task
 
 
 def _code_lengths(config, workdir: str, images: dict, stress: dict) -> dict:
@@ -405,7 +430,8 @@ def _run_pair(config, workdir: str, models: list[str], start: float, compiling: 
   clock.lap('images: evaluation, stress and corruption sets')
 
   if worker_model is not None:
-    result = _model_chain(config, worker_model, workdir, images, stress, in_name, clock)
+    result = _model_chain(config, worker_model, workdir, images, stress, in_name, clock,
+                          draw_samples=False)
     chain = {'result': result, 'phases_s': clock.phases, 'compile_s': clock.compile_s}
     workers.write_output(worker_output, chain)
     return chain
@@ -424,18 +450,22 @@ def _run_pair(config, workdir: str, models: list[str], start: float, compiling: 
                                      shared['code_bits']) for m in models}
     phases, compile_s, worker_record = clock.phases, clock.compile_s, None
   else:
-    chains = workers.run(workers_plan, workdir, parent_share)
+    chains = workers.run(workers_plan, workdir, parent_share,
+                         samples_ready=lambda m: _trained(config, workdir, m))
     clock.lap('the models, in the workers')
-    model_results = {m: chain['result'] for m, chain in chains.items()}
+    model_results = {m: dict(chain['result'], samples=chain['samples']['samples'])
+                     for m, chain in chains.items()}
     phases, compile_s = dict(clock.phases), dict(clock.compile_s)
     for model, chain in chains.items():   # each worker's own phases (they overlap in time)
-      for name, seconds in chain['phases_s'].items():
-        key = name if name.startswith(f'{model}: ') else f'{name} ({model} worker)'
-        phases[key] = phases.get(key, 0.0) + seconds
-        compile_s[key] = compile_s.get(key, 0.0) + chain['compile_s'][name]
+      for output in (chain, chain['samples']):
+        for name, seconds in output['phases_s'].items():
+          key = name if name.startswith(f'{model}: ') else f'{name} ({model} worker)'
+          phases[key] = phases.get(key, 0.0) + seconds
+          compile_s[key] = compile_s.get(key, 0.0) + output['compile_s'][name]
     worker_record = {'count': len(workers_plan.core_groups),
                      'core_groups': [list(g) for g in workers_plan.core_groups],
-                     'models': {m: chain['worker'] for m, chain in chains.items()}}
+                     'models': {m: chain['worker'] for m, chain in chains.items()},
+                     'samples': {m: chain['samples']['worker'] for m, chain in chains.items()}}
 
   results = {'pair': config.pair, 'variant': config.variant, 'in_name': in_name,
              'devices': _devices(),

@@ -551,6 +551,8 @@ def render(results: dict, workdir: str) -> str:
                   f'{model}: cores {",".join(map(str, w["cores"]))}, '
                   f'{models[model]["devices"]["count"]} {models[model]["devices"]["platform"]} '
                   f'device(s), {_f(w["wall_s"], 0)} s' for model, w in workers['models'].items())
+              + '; each model\'s sample grids a task of their own: ' + ', '.join(
+                  f'{model} {_f(w["wall_s"], 0)} s' for model, w in workers['samples'].items())
               + '), so the phases of different models overlap in time and add up to more than '
               'the wall clock.', '']
     else:

@@ -1,7 +1,7 @@
 """The pair's models side by side, one worker process per group of cores (CPU-only hosts).
 
     plan = workers.plan(requested, models, argv)    # None: run every model in this process
-    chains = workers.run(plan, workdir, while_waiting)
+    chains = workers.run(plan, workdir, while_waiting, samples_ready)
 
 A model's chain (train and evaluate, stress and corruption sets, background and
 ensemble members, scores, Section 5, attacks, graying) depends on no other model's,
@@ -10,20 +10,24 @@ do 1.2-1.35x the train-step work of one process split into two JAX devices (the
 devices' per-step synchronisation and shared thread pool cost more than they give:
 docs/performance.md, Run times), and while one process compiles, the other's core
 computes. Each worker is the same command line with `--worker_model=<model>`:
-it sees the same config and flags, runs that one chain pinned to its cores (its CPU
+it sees the same config and flags, runs that one task pinned to its cores (its CPU
 split then follows from its own cores: one device for one core), and leaves its
-chain's results in WORKDIR/.workers/<model>.pkl for the parent, which starts the
-next model in the freed cores (models in the config's order) and writes the report.
+output in WORKDIR/.workers/ for the parent, which starts the next task in the freed
+cores and writes the report. A model's sample grids are a task of their own
+(`--worker_task=samples`), taken by a core with no chain left to start once that
+model has finished training: PixelCNN++ draws its grids with the whole net once per
+pixel, and so draws them beside its own evaluations.
 
-Every file a chain writes is the model's own (its workdirs, eval and score files,
-figures); the files they share (the compressors' code lengths, the persistent
-compilation cache) are written atomically. A worker's output lines reach the
-terminal prefixed by its model, and WORKDIR/logs/<model>.log as they are. A worker that
-fails stops the others with one SIGINT each (training saves, as on Ctrl-C) and ends the
-command with its last line; Ctrl-C reaches the parent alone (workers run in their own
-sessions) and is passed on the same way. Each worker's models train on its own device split, so their numbers differ by
-round-off from one process split into devices (README: trained figures move across
-device splits); `--workers=1` runs the chains one after another in this process.
+Every file a task writes is the model's own (its workdirs, eval and score files,
+figures, samples); the files they share (the compressors' code lengths, the
+persistent compilation cache) are written atomically. A worker's output lines reach
+the terminal prefixed by its task, and WORKDIR/logs/<task>.log as they are. A worker
+that fails stops the others with one SIGINT each (training saves, as on Ctrl-C) and
+ends the command with its last line; Ctrl-C reaches the parent alone (workers run in
+their own sessions) and is passed on the same way. Each worker's models train on its
+own device split, so their numbers differ by round-off from one process split into
+devices (README: trained figures move across device splits), never with the schedule;
+`--workers=1` runs the chains one after another in this process.
 """
 
 from __future__ import annotations
@@ -109,8 +113,9 @@ def plan(requested: int, models: Sequence[str], argv: Sequence[str], *,
               models=tuple(models))
 
 
-def output_path(workdir: str, model: str) -> str:
-  return os.path.join(workdir, WORKER_DIR, f'{model}.pkl')
+def output_path(workdir: str, model: str, task: str = 'chain') -> str:
+  return os.path.join(workdir, WORKER_DIR,
+                      f'{model}.pkl' if task == 'chain' else f'{model}.{task}.pkl')
 
 
 def write_output(path: str, chain: dict) -> None:
@@ -119,11 +124,12 @@ def write_output(path: str, chain: dict) -> None:
     pickle.dump(chain, f)
 
 
-def child_argv(argv: Sequence[str], model: str, output: str,
-               cores: Sequence[int]) -> list[str]:
-  """The worker's command: this one, run by this interpreter, for one model's chain."""
+def child_argv(argv: Sequence[str], model: str, output: str, cores: Sequence[int],
+               task: str = 'chain') -> list[str]:
+  """The worker's command: this one, run by this interpreter, for one model's task."""
   return [sys.executable, *argv, '--workers=1', f'--worker_model={model}',
-          f'--worker_output={output}', f'--worker_cores={_cores_text(cores)}']
+          f'--worker_task={task}', f'--worker_output={output}',
+          f'--worker_cores={_cores_text(cores)}']
 
 
 def become_worker(cores_text: str) -> None:
@@ -142,8 +148,8 @@ def become_worker(cores_text: str) -> None:
     pass
 
 
-def log_path(workdir: str, model: str) -> str:
-  return os.path.join(workdir, LOG_DIR, f'{model}.log')
+def log_path(workdir: str, name: str) -> str:
+  return os.path.join(workdir, LOG_DIR, f'{name.replace(" ", "_")}.log')
 
 
 class _Worker:
@@ -185,35 +191,61 @@ class _Worker:
       self.process.send_signal(signal.SIGINT)
 
 
-def run(plan_: Plan, workdir: str, while_waiting: Callable[[], None] | None = None
-        ) -> dict[str, dict]:
-  """Runs every model's chain in the plan's workers; returns {model: chain} in plan order,
-  each chain as the worker wrote it, with 'worker': {'cores', 'wall_s'} added.
+TASKS = ('chain', 'samples')
 
-  while_waiting: run here once the first workers have started (the parent's own share of
-  the work). Raises WorkerFailed (or TrainingInterrupted after Ctrl-C) once every worker
-  still running has stopped."""
-  for model in plan_.models:   # never read a chain an earlier invocation left
-    if os.path.exists(output_path(workdir, model)):
-      os.remove(output_path(workdir, model))
+
+def task_name(model: str, task: str) -> str:
+  return model if task == 'chain' else f'{model} {task}'
+
+
+def run(plan_: Plan, workdir: str, while_waiting: Callable[[], None] | None = None,
+        samples_ready: Callable[[str], bool] = lambda model: True) -> dict[str, dict]:
+  """Runs every model's chain, and each model's sample grids as a task of their own, in the
+  plan's workers; returns {model: chain} in plan order, each chain as its worker wrote it,
+  with 'worker': {'cores', 'wall_s'} added and 'samples' (what the sample task wrote).
+
+  Chains start first, in plan order; a slot with no chain left to start takes the sample
+  task of a model whose training has finished (samples_ready), so that drawing an
+  autoregressive model's grids (PixelCNN++: the net once per pixel) overlaps its chain's
+  evaluations. while_waiting: run here once the first workers have started (the parent's
+  own share of the work). Raises WorkerFailed (or TrainingInterrupted after Ctrl-C) once
+  every worker still running has stopped."""
+  for model in plan_.models:   # never read an output an earlier invocation left
+    for task in TASKS:
+      if os.path.exists(output_path(workdir, model, task)):
+        os.remove(output_path(workdir, model, task))
   print(f'Running the {len(plan_.models)} models in {len(plan_.core_groups)} worker '
         f'processes side by side, on cores {", ".join(map(_cores_text, plan_.core_groups))} '
         f'(--workers=1 runs them in turn in this process); each one\'s output is also in '
         f'{os.path.join(workdir, LOG_DIR)}/<model>.log.', flush=True)
-  waiting = list(plan_.models)
+  chains_waiting = list(plan_.models)
+  samples_waiting = list(plan_.models)
   free = list(plan_.core_groups)
   running: list[_Worker] = []
-  chains: dict[str, dict] = {}
+  outputs: dict[tuple[str, str], dict] = {}
   print_lock = threading.Lock()
   failure: str | None = None
   interrupted = False
 
+  def next_task():
+    if chains_waiting:
+      return chains_waiting.pop(0), 'chain'
+    for model in samples_waiting:
+      if samples_ready(model):
+        samples_waiting.remove(model)
+        return model, 'samples'
+    return None
+
   def start_next():
-    while waiting and free and failure is None and not interrupted:
-      model, cores = waiting.pop(0), free.pop(0)
-      running.append(_Worker(model, cores, child_argv(
-          plan_.argv, model, output_path(workdir, model), cores), print_lock,
-          log_path(workdir, model)))
+    while free and failure is None and not interrupted:
+      task = next_task()
+      if task is None:
+        return
+      (model, kind), cores = task, free.pop(0)
+      running.append(_Worker(task_name(model, kind), cores, child_argv(
+          plan_.argv, model, output_path(workdir, model, kind), cores, kind), print_lock,
+          log_path(workdir, task_name(model, kind))))
+      running[-1].task = (model, kind)
 
   def stop_all():
     for worker in running:
@@ -222,21 +254,25 @@ def run(plan_: Plan, workdir: str, while_waiting: Callable[[], None] | None = No
   start_next()
   if while_waiting is not None:
     while_waiting()
-  while running:
+  while running or (samples_waiting and failure is None and not interrupted):
     try:
+      if not running:   # every chain ended, yet a model's samples cannot start
+        failure = (f'the sample grids of {", ".join(samples_waiting)}: the model has no '
+                   'finished training')
+        break
       time.sleep(_POLL_S)
       for worker in [w for w in running if w.process.poll() is not None]:
         running.remove(worker)
         code = worker.finish()
         free.append(worker.cores)
-        path = output_path(workdir, worker.model)
+        path = output_path(workdir, *worker.task)
         if code == 0 and os.path.exists(path):
           with open(path, 'rb') as f:
-            chain = pickle.load(f)
+            output = pickle.load(f)
           os.remove(path)
-          chain['worker'] = {'cores': list(worker.cores),
-                             'wall_s': time.time() - worker.started}
-          chains[worker.model] = chain
+          output['worker'] = {'cores': list(worker.cores), 'started': worker.started,
+                              'wall_s': time.time() - worker.started}
+          outputs[worker.task] = output
         elif failure is None and not interrupted:
           failure = (f'the {worker.model} worker (cores {_cores_text(worker.cores)}) stopped '
                      f'with exit status {code}: {worker.last_line or "no output"}')
@@ -259,7 +295,8 @@ def run(plan_: Plan, workdir: str, while_waiting: Callable[[], None] | None = No
         'same command to go on.' if failure is None else failure)
   if failure is not None:
     raise user_errors.WorkerFailed(failure)
-  return {model: chains[model] for model in plan_.models}
+  return {model: dict(outputs[model, 'chain'], samples=outputs[model, 'samples'])
+          for model in plan_.models}
 
 
 def _cores_text(cores: Sequence[int]) -> str:

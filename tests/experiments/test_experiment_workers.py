@@ -48,7 +48,7 @@ def test_plan_refuses_more_workers_than_cores_in_one_line():
     workers.plan(-1, models, ['x.py'], cores=[0, 1])
   argv = workers.child_argv(['x.py', '--workdir=w'], 'vae', '/o/vae.pkl', (2, 3))
   assert argv == [sys.executable, 'x.py', '--workdir=w', '--workers=1', '--worker_model=vae',
-                  '--worker_output=/o/vae.pkl', '--worker_cores=2,3']
+                  '--worker_task=chain', '--worker_output=/o/vae.pkl', '--worker_cores=2,3']
 
 
 # A stand-in for the experiment command: it takes its model, output and cores as the
@@ -59,6 +59,11 @@ from glow_ood.experiment import workers
 flag = {a.split('=', 1)[0]: a.split('=', 1)[1] for a in sys.argv[1:]}
 model, output = flag['--worker_model'], flag['--worker_output']
 workers.become_worker(flag['--worker_cores'])
+if flag['--worker_task'] == 'samples':
+  print('drawing', model, flush=True)
+  with open(output, 'wb') as f:
+    pickle.dump({'samples': [model + '.png'], 'phases_s': {}, 'compile_s': {}}, f)
+  sys.exit(0)
 print('started', model, flush=True)
 if model.startswith('fail'):
   print('ValueError: what went wrong', flush=True)
@@ -73,10 +78,12 @@ if model.startswith('slow'):   # like training: one SIGINT saves (a marker here)
   open(output + '.started', 'w').close()
   print('training', flush=True)
   time.sleep(120)
+time.sleep(0.5)
 os.makedirs(os.path.dirname(output), exist_ok=True)
 with open(output, 'wb') as f:
-  pickle.dump({'result': {'model': model, 'cores': sorted(os.sched_getaffinity(0)),
-                          'start': time.time()}, 'phases_s': {}, 'compile_s': {}}, f)
+  pickle.dump({'result': {'model': model, 'cores': sorted(os.sched_getaffinity(0))},
+               'phases_s': {}, 'compile_s': {}}, f)
+open(os.path.join(os.path.dirname(output), model + '.trained'), 'w').close()
 time.sleep(0.5)
 '''
 
@@ -94,17 +101,26 @@ def test_run_schedules_every_model_on_its_cores_and_echoes_prefixed(tmp_path, ca
   stale = workers.output_path(str(tmp_path), 'c')
   workers.write_output(stale, {'result': 'an earlier invocation'})
   beside = []
-  chains = workers.run(plan, str(tmp_path), while_waiting=lambda: beside.append(time.time()))
+  trained = lambda m: os.path.exists(tmp_path / workers.WORKER_DIR / f'{m}.trained')
+  chains = workers.run(plan, str(tmp_path), while_waiting=lambda: beside.append(time.time()),
+                       samples_ready=trained)
   assert list(chains) == ['a', 'b', 'c'] and beside
+  for model, chain in chains.items():
+    # Each model's samples: a task of its own, started once no chain waited and the model
+    # was trained (its chain had written its marker).
+    assert chain['samples']['samples'] == [model + '.png']
+    assert chain['samples']['worker']['started'] >= chains['c']['worker']['started']
+    assert chain['samples']['worker']['started'] >= os.path.getmtime(
+        tmp_path / workers.WORKER_DIR / f'{model}.trained')
   for model, chain in chains.items():
     assert chain['result']['model'] == model          # never the stale file
     assert chain['result']['cores'] == list(chain['worker']['cores'])
     assert chain['worker']['wall_s'] > 0
   # Two slots: a and b start at once, c in the first slot freed (in start order).
   assert [chains[m]['worker']['cores'] for m in 'ab'] == [list(g) for g in plan.core_groups]
-  assert chains['c']['result']['start'] > min(chains[m]['result']['start'] for m in 'ab')
+  assert chains['c']['worker']['started'] > min(chains[m]['worker']['started'] for m in 'ab')
   out = capsys.readouterr().out
-  assert '[a] started a' in out and '[c] started c' in out
+  assert '[a] started a' in out and '[c] started c' in out and '[c samples] drawing c' in out
   with open(workers.log_path(str(tmp_path), 'c')) as f:   # the model's own log, unprefixed
     log = f.read().splitlines()
   assert log[0].startswith('== ') and 'c on cores' in log[0] and log[1] == 'started c'
@@ -121,6 +137,7 @@ def test_a_failing_worker_stops_the_others_and_ends_in_its_last_line(tmp_path):
   assert 'the fail_first worker' in message and 'exit status 3' in message
   assert message.endswith('ValueError: what went wrong')
   assert not os.path.exists(workers.output_path(str(tmp_path), 'never_started'))
+  assert not os.path.exists(workers.log_path(str(tmp_path), 'fail_first samples'))
 
 
 def _pair_command(workdir, offline_data, *flags):
@@ -180,6 +197,13 @@ def test_pair_in_two_workers_repeats_the_one_core_run_exactly(offline_data, tmp_
     assert split['models'][model]['devices'] == {'count': 1, 'platform': 'cpu', 'cores': 1}
     assert f'{model}: train and evaluate' in split['phases_s']
   assert _numbers(split) == _numbers(alone)
+  for model in ('cv_glow', 'vae'):   # the grids, drawn by a task of their own, to the bit
+    assert set(split['workers']['samples']) == {'cv_glow', 'vae'}
+    paths = [split['models'][model]['samples'], alone['models'][model]['samples']]
+    assert len(paths[0]) == len(paths[1]) > 0
+    for drawn, reference in zip(*paths):
+      with open(drawn, 'rb') as f, open(reference, 'rb') as g:
+        assert f.read() == g.read(), (drawn, reference)
   assert split['models']['vae']['ood_metrics']['mnist']['log p(x)']['auroc'] == (
       alone['models']['vae']['ood_metrics']['mnist']['log p(x)']['auroc'])
   with open(in_workers / 'report.md') as f:
