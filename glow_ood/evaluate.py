@@ -47,6 +47,10 @@ class Evaluator:
     self.n_bits = config.n_bits
     self.image_shape = train_state_lib.image_shape(config)
     self.num_dims = train_state_lib.num_dims(config)
+    on_cpu = self.mesh.devices.flat[0].platform == 'cpu'
+    # Images per model pass (chunked_apply): the kind's per-device chunk times the devices.
+    self.chunk = (model_kinds.kind_of(config.model).cpu_evaluation_chunk * self.mesh.size
+                  if on_cpu else 0)
     self._fns = {}
 
   def terms(self, variables, x_pixels: jax.Array, key: jax.Array | None,
@@ -69,7 +73,9 @@ class Evaluator:
       model_rngs = model_kinds.rngs(model_key)
     y = likelihood.dequantize_pixels(noise_key, jnp.asarray(x_pixels, jnp.float32),
                                      self.n_bits, noise=dequantization)
-    out = dict(self.model.apply(variables, y, method='evaluate', rngs=model_rngs).terms())
+    out = chunked_apply(lambda y: self.model.apply(variables, y, method='evaluate',
+                                                   rngs=model_rngs).terms(),
+                        y, self.chunk)
     out['log_p_discrete'] = likelihood.discrete_log_prob(out['log_px'], self.num_dims,
                                                          self.n_bits)
     out['bits_per_dim'] = likelihood.bits_per_dim(out['log_px'], self.num_dims, self.n_bits)
@@ -146,6 +152,25 @@ class Evaluator:
     eval_files.write(path, results, step, n_bits=self.n_bits, num_dims=self.num_dims,
                      dataset=dataset, split=split, dequantization=dequantization,
                      settings=settings, preprocessing=preprocessing)
+
+
+def chunked_apply(fn, y: jax.Array, chunk: int) -> dict[str, jax.Array]:
+  """fn(y) (a dict of per-image arrays [B, ...]) computed `chunk` images at a time.
+
+  Chunk j holds images j, j + n, j + 2n, ... (n = B / chunk): strided rather than
+  contiguous, so that a batch split over devices along its first axis gives every chunk
+  an equal share on each device and the loop runs without moving data. The result is put
+  back in batch order. Whole batch at once when chunk is 0, B <= chunk or B is not a
+  multiple of chunk.
+  """
+  batch = y.shape[0]
+  if not chunk or batch <= chunk or batch % chunk:
+    return dict(fn(y))
+  num_chunks = batch // chunk
+  chunks = jnp.swapaxes(y.reshape((chunk, num_chunks) + y.shape[1:]), 0, 1)
+  out = jax.lax.map(lambda c: dict(fn(c)), chunks)
+  return {name: jnp.swapaxes(value, 0, 1).reshape((batch,) + value.shape[2:])
+          for name, value in out.items()}
 
 
 def load_state_for_eval(config: ml_collections.ConfigDict, workdir: str, mesh,
