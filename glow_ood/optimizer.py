@@ -19,15 +19,14 @@ def learning_rate_schedule(train_cfg: ml_collections.ConfigDict) -> optax.Schedu
       boundaries=[train_cfg.warmup_steps])
 
 
-def add_l2_gradient(grads, params, weight_decay):
+def add_l2_gradient(grads, params, weight_decay: float):
   """grads + weight_decay * params: the gradient of a loss penalty weight_decay/2 |params|^2.
 
   Done on the gradient, not as an optimizer transform, so the optimizer state (and so a
   checkpoint's layout) is the same with and without it. Only the trainable collection is
   decayed; the LU 1x1 conv's permutation and signs live in 'constants', out of its reach.
-  weight_decay may be traced (the train step takes it as an argument; 0 adds zeros).
   """
-  if isinstance(weight_decay, (int, float)) and weight_decay <= 0:
+  if weight_decay <= 0:
     return grads
   return jax.tree.map(lambda g, p: g + weight_decay * p, grads, params)
 

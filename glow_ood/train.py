@@ -58,24 +58,21 @@ def step_metrics(terms: dict, loss, grad_norm, learning_rate) -> dict:
 class TrainStep:
   """step(state, x_uint8 [B,H,W,C], key) -> (state, metrics): the jitted step, state donated.
 
-  The mutation rate of a background model's training data and the L2 coefficient are
-  arguments of the program, not constants in it, so a model, the candidates of its
-  background's rate search and the chosen one's continuation all run one compiled
-  program (on the quick pair each distinct program cost a 11-15 s compile on one core).
-  At rate 0 the mutation replaces nothing and an L2 coefficient of 0 adds zeros: the
-  plain model's step gives the values it gave as a program of its own.
-  `lower` lowers the program as it is called.
+  The mutation rate of a background model's training data is an argument of the
+  program, not a constant in it, so the candidates of a rate search (and the chosen
+  one's continuation) run one compiled program: on the quick pair each new rate cost
+  a 12-15 s compile. `lower` lowers the program as it is called.
   """
 
-  def __init__(self, jitted, mutation_rate: float, weight_decay: float):
+  def __init__(self, jitted, mutation_rate: float):
     self._jitted = jitted
-    self._settings = (np.float32(mutation_rate), np.float32(weight_decay))
+    self._rate = np.float32(mutation_rate)
 
   def __call__(self, state: TrainState, x_uint8: jax.Array, key: jax.Array):
-    return self._jitted(state, x_uint8, key, *self._settings)
+    return self._jitted(state, x_uint8, key, self._rate)
 
   def lower(self, state: TrainState, x_uint8: jax.Array, key: jax.Array):
-    return self._jitted.lower(state, x_uint8, key, *self._settings)
+    return self._jitted.lower(state, x_uint8, key, self._rate)
 
 
 def make_train_step(config: ml_collections.ConfigDict, mesh) -> TrainStep:
@@ -90,6 +87,8 @@ def make_train_step(config: ml_collections.ConfigDict, mesh) -> TrainStep:
   n_bits = config.n_bits
   num_dims = train_state_lib.num_dims(config)
   ema_decay = config.train.ema_decay
+  mutates = config.train.mutation_rate > 0  # a likelihood-ratio background model's data
+  weight_decay = config.train.weight_decay
 
   def gradient(params, constants, y, model_rngs):
     """((batch mean of bits/dim, per-image terms), its gradient in params)."""
@@ -105,10 +104,10 @@ def make_train_step(config: ml_collections.ConfigDict, mesh) -> TrainStep:
     gradient = parallel.per_device_gradient(gradient, mesh)
 
   def train_step(state: TrainState, x_uint8: jax.Array, base_key: jax.Array,
-                 mutation_rate: jax.Array, weight_decay: jax.Array):
+                 mutation_rate: jax.Array):
     noise_key = jax.random.fold_in(base_key, state.step)
-    # A likelihood-ratio background model's data (rate 0: the images as they are).
-    x_uint8 = mutate_pixels(jax.random.fold_in(noise_key, 1), x_uint8, mutation_rate)
+    if mutates:
+      x_uint8 = mutate_pixels(jax.random.fold_in(noise_key, 1), x_uint8, mutation_rate)
     y = likelihood.dequantize_uint8(noise_key, x_uint8, n_bits)
     model_rngs = model_kinds.rngs(jax.random.fold_in(noise_key, 2))
     (loss, terms), grads = gradient(state.params, state.constants, y, model_rngs)
@@ -126,10 +125,10 @@ def make_train_step(config: ml_collections.ConfigDict, mesh) -> TrainStep:
   replicated = parallel.replicated(mesh)
   jitted = jax.jit(train_step,
                    in_shardings=(replicated, parallel.batch_sharding(mesh), replicated,
-                                 replicated, replicated),
+                                 replicated),
                    out_shardings=(replicated, replicated),
                    donate_argnums=(0,))
-  return TrainStep(jitted, config.train.mutation_rate, config.train.weight_decay)
+  return TrainStep(jitted, config.train.mutation_rate)
 
 
 @jax.jit

@@ -58,37 +58,23 @@ def test_background_training_mutates_inputs_and_decays_only_trainable_weights(ti
   assert decayed[2]['grad_norm'] > plain[2]['grad_norm']
 
 
-def test_a_model_and_its_background_candidates_share_one_compiled_step(tiny_config,
-                                                                        monkeypatch):
-  """The model (rate 0, no L2) and its background candidates at different rates and L2
-  lower to one program (one compile for the model and its rate search), the rate passed
-  in is the one applied, and rate 0 with L2 0 steps exactly as a step without either."""
+def test_mutation_rates_share_one_compiled_step_and_mutate_as_the_rate_says(tiny_config):
+  """Background candidates at different rates lower to one program (one compile for a
+  rate search), and the rate passed in is the one applied."""
   mesh = parallel.make_mesh()
   keys = train_state_lib.run_keys(tiny_config.seed)
-  images = np.random.default_rng(0).integers(0, 256, (8, 16, 16, 1), dtype=np.uint8)
+  images = np.full((8, 16, 16, 1), 7, np.uint8)
   batch = parallel.global_batch(mesh, images)
   state = train_state_lib.create_train_state(tiny_config, mesh, keys['init'], batch)
   programs = {}
-  for rate, weight_decay in ((0.0, 0.0), (0.05, 1e-4), (0.3, 1e-4)):
-    tiny_config.train.mutation_rate, tiny_config.train.weight_decay = rate, weight_decay
+  for rate in (0.05, 0.3):
+    tiny_config.train.mutation_rate = rate
     programs[rate] = train.make_train_step(tiny_config, mesh).lower(
         state, batch, keys['train']).as_text()
-  assert programs[0.0] == programs[0.05] == programs[0.3]
-
-  # Rate 0 and L2 0: the same values as a step built with neither (both made identities).
-  tiny_config.train.mutation_rate, tiny_config.train.weight_decay = 0.0, 0.0
-  key = keys['train']
-  after, metrics = train.make_train_step(tiny_config, mesh)(
-      jax.tree.map(jnp.copy, state), batch, key)
-  monkeypatch.setattr(train, 'mutate_pixels', lambda key, x, rate: x)
-  monkeypatch.setattr(optimizer_lib, 'add_l2_gradient', lambda grads, params, decay: grads)
-  plain = train.make_train_step(tiny_config, mesh)
-  assert plain.lower(state, batch, key).as_text() != programs[0.0]   # really built without
-  reference, reference_metrics = plain(jax.tree.map(jnp.copy, state), batch, key)
-  for a, b in zip(jax.tree.leaves(after.params), jax.tree.leaves(reference.params)):
-    np.testing.assert_array_equal(a, b)
-  for name in metrics:
-    np.testing.assert_array_equal(metrics[name], reference_metrics[name])
+  assert programs[0.05] == programs[0.3]
+  tiny_config.train.mutation_rate = 0.0
+  plain = train.make_train_step(tiny_config, mesh).lower(state, batch, keys['train']).as_text()
+  assert plain != programs[0.05]  # no mutation code where nothing mutates
 
   # The traced rate draws exactly what the number draws, and about that fraction.
   key = jax.random.PRNGKey(3)
