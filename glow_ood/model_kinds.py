@@ -92,8 +92,9 @@ class ModelKind:
   per_device_gradient: Callable[[Mapping[str, Any]], bool] = lambda fields: False
   # Images per device and model pass inside one evaluation batch on CPU (glow_ood.evaluate.
   # chunked_apply): the batch's noise is drawn whole, then the model runs over chunks of
-  # this many images in a loop, which keeps a chunk's activations in the CPU's caches;
-  # every value is the same to the bit. 0 = the whole batch at once. Only for a model that
+  # this many images in a loop, which keeps a chunk's activations in the CPU's caches
+  # (same arithmetic per image: the trained quick flows' files repeated to the bit, and the
+  # tests check it). 0 = the whole batch at once. Only for a model that
   # draws nothing inside its forward pass (a chunk would repeat the batch's draws).
   cpu_evaluation_chunk: int = 0
 
